@@ -1,0 +1,639 @@
+"""Test harness for gatherd: runs the real binary and the fakeup upstream as processes and talks
+to them over real sockets on 127.0.0.1.  Nothing here sleeps for a fixed time: every wait is on
+a log line, a fakeup counter (``/_wait``), a process exit or a socket, with a timeout.
+
+Environment: ``GATHERD_BIN`` (the built binary), ``GATHERD_SRC`` (the repository root).
+"""
+
+import http.client
+import json
+import os
+import re
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.parse
+
+SRC = os.environ.get("GATHERD_SRC") or os.path.abspath(
+    os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", ".."))
+BIN = os.environ.get("GATHERD_BIN") or os.path.join(SRC, "build", "src", "gatherd")
+FAKEUP = os.path.join(SRC, "tests", "upstream", "fakeup.py")
+FIXTURES = os.path.join(SRC, "tests", "fixtures", "exchanges")
+FIXTURE_NAMES = ("bitbank_btc_jpy_ticker.json", "btcbox_ticker.json", "coincheck_ticker.json")
+
+
+class HarnessError(AssertionError):
+    """A process did not do what the harness waited for (timeout, early exit)."""
+
+
+def fixture_bytes(name):
+    with open(os.path.join(FIXTURES, name), "rb") as f:
+        return f.read()
+
+
+def free_port():
+    """A TCP port on 127.0.0.1 that was free a moment ago."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def closed_port():
+    """A port nobody listens on (bound, then closed without listen): connecting is refused."""
+    return free_port()
+
+
+# ---------------------------------------------------------------------------------------------
+# fakeup
+
+
+class FakeUpstream:
+    """fakeup.py as a subprocess on 127.0.0.1, port chosen by the kernel."""
+
+    def __init__(self, fixtures=None, start_timeout=15):
+        cmd = [sys.executable, FAKEUP, "--host", "127.0.0.1", "--port", "0"]
+        if fixtures:
+            cmd += ["--fixtures", fixtures]
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL)
+        self._stderr = []
+        self._t = threading.Thread(target=self._drain_stderr, daemon=True)
+        self._t.start()
+        line = _readline_with_timeout(self.proc.stdout, start_timeout)
+        if not line:
+            self.stop()
+            raise HarnessError("fakeup did not start: " + "".join(self._stderr))
+        self.port = json.loads(line)["port"]
+        self.host = "127.0.0.1"
+
+    def _drain_stderr(self):
+        for line in iter(self.proc.stderr.readline, b""):
+            self._stderr.append(line.decode("utf-8", "replace"))
+
+    def stderr(self):
+        return "".join(self._stderr)
+
+    def url(self, path="/"):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    def _control(self, path, timeout):
+        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        try:
+            c.request("GET", path, headers={"X-Fakeup-Control": "1", "Connection": "close"})
+            r = c.getresponse()
+            return r.status, json.loads(r.read() or b"null")
+        finally:
+            c.close()
+
+    def stats(self):
+        return self._control("/_stats", 10)[1]
+
+    def reset(self):
+        return self._control("/_reset", 10)[1]
+
+    def wait(self, counter, value, timeout=10, **more):
+        """Wait until ``counter`` >= value (and each of ``more``); return the stats.  Raise
+        HarnessError with the stats on timeout.  ``counter`` may be ``path:/x``."""
+        want = {counter: value}
+        want.update(more)
+        q = urllib.parse.urlencode(dict(want, timeout_ms=int(timeout * 1000)))
+        status, st = self._control("/_wait?" + q, timeout + 10)
+        if status != 200:
+            raise HarnessError(f"fakeup: waited {timeout}s for {want}; stats {st}")
+        return st
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        for f in (self.proc.stdout, self.proc.stderr):
+            try:
+                f.close()
+            except Exception:
+                pass
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.stop()
+
+
+def _readline_with_timeout(f, timeout):
+    out = []
+
+    def rd():
+        out.append(f.readline())
+
+    t = threading.Thread(target=rd, daemon=True)
+    t.start()
+    t.join(timeout)
+    return out[0].decode() if out and out[0] else ""
+
+
+# ---------------------------------------------------------------------------------------------
+# gatherd
+
+
+class _Lines:
+    """Lines from a pipe, collected by a thread; waiters block on a condition."""
+
+    def __init__(self, pipe):
+        self.raw = []
+        self.parsed = []      # dict, or None for a line that is not a JSON object
+        self.closed = False
+        self.cond = threading.Condition()
+        self.t = threading.Thread(target=self._run, args=(pipe,), daemon=True)
+        self.t.start()
+
+    def _run(self, pipe):
+        for line in iter(pipe.readline, b""):
+            text = line.decode("utf-8", "replace").rstrip("\n")
+            try:
+                obj = json.loads(text)
+                if not isinstance(obj, dict):
+                    obj = None
+            except ValueError:
+                obj = None
+            with self.cond:
+                self.raw.append(text)
+                self.parsed.append(obj)
+                self.cond.notify_all()
+        with self.cond:
+            self.closed = True
+            self.cond.notify_all()
+
+    def wait(self, pred, timeout, start=0):
+        """First parsed line (index >= start) for which pred(line) is true, or None on timeout
+        or when the pipe closed without one."""
+        deadline = time.monotonic() + timeout
+        i = start
+        with self.cond:
+            while True:
+                while i < len(self.parsed):
+                    obj = self.parsed[i]
+                    i += 1
+                    if obj is not None and pred(obj):
+                        return obj
+                if self.closed:
+                    return None
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return None
+                self.cond.wait(left)
+
+    def text(self):
+        with self.cond:
+            return "\n".join(self.raw)
+
+
+class Gatherd:
+    """The gatherd binary with a config written to a temporary file.
+
+    ``config`` is a dict (written as JSON), a str (written as is) or None (built-in default).
+    Unless ``args`` contains ``--listen``, it listens on 127.0.0.1:0 and the real port is taken
+    from the ``listening`` log line.
+    """
+
+    def __init__(self, config=None, args=(), env=None, workers=1, start_timeout=15,
+                 wait_listening=True):
+        self.dir = tempfile.mkdtemp(prefix="gatherd-test-")
+        self.config_path = None
+        cmd = [BIN]
+        if config is not None:
+            self.config_path = os.path.join(self.dir, "gatherd.json")
+            self.write_config(config)
+            cmd += ["--config", self.config_path]
+        args = list(args)
+        if "--listen" not in args and not any(a.startswith("--listen=") for a in args):
+            cmd += ["--listen", "127.0.0.1:0"]
+        if workers is not None and "--workers" not in args:
+            cmd += ["--workers", str(workers)]
+        cmd += args
+        self.cmd = cmd
+        full_env = dict(os.environ)
+        if env:
+            for k, v in env.items():
+                if v is None:
+                    full_env.pop(k, None)
+                else:
+                    full_env[k] = v
+        self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
+                                     stdin=subprocess.DEVNULL, env=full_env)
+        self.out = _Lines(self.proc.stdout)
+        self.err = _Lines(self.proc.stderr)
+        self.returncode = None
+        self.port = None
+        self.addr = None
+        if wait_listening:
+            line = self.err.wait(lambda o: o.get("msg") == "listening", start_timeout)
+            if line is None:
+                rc = self.proc.poll()
+                self.kill()
+                raise HarnessError(
+                    f"gatherd did not log 'listening' within {start_timeout}s "
+                    f"(exit {rc}); cmd {cmd}\nstderr:\n{self.err.text()}")
+            self.listening = line
+            self.addr = line.get("addr")
+            m = re.search(r":(\d+)$", self.addr or "")
+            if m:
+                self.port = int(m.group(1))
+
+    # config --------------------------------------------------------------------------------
+
+    def write_config(self, config):
+        """(Re)write the config file atomically; with SIGHUP this is a reload."""
+        text = config if isinstance(config, str) else json.dumps(config, indent=2)
+        tmp = self.config_path + ".tmp"
+        with open(tmp, "w") as f:
+            f.write(text)
+        os.replace(tmp, self.config_path)
+
+    # addresses -----------------------------------------------------------------------------
+
+    def url(self, path="/"):
+        return f"http://127.0.0.1:{self.port}{path}"
+
+    # logs ----------------------------------------------------------------------------------
+
+    def access_lines(self):
+        with self.out.cond:
+            return [o for o in self.out.parsed if o is not None]
+
+    def stdout_text(self):
+        return self.out.text()
+
+    def stderr_text(self):
+        return self.err.text()
+
+    def log_lines(self):
+        with self.err.cond:
+            return [o for o in self.err.parsed if o is not None]
+
+    def wait_log(self, msg, timeout=10, pred=None):
+        """The first stderr line with this ``msg`` (and pred); HarnessError on timeout."""
+        line = self.err.wait(lambda o: o.get("msg") == msg and (pred is None or pred(o)),
+                             timeout)
+        if line is None:
+            raise HarnessError(f"no log line msg={msg!r} within {timeout}s; "
+                               f"stderr:\n{self.err.text()}")
+        return line
+
+    def wait_access(self, pred, timeout=10):
+        """The first access line for which pred is true; HarnessError on timeout."""
+        line = self.out.wait(pred, timeout)
+        if line is None:
+            raise HarnessError(f"no matching access line within {timeout}s; "
+                               f"stdout:\n{self.out.text()}")
+        return line
+
+    def wait_access_id(self, request_id, timeout=10):
+        return self.wait_access(lambda o: o.get("request_id") == request_id, timeout)
+
+    # process -------------------------------------------------------------------------------
+
+    def signal(self, sig):
+        self.proc.send_signal(sig)
+
+    def alive(self):
+        return self.proc.poll() is None
+
+    def wait_exit(self, timeout=15):
+        """The exit status; HarnessError if it is still running after ``timeout``."""
+        try:
+            self.returncode = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            raise HarnessError(f"gatherd still running after {timeout}s; "
+                               f"stderr:\n{self.err.text()}")
+        # Let the reader threads see the end of both pipes.
+        self.out.t.join(5)
+        self.err.t.join(5)
+        return self.returncode
+
+    def kill(self):
+        if self.proc.poll() is None:
+            self.proc.kill()
+        self.returncode = self.proc.wait()
+        self.out.t.join(5)
+        self.err.t.join(5)
+
+    def stop(self, timeout=20):
+        """SIGTERM and wait; SIGKILL after ``timeout``.  Returns the exit status (negative for a
+        signal), or raises HarnessError if the process had to be killed."""
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.returncode = self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.kill()
+                self._cleanup()
+                raise HarnessError(f"gatherd ignored SIGTERM for {timeout}s; "
+                                   f"stderr:\n{self.err.text()}")
+        self.returncode = self.proc.wait()
+        self.out.t.join(5)
+        self.err.t.join(5)
+        self._cleanup()
+        return self.returncode
+
+    def _cleanup(self):
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, exc_type, exc, tb):
+        rc = self.stop()
+        # A crash (sanitizer abort, segfault) fails the test even if its assertions passed.
+        if exc_type is None and rc != 0:
+            raise HarnessError(f"gatherd exited with {rc} after SIGTERM; "
+                               f"stderr:\n{self.err.text()}")
+
+
+def run_check_config(config, env=None, args=(), timeout=15):
+    """Run ``gatherd --check-config --config FILE``; return (rc, stdout, stderr, path)."""
+    d = tempfile.mkdtemp(prefix="gatherd-check-")
+    try:
+        path = os.path.join(d, "gatherd.json")
+        with open(path, "w") as f:
+            f.write(config if isinstance(config, str) else json.dumps(config, indent=2))
+        full_env = dict(os.environ)
+        for k, v in (env or {}).items():
+            if v is None:
+                full_env.pop(k, None)
+            else:
+                full_env[k] = v
+        p = subprocess.run([BIN, "--check-config", "--config", path, *args],
+                           capture_output=True, timeout=timeout, env=full_env,
+                           stdin=subprocess.DEVNULL)
+        return (p.returncode, p.stdout.decode("utf-8", "replace"),
+                p.stderr.decode("utf-8", "replace"), path)
+    finally:
+        shutil.rmtree(d, ignore_errors=True)
+
+
+def run_bin(args, env=None, timeout=15):
+    """Run the binary with arguments to completion; return (rc, stdout, stderr)."""
+    full_env = dict(os.environ)
+    full_env.update(env or {})
+    p = subprocess.run([BIN, *args], capture_output=True, timeout=timeout, env=full_env,
+                       stdin=subprocess.DEVNULL)
+    return p.returncode, p.stdout.decode("utf-8", "replace"), p.stderr.decode("utf-8", "replace")
+
+
+# ---------------------------------------------------------------------------------------------
+# configs
+
+
+def endpoint(path, backends, timeout_ms=None, **kw):
+    """An endpoint dict; ``backends`` is a list of (name, url) pairs or backend dicts."""
+    bs = []
+    for b in backends:
+        if isinstance(b, dict):
+            bs.append(b)
+        else:
+            name, url = b[0], b[1]
+            d = {"name": name, "url": url}
+            if len(b) > 2:
+                d.update(b[2])
+            bs.append(d)
+    ep = {"path": path, "backends": bs}
+    if timeout_ms is not None:
+        ep["timeout_ms"] = timeout_ms
+    ep.update(kw)
+    return ep
+
+
+def config(*endpoints, **top):
+    c = {"endpoints": list(endpoints)}
+    c.update(top)
+    return c
+
+
+# ---------------------------------------------------------------------------------------------
+# HTTP clients
+
+
+def http_get(url, headers=None, timeout=10, method="GET", body=None):
+    """One request on a fresh connection: (status, headers with lower-case names, body)."""
+    u = urllib.parse.urlsplit(url)
+    c = http.client.HTTPConnection(u.hostname, u.port, timeout=timeout)
+    try:
+        path = u.path or "/"
+        if u.query:
+            path += "?" + u.query
+        c.request(method, path, body=body, headers=headers or {})
+        r = c.getresponse()
+        data = r.read()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, data
+    finally:
+        c.close()
+
+
+def get_json(url, **kw):
+    status, headers, body = http_get(url, **kw)
+    return status, headers, json.loads(body)
+
+
+def raw_request(port, data, timeout=10, host="127.0.0.1"):
+    """Send raw bytes, return the raw bytes of one response (head plus body as framed by
+    Content-Length or chunking) or whatever arrived before the server closed the connection.
+    A reset counts as a close.  Raises socket.timeout if the server neither answers nor closes
+    within ``timeout``."""
+    s = socket.create_connection((host, port), timeout=timeout)
+    try:
+        try:
+            s.sendall(data)
+        except (BrokenPipeError, ConnectionResetError):
+            pass  # the server may answer and close before reading everything
+        return read_response(s, timeout)
+    finally:
+        s.close()
+
+
+def read_response(s, timeout=10):
+    """Read one HTTP response from a socket (see raw_request)."""
+    s.settimeout(timeout)
+    buf = b""
+    deadline = time.monotonic() + timeout
+
+    def more():
+        nonlocal buf
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout("no complete response within %ss (got %r)" % (timeout, buf[:200]))
+        s.settimeout(left)
+        try:
+            chunk = s.recv(65536)
+        except ConnectionResetError:
+            chunk = b""
+        buf += chunk
+        return bool(chunk)
+
+    while b"\r\n\r\n" not in buf:
+        if not more():
+            return buf
+    head, _, rest = buf.partition(b"\r\n\r\n")
+    hl = head.decode("latin-1").lower()
+    status_line = hl.split("\r\n")[0]
+    m = re.search(r"\r\ncontent-length:\s*(\d+)", hl)
+    if status_line.split(" ")[1:2] in (["204"], ["304"]) or re.match(r"http/1\.\d 1\d\d", hl):
+        return buf
+    if m:
+        n = int(m.group(1))
+        while len(buf) - len(head) - 4 < n:
+            if not more():
+                break
+        return buf
+    if re.search(r"\r\ntransfer-encoding:\s*chunked", hl):
+        while not buf.endswith(b"0\r\n\r\n"):
+            if not more():
+                break
+        return buf
+    while more():
+        pass
+    return buf
+
+
+def parse_response(raw):
+    """(status, headers lower-case, body) from raw bytes; status None if no status line."""
+    if not raw:
+        return None, {}, b""
+    head, _, body = raw.partition(b"\r\n\r\n")
+    lines = head.decode("latin-1").split("\r\n")
+    m = re.match(r"HTTP/\d\.\d (\d{3})", lines[0])
+    status = int(m.group(1)) if m else None
+    headers = {}
+    for line in lines[1:]:
+        k, _, v = line.partition(":")
+        headers[k.strip().lower()] = v.strip()
+    if "chunked" in headers.get("transfer-encoding", "").lower():
+        body = dechunk(body)
+    return status, headers, body
+
+
+def dechunk(data):
+    out = b""
+    while data:
+        line, _, data = data.partition(b"\r\n")
+        size = int(line.split(b";")[0] or b"0", 16)
+        if size == 0:
+            break
+        out += data[:size]
+        data = data[size + 2:]
+    return out
+
+
+def connect_refused(port, host="127.0.0.1", timeout=5):
+    """True if a TCP connect to the port is refused (nothing listens)."""
+    s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect((host, port))
+        return False
+    except ConnectionRefusedError:
+        return True
+    finally:
+        s.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# JSON helpers
+
+
+def raw_members(body, key="results"):
+    """The raw bytes of each element of the top-level array ``key`` in a JSON object body, so a
+    test can check that gatherd copied an upstream body byte for byte."""
+    s = body
+    i = _ws(s, 0)
+    if s[i:i + 1] != b"{":
+        raise ValueError("not an object")
+    i += 1
+    while True:
+        i = _ws(s, i)
+        if s[i:i + 1] == b"}":
+            raise KeyError(key)
+        kstart = i
+        i = _skip(s, i)
+        k = json.loads(s[kstart:i])
+        i = _ws(s, i)
+        assert s[i:i + 1] == b":"
+        i = _ws(s, i + 1)
+        if k == key:
+            assert s[i:i + 1] == b"["
+            i += 1
+            out = []
+            while True:
+                i = _ws(s, i)
+                if s[i:i + 1] == b"]":
+                    return out
+                start = i
+                i = _skip(s, i)
+                out.append(s[start:i])
+                i = _ws(s, i)
+                if s[i:i + 1] == b",":
+                    i += 1
+        i = _skip(s, i)
+        i = _ws(s, i)
+        if s[i:i + 1] == b",":
+            i += 1
+
+
+def _ws(s, i):
+    while i < len(s) and s[i] in b" \t\r\n":
+        i += 1
+    return i
+
+
+def _skip(s, i):
+    """Index just past the JSON value starting at i."""
+    c = s[i:i + 1]
+    if c == b'"':
+        i += 1
+        while True:
+            ch = s[i]
+            if ch == 0x5C:
+                i += 2
+            elif ch == 0x22:
+                return i + 1
+            else:
+                i += 1
+    if c in (b"{", b"["):
+        depth = 0
+        while True:
+            ch = s[i:i + 1]
+            if ch == b'"':
+                i = _skip(s, i)
+                continue
+            if ch in (b"{", b"["):
+                depth += 1
+            elif ch in (b"}", b"]"):
+                depth -= 1
+                if depth == 0:
+                    return i + 1
+            i += 1
+    while i < len(s) and s[i:i + 1] not in b",]} \t\r\n":
+        i += 1
+    return i
+
+
+def metric_sum(text, name):
+    """Sum of every sample of metric ``name`` (any labels) in Prometheus text."""
+    total = 0.0
+    found = False
+    for line in text.splitlines():
+        if line.startswith("#"):
+            continue
+        m = re.match(r"^([a-zA-Z_:][a-zA-Z0-9_:]*)(\{[^}]*\})?\s+(\S+)", line)
+        if m and m.group(1) == name:
+            total += float(m.group(3))
+            found = True
+    return total if found else None
