@@ -1,0 +1,836 @@
+#!/usr/bin/env python3
+"""gatherd benchmark: gatherd against two nginx references, one Markdown table.
+
+Started by bench/run.sh (which installs packages and builds gatherd) or bench/profile.sh.
+Everything it starts (nginx instances, gatherd, wrk, perf) lives in its own process group
+and is stopped on exit, including on Ctrl-C; files go to one temporary folder under /tmp.
+
+Processes:
+  upstream nginx   zero-delay fixture bodies at /fix/NAME.json and the same bodies after a
+                   non-blocking delay (echo module's echo_sleep + echo_exec) at /dMS/NAME.json,
+                   on N_UP ports, one per "upstream host". Keep-alive, 2 workers.
+  reference nginx  R1: the joined K=3 answer as a static file; R2: proxy_pass to one upstream
+                   with a keepalive pool. Started per scenario with 1 or 2 workers.
+  gatherd          one config per scenario, endpoint /agg with K backends.
+Load: wrk (closed loop, fixed duration, --latency) or, for single-request fan-out latency,
+sequential curl requests.
+"""
+
+import argparse
+import datetime
+import glob
+import json
+import os
+import re
+import resource
+import shutil
+import signal
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+import urllib.request
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+FIXDIR = os.path.join(ROOT, "tests", "fixtures", "exchanges")
+PORT_BASE = int(os.environ.get("BENCH_PORT_BASE", "18000"))
+R1_PORT = PORT_BASE + 81
+R2_PORT = PORT_BASE + 82
+GATHERD_PORT = PORT_BASE + 90
+UP_BASE = PORT_BASE + 100
+N_UP = 100  # upstream "hosts": distinct ports on 127.0.0.1
+DELAYS_MS = (50, 500, 1000)
+CLK_TCK = os.sysconf("SC_CLK_TCK")
+NOFILE = min(65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
+NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
+ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
+
+
+def log(msg):
+    print(f"bench: {msg}", file=sys.stderr, flush=True)
+
+
+# ---------------------------------------------------------------------------------------------
+# Scenarios. kind: "ref" (nginx reference), "gatherd" (wrk load), "single" (sequential requests).
+# cmp names the reference a gatherd row is compared with; --only pulls it in automatically.
+
+DELAYED_POOL = {"upstream_max_host_connections": 0, "upstream_idle_connections": 2048}
+
+SCENARIOS = [
+    dict(name="r1", kind="ref", ref="static", workers=2, conns=64,
+         label="R1 nginx static join (K=3)"),
+    dict(name="r2", kind="ref", ref="proxy", workers=2, conns=64,
+         label="R2 nginx proxy_pass, 1 upstream"),
+    dict(name="r2-w1", kind="ref", ref="proxy", workers=1, conns=64,
+         label="R2 nginx proxy_pass, 1 upstream, 1 worker"),
+    dict(name="r2-d50", kind="ref", ref="proxy", workers=2, conns=16, delay=50,
+         label="R2 nginx proxy_pass, 50 ms upstream, 16 conns"),
+    dict(name="k3", kind="gatherd", k=3, workers=2, conns=64, cmp="r2", target="k3",
+         label="gatherd K=3, 0 ms"),
+    dict(name="k3-log", kind="gatherd", k=3, workers=2, conns=64, cmp="r2", access_log=True,
+         label="gatherd K=3, 0 ms, access log on"),
+    dict(name="k20", kind="gatherd", k=20, workers=2, conns=64, cmp="r2", target="k20",
+         label="gatherd K=20, 0 ms"),
+    dict(name="k3-w1", kind="gatherd", k=3, workers=1, conns=64, cmp="r2-w1",
+         label="gatherd K=3, 0 ms, 1 worker"),
+    dict(name="k20-w1", kind="gatherd", k=20, workers=1, conns=64, cmp="r2-w1",
+         label="gatherd K=20, 0 ms, 1 worker"),
+    dict(name="k3-d50-c16", kind="gatherd", k=3, workers=2, conns=16, delay=50, cmp="r2-d50",
+         target="d50", pool=DELAYED_POOL, label="gatherd K=3, 50 ms, 16 conns"),
+    dict(name="k3-d50-c256", kind="gatherd", k=3, workers=2, conns=256, delay=50,
+         cmp="r2-d50", pool=DELAYED_POOL, label="gatherd K=3, 50 ms, 256 conns"),
+    dict(name="k3-d50-c256-cap", kind="gatherd", k=3, workers=2, conns=256, delay=50,
+         cmp="r2-d50", label="gatherd K=3, 50 ms, 256 conns, default pool caps"),
+    dict(name="inflight1000", kind="gatherd", k=3, workers=2, conns=1000, delay=1000,
+         pool=DELAYED_POOL, target="inflight", label="gatherd 1,000 in flight, K=3, 1 s"),
+    dict(name="fanout1", kind="single", k=1, workers=2, delay=500, target="fanout",
+         label="gatherd fan-out 1, 500 ms, 1 request"),
+    dict(name="fanout10", kind="single", k=10, workers=2, delay=500, target="fanout",
+         label="gatherd fan-out 10, 500 ms, 1 request"),
+    dict(name="fanout100", kind="single", k=100, workers=2, delay=500, target="fanout",
+         pool=DELAYED_POOL, label="gatherd fan-out 100, 500 ms, 1 request"),
+]
+BY_NAME = {s["name"]: s for s in SCENARIOS}
+
+
+# ---------------------------------------------------------------------------------------------
+# Process bookkeeping.
+
+class Procs:
+    """Every process the benchmark starts, each the leader of its own process group."""
+
+    def __init__(self):
+        self.live = []
+
+    def start(self, argv, **kw):
+        p = subprocess.Popen(argv, start_new_session=True, **kw)
+        self.live.append(p)
+        return p
+
+    def stop(self, p, sig=signal.SIGTERM, grace=5.0):
+        if p.poll() is None:
+            try:
+                os.killpg(p.pid, sig)
+            except ProcessLookupError:
+                pass
+            try:
+                p.wait(grace)
+            except subprocess.TimeoutExpired:
+                try:
+                    os.killpg(p.pid, signal.SIGKILL)
+                except ProcessLookupError:
+                    pass
+                p.wait()
+        else:
+            # The leader is gone; make sure no child of it (an nginx worker) lingers.
+            try:
+                os.killpg(p.pid, signal.SIGKILL)
+            except (ProcessLookupError, PermissionError):
+                pass
+        if p in self.live:
+            self.live.remove(p)
+
+    def stop_all(self):
+        for p in list(reversed(self.live)):
+            self.stop(p, grace=3.0)
+
+
+PROCS = Procs()
+
+
+def proc_ticks(pid):
+    """utime+stime of a process (all its threads) in clock ticks, or 0 once it is gone."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) + int(fields[12])
+    except (OSError, IndexError):
+        return 0
+
+
+def proc_hwm_kb(pid):
+    try:
+        with open(f"/proc/{pid}/status") as f:
+            for line in f:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def family(pid):
+    """pid and its direct children (an nginx master and its workers)."""
+    pids = [pid]
+    for d in os.listdir("/proc"):
+        if not d.isdigit():
+            continue
+        try:
+            with open(f"/proc/{d}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        if ppid == pid:
+            pids.append(int(d))
+    return pids
+
+
+def wait_port(port, proc, timeout=10.0, path="/"):
+    """Waits until an HTTP GET on 127.0.0.1:port answers at all; False if proc died first."""
+    end = time.monotonic() + timeout
+    while time.monotonic() < end:
+        if proc.poll() is not None:
+            return False
+        try:
+            with socket.create_connection(("127.0.0.1", port), timeout=0.5):
+                return True
+        except OSError:
+            time.sleep(0.05)
+    return False
+
+
+def port_free(port):
+    s = socket.socket()
+    try:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        s.bind(("127.0.0.1", port))
+        return True
+    except OSError:
+        return False
+    finally:
+        s.close()
+
+
+def http_get(url, timeout=30.0):
+    req = urllib.request.Request(url)
+    try:
+        with urllib.request.urlopen(req, timeout=timeout) as r:
+            return r.status, r.read()
+    except urllib.error.HTTPError as e:
+        return e.code, e.read()
+
+
+# ---------------------------------------------------------------------------------------------
+# Fixtures and nginx configurations.
+
+class Env:
+    def __init__(self, tmp):
+        self.tmp = tmp
+        self.www = os.path.join(tmp, "www")
+        os.makedirs(os.path.join(self.www, "fix"))
+        self.fixtures = []  # (name, bytes stripped)
+        for path in sorted(glob.glob(os.path.join(FIXDIR, "*.json"))):
+            base = os.path.basename(path)
+            with open(path, "rb") as f:
+                body = f.read().strip()
+            self.fixtures.append((base, body))
+            with open(os.path.join(self.www, "fix", base), "wb") as f:
+                f.write(body)
+        if len(self.fixtures) < 3:
+            raise SystemExit(f"bench: expected 3 fixtures in {FIXDIR}")
+        # R1 serves what gatherd answers for K=3: the three bodies in order, no errors.
+        join = b'{"results":[' + b",".join(b for _, b in self.fixtures[:3]) + b'],"errors":[]}'
+        with open(os.path.join(self.www, "join3.json"), "wb") as f:
+            f.write(join)
+        self.join3 = join
+        for root, dirs, files in os.walk(tmp):
+            os.chmod(root, 0o755)
+            for n in files:
+                os.chmod(os.path.join(root, n), 0o644)
+        self.upstream = None
+
+    def fixture_for(self, i):
+        return self.fixtures[i % len(self.fixtures)]
+
+    def backend_url(self, i, delay=0):
+        base, _ = self.fixture_for(i)
+        prefix = f"d{delay}" if delay else "fix"
+        return f"http://127.0.0.1:{UP_BASE + i}/{prefix}/{base}"
+
+    def nginx_common(self, name, workers, conns):
+        d = os.path.join(self.tmp, name)
+        os.makedirs(d, exist_ok=True)
+        os.chmod(d, 0o755)
+        temps = " ".join(f"{k}_temp_path {d}/{k};" for k in
+                         ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        head = f"""
+load_module {ECHO_MODULE};
+worker_processes {workers};
+worker_rlimit_nofile {NOFILE};
+pid {d}/nginx.pid;
+error_log {d}/error.log warn;
+events {{ worker_connections {conns}; multi_accept on; }}
+http {{
+  access_log off;
+  {temps}
+  default_type application/json;
+  sendfile on; tcp_nopush on; tcp_nodelay on;
+  open_file_cache max=1000 inactive=60s; open_file_cache_valid 600s;
+  keepalive_requests 10000000; keepalive_timeout 300s;
+  etag off;
+"""
+        return d, head
+
+    def start_nginx(self, name, conf_text, d, ports):
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(conf_text)
+        for port in ports:
+            if not port_free(port):
+                raise SystemExit(f"bench: port {port} is in use (set BENCH_PORT_BASE)")
+        err = open(os.path.join(d, "stderr.log"), "wb")
+        p = PROCS.start([NGINX, "-p", d, "-c", conf, "-g", "daemon off;"],
+                        stdout=subprocess.DEVNULL, stderr=err)
+        for port in ports:
+            if not wait_port(port, p):
+                with open(os.path.join(d, "error.log"), "rb") as f:
+                    tail = f.read()[-2000:].decode(errors="replace")
+                raise SystemExit(f"bench: nginx {name} did not start:\n{tail}")
+        return p
+
+    def start_upstream(self):
+        """The fake upstream hosts: one nginx, N_UP ports, zero-delay and delayed bodies."""
+        d, head = self.nginx_common("upstream", 2, 20000)
+        locs = "".join(
+            f"    location ~ ^/d{ms}/(.+)$ {{ echo_sleep {ms / 1000:.3f}; echo_exec /fix/$1; }}\n"
+            for ms in DELAYS_MS)
+        listens = "".join(f"    listen 127.0.0.1:{UP_BASE + i} backlog=4096;\n" for i in range(N_UP))
+        text = head + f"""
+  server {{
+{listens}
+    root {self.www};
+    location /fix/ {{ }}
+{locs}  }}
+}}
+"""
+        self.upstream = self.start_nginx("upstream", text, d, [UP_BASE, UP_BASE + N_UP - 1])
+        # The delayed path must really answer after the delay, with the same bytes.
+        base, body = self.fixtures[0]
+        t = time.monotonic()
+        st, got = http_get(f"http://127.0.0.1:{UP_BASE}/d50/{base}")
+        dt = time.monotonic() - t
+        if st != 200 or got != body or not (0.045 <= dt < 0.5):
+            raise SystemExit(f"bench: delayed upstream misbehaves: {st} {dt:.3f}s {got[:80]!r}")
+        return self.upstream
+
+    def start_reference(self, sc):
+        """R1 (static join) and R2 (proxy_pass with a keepalive pool) in one nginx."""
+        delay = sc.get("delay", 0)
+        d, head = self.nginx_common(f"ref-{sc['name']}", sc["workers"], 4096)
+        base, _ = self.fixtures[0]
+        prefix = f"d{delay}" if delay else "fix"
+        text = head + f"""
+  upstream up0 {{ server 127.0.0.1:{UP_BASE}; keepalive 64; keepalive_requests 10000000; }}
+  server {{
+    listen 127.0.0.1:{R1_PORT} backlog=4096;
+    root {self.www};
+    location = /agg {{ try_files /join3.json =404; }}
+  }}
+  server {{
+    listen 127.0.0.1:{R2_PORT} backlog=4096;
+    location = /agg {{
+      proxy_pass http://up0/{prefix}/{base};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+    }}
+  }}
+}}
+"""
+        return self.start_nginx(f"ref-{sc['name']}", text, d, [R1_PORT, R2_PORT])
+
+    def gatherd_config(self, sc, access_log):
+        k, delay = sc["k"], sc.get("delay", 0)
+        backends = []
+        for i in range(k):
+            base, _ = self.fixture_for(i)
+            name = base.split("_")[0].split(".")[0] if k <= len(self.fixtures) else f"b{i}"
+            backends.append({"name": name, "url": self.backend_url(i, delay)})
+        cfg = {
+            "listen": f"127.0.0.1:{GATHERD_PORT}",
+            "workers": sc["workers"],
+            "log_level": "warn",
+            "access_log": bool(access_log),
+            "endpoints": [{"path": "/agg", "timeout_ms": 10000, "backends": backends}],
+        }
+        cfg.update(sc.get("pool", {}))
+        return cfg
+
+
+# ---------------------------------------------------------------------------------------------
+# wrk.
+
+UNIT = {"us": 1e-3, "ms": 1.0, "s": 1e3, "m": 60e3, "h": 3600e3}
+
+
+def parse_wrk(out):
+    """Requests, req/s, p50/p99 (ms), errors from wrk --latency output."""
+    r = {}
+    m = re.search(r"^\s*(\d+) requests in ([\d.]+)(\w+)", out, re.M)
+    r["requests"] = int(m.group(1)) if m else 0
+    m = re.search(r"^Requests/sec:\s+([\d.]+)", out, re.M)
+    r["rps"] = float(m.group(1)) if m else 0.0
+    for pct in ("50", "75", "90", "99"):
+        m = re.search(rf"^\s+{pct}(?:\.0+)?%\s+([\d.]+)(us|ms|s|m|h)\s*$", out, re.M)
+        r[f"p{pct}"] = float(m.group(1)) * UNIT[m.group(2)] if m else None
+    m = re.search(r"Non-2xx or 3xx responses:\s+(\d+)", out)
+    r["non2xx"] = int(m.group(1)) if m else 0
+    m = re.search(r"Socket errors: connect (\d+), read (\d+), write (\d+), timeout (\d+)", out)
+    r["sockerr"] = dict(zip(("connect", "read", "write", "timeout"),
+                            map(int, m.groups()))) if m else {}
+    return r
+
+
+def wrk_argv(url, conns, secs):
+    threads = max(1, min(2, conns))
+    return ["wrk", "-t", str(threads), "-c", str(conns), "-d", f"{secs}s", "--latency",
+            "--timeout", "10s", url]
+
+
+def run_wrk(url, conns, secs):
+    argv = wrk_argv(url, conns, secs)
+    out = subprocess.run(argv, capture_output=True, text=True, timeout=secs + 60)
+    if out.returncode != 0:
+        raise RuntimeError(f"wrk failed: {out.stderr.strip()}")
+    return parse_wrk(out.stdout), out.stdout
+
+
+# ---------------------------------------------------------------------------------------------
+# Running one scenario.
+
+class Runner:
+    def __init__(self, args, env, gatherd_bin):
+        self.args = args
+        self.env = env
+        self.bin = gatherd_bin
+        self.results = {}
+
+    def measure_wrk(self, url, conns, pids, extra_pids=()):
+        """Warm-up, then the measured run; CPU of pids (and of extra_pids separately)."""
+        a = self.args
+        if a.warmup > 0:
+            run_wrk(url, conns, a.warmup)
+        t0 = sum(proc_ticks(p) for p in pids)
+        u0 = sum(proc_ticks(p) for p in extra_pids)
+        res, raw = run_wrk(url, conns, a.duration)
+        t1 = sum(proc_ticks(p) for p in pids)
+        u1 = sum(proc_ticks(p) for p in extra_pids)
+        n = max(res["requests"], 1)
+        res["cpu_us"] = (t1 - t0) / CLK_TCK * 1e6 / n
+        res["up_cpu_us"] = (u1 - u0) / CLK_TCK * 1e6 / n if extra_pids else None
+        res["raw"] = raw
+        return res
+
+    def upstream_pids(self):
+        return family(self.env.upstream.pid)
+
+    def run_ref(self, sc):
+        p = self.env.start_reference(sc)
+        try:
+            port = R1_PORT if sc["ref"] == "static" else R2_PORT
+            url = f"http://127.0.0.1:{port}/agg"
+            st, body = http_get(url)
+            if st != 200:
+                raise RuntimeError(f"reference answered {st}: {body[:200]!r}")
+            pids = family(p.pid)
+            res = self.measure_wrk(url, sc["conns"], pids, self.upstream_pids())
+            res["rss_mb"] = sum(proc_hwm_kb(x) for x in family(p.pid)) / 1024
+            return res
+        finally:
+            PROCS.stop(p)
+
+    def start_gatherd(self, sc, access_log):
+        d = os.path.join(self.env.tmp, f"gatherd-{sc['name']}")
+        os.makedirs(d, exist_ok=True)
+        cfg = self.env.gatherd_config(sc, access_log)
+        conf = os.path.join(d, "gatherd.json")
+        with open(conf, "w") as f:
+            json.dump(cfg, f, indent=1)
+        if not port_free(GATHERD_PORT):
+            raise SystemExit(f"bench: port {GATHERD_PORT} is in use (set BENCH_PORT_BASE)")
+        out_path = os.path.join(d, "access.log")
+        err = open(os.path.join(d, "stderr.log"), "wb")
+        out = open(out_path, "wb") if access_log else subprocess.DEVNULL
+        argv = [self.bin, "--config", conf]
+        if self.args.valgrind:
+            argv = ["valgrind", "--tool=callgrind", f"--callgrind-out-file={d}/callgrind.out"] + argv
+        p = PROCS.start(argv, stdout=out, stderr=err)
+        end = time.monotonic() + (60 if self.args.valgrind else 15)
+        while time.monotonic() < end:
+            if p.poll() is not None:
+                break
+            try:
+                st, _ = http_get(f"http://127.0.0.1:{GATHERD_PORT}/healthz", timeout=2)
+                if st == 200:
+                    return p, d, cfg
+            except OSError:
+                pass
+            time.sleep(0.1)
+        with open(os.path.join(d, "stderr.log"), "rb") as f:
+            tail = f.read()[-2000:].decode(errors="replace")
+        PROCS.stop(p)
+        raise RuntimeError(f"gatherd did not become healthy (exit {p.poll()}):\n{tail}")
+
+    def check_join(self, sc):
+        """One request before the load: K results, no errors, in order, byte for byte."""
+        st, body = http_get(f"http://127.0.0.1:{GATHERD_PORT}/agg")
+        if st != 200:
+            raise RuntimeError(f"/agg answered {st}: {body[:300]!r}")
+        j = json.loads(body)
+        if len(j.get("results", [])) != sc["k"] or j.get("errors") != []:
+            raise RuntimeError(f"/agg answered a wrong join: {body[:300]!r}")
+        for i, r in enumerate(j["results"]):
+            want = json.loads(self.env.fixture_for(i)[1])
+            if r != want:
+                raise RuntimeError(f"/agg results[{i}] differs from its fixture")
+        if sc["k"] == 3 and body != self.env.join3:
+            log(f"{sc['name']}: note: join bytes differ from R1's static join "
+                f"({len(body)} vs {len(self.env.join3)} bytes)")
+        return len(body)
+
+    def run_gatherd(self, sc):
+        p, d, cfg = self.start_gatherd(sc, sc.get("access_log", False))
+        try:
+            size = self.check_join(sc)
+            res = self.measure_wrk(f"http://127.0.0.1:{GATHERD_PORT}/agg", sc["conns"], [p.pid],
+                                   self.upstream_pids())
+            res["rss_mb"] = proc_hwm_kb(p.pid) / 1024
+            res["body_bytes"] = size
+            if p.poll() is not None:
+                raise RuntimeError(f"gatherd exited with {p.returncode} during the run")
+            if sc.get("access_log"):
+                PROCS.stop(p)  # flush the logger before counting lines
+                with open(os.path.join(d, "access.log"), "rb") as f:
+                    res["log_lines"] = sum(1 for _ in f)
+            return res
+        finally:
+            PROCS.stop(p)
+
+    def run_single(self, sc):
+        """Fan-out width: latency of one request at a time, timed by curl."""
+        p, d, cfg = self.start_gatherd(sc, False)
+        try:
+            self.check_join(sc)  # also the warm-up: upstream connections now exist
+            n = self.args.single_runs
+            t0 = proc_ticks(p.pid)
+            times = []
+            for _ in range(n):
+                out = subprocess.run(
+                    ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total}",
+                     "--max-time", "30", f"http://127.0.0.1:{GATHERD_PORT}/agg"],
+                    capture_output=True, text=True, timeout=60)
+                code, secs = out.stdout.split()
+                if code != "200":
+                    raise RuntimeError(f"/agg answered {code}")
+                times.append(float(secs) * 1e3)
+            t1 = proc_ticks(p.pid)
+            return {"rps": None, "requests": n, "p50": statistics.median(times),
+                    "p99": max(times), "times": times, "non2xx": 0, "sockerr": {},
+                    "cpu_us": (t1 - t0) / CLK_TCK * 1e6 / n, "up_cpu_us": None,
+                    "rss_mb": proc_hwm_kb(p.pid) / 1024}
+        finally:
+            PROCS.stop(p)
+
+    def run(self, sc):
+        log(f"running {sc['name']}: {sc['label']}")
+        try:
+            if sc["kind"] == "ref":
+                res = self.run_ref(sc)
+            elif self.bin is None:
+                res = {"skip": "gatherd not built"}
+            elif sc["kind"] == "gatherd":
+                res = self.run_gatherd(sc)
+            else:
+                res = self.run_single(sc)
+        except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as e:
+            log(f"{sc['name']} failed: {e}")
+            res = {"skip": f"failed: {str(e).splitlines()[0][:80]}"}
+        self.results[sc["name"]] = res
+        if "skip" not in res:
+            log(f"  {fmt_num(res.get('rps'), 0)} req/s, p50 {fmt_ms(res.get('p50'))}, "
+                f"p99 {fmt_ms(res.get('p99'))}, {fmt_num(res.get('cpu_us'), 1)} us/req, "
+                f"{fmt_num(res.get('rss_mb'), 1)} MB")
+        return res
+
+
+# ---------------------------------------------------------------------------------------------
+# The table.
+
+def fmt_num(x, nd):
+    if x is None:
+        return "–"
+    return f"{x:,.{nd}f}"
+
+
+def fmt_ms(x):
+    if x is None:
+        return "–"
+    if x >= 100:
+        return f"{x:,.0f} ms"
+    return f"{x:.2f} ms"
+
+
+def judge(sc, res, results):
+    """(versus-reference text, target text, PASS/FAIL/'')."""
+    ref = results.get(sc.get("cmp", ""), {})
+    have_ref = ref and "skip" not in ref
+    vs = ""
+    if sc.get("cmp") and have_ref:
+        if sc.get("delay"):
+            vs = f"p50 {res['p50'] - ref['p50']:+.2f} ms vs {sc['cmp']}"
+        elif ref.get("rps"):
+            vs = f"{res['rps'] / ref['rps']:.3f}× {sc['cmp']}"
+    t = sc.get("target")
+    if t == "k3":
+        text = "≥0.35× R2, p99 ≤ 2×p50"
+        if not have_ref:
+            return vs, text, "n/a"
+        ok = res["rps"] >= 0.35 * ref["rps"] and res["p99"] <= 2 * res["p50"]
+    elif t == "k20":
+        text = "≥0.06× R2"
+        if not have_ref:
+            return vs, text, "n/a"
+        ok = res["rps"] >= 0.06 * ref["rps"]
+    elif t == "d50":
+        text = "p50 ≤ R2 p50 + 1 ms"
+        if not have_ref:
+            return vs, text, "n/a"
+        ok = res["p50"] <= ref["p50"] + 1.0
+    elif t == "inflight":
+        text = "RSS < 40 MB"
+        ok = res["rss_mb"] < 40
+    elif t == "fanout":
+        text = "≈0.5 s (max ≤ 0.6 s)"
+        ok = res["p99"] <= 600
+    else:
+        return vs, "", ""
+    bad = res.get("non2xx") or any(v for k, v in res.get("sockerr", {}).items() if k != "read")
+    return vs, text, ("PASS" if ok and not bad else "FAIL")
+
+
+def table(results, order):
+    head = ("| scenario | conns | req/s | p50 | p99 | CPU µs/req | upstream CPU µs/req "
+            "| peak RSS MB | vs R2 | target | result |")
+    rows = [head, "|" + "---|" * 11]
+    for name in order:
+        sc = BY_NAME[name]
+        res = results.get(name)
+        if res is None:
+            continue
+        conns = str(sc.get("conns", 1))
+        if "skip" in res:
+            rows.append(f"| {sc['label']} | {conns} | {res['skip']} |  |  |  |  |  |  |  |  |")
+            continue
+        vs, ttext, verdict = judge(sc, res, results)
+        errs = []
+        if res.get("non2xx"):
+            errs.append(f"{res['non2xx']} non-2xx")
+        se = {k: v for k, v in res.get("sockerr", {}).items() if v}
+        if se:
+            errs.append("socket " + ",".join(f"{k} {v}" for k, v in se.items()))
+        if "log_lines" in res:
+            errs.append(f"{res['log_lines']:,} access lines")
+        label = sc["label"] + (f" ({'; '.join(errs)})" if errs else "")
+        p99 = fmt_ms(res.get("p99")) + (" (max)" if sc["kind"] == "single" else "")
+        p50 = fmt_ms(res.get("p50")) + (f" (median of {res['requests']})"
+                                         if sc["kind"] == "single" else "")
+        rows.append(f"| {label} | {conns} | {fmt_num(res.get('rps'), 0)} | {p50} | {p99} "
+                    f"| {fmt_num(res.get('cpu_us'), 1)} | {fmt_num(res.get('up_cpu_us'), 1)} "
+                    f"| {fmt_num(res.get('rss_mb'), 1)} | {vs} | {ttext} | {verdict} |")
+    return "\n".join(rows)
+
+
+def git_rev():
+    try:
+        rev = subprocess.run(["git", "-C", ROOT, "rev-parse", "--short", "HEAD"],
+                             capture_output=True, text=True).stdout.strip() or "no-commit"
+        dirty = subprocess.run(["git", "-C", ROOT, "status", "--porcelain", "--", "src",
+                                "meson.build"], capture_output=True, text=True).stdout.strip()
+        return rev + ("+dirty-src" if dirty else "")
+    except OSError:
+        return "unknown"
+
+
+def machine_line():
+    with open("/proc/loadavg") as f:
+        load = f.read().split()[0]
+    cpu = "?"
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    cpu = line.split(":", 1)[1].strip()
+                    break
+    except OSError:
+        pass
+    return f"{os.cpu_count()} CPUs ({cpu}), kernel {os.uname().release}, load before run {load}"
+
+
+NOTES = """Method: wrk -t2 (-t1 at 1 conn) closed loop, keep-alive, after a warm-up; p50/p99 from
+wrk --latency. CPU µs/req is the server under test's utime+stime (/proc/PID/stat, all threads;
+for nginx the master and its workers) over the measured run divided by requests; the upstream
+column is the same for the fake-upstream nginx. Peak RSS is VmHWM (nginx: summed over its
+processes); every scenario starts a fresh server. Upstreams: nginx (2 workers) on 100 ports of
+127.0.0.1 serving the fixtures, delayed with the echo module's echo_sleep (non-blocking).
+R1 = nginx serving the K=3 join as a static file; R2 = nginx proxy_pass to one zero-delay
+(or 50 ms) upstream with `keepalive 64`. gatherd: 127.0.0.1, access_log off unless noted;
+delayed scenarios marked with pool use upstream_max_host_connections 0 and
+upstream_idle_connections 2048, the others the defaults (64/64). Everything shares 2 cores
+with wrk and the upstreams."""
+
+
+# ---------------------------------------------------------------------------------------------
+# Profile mode.
+
+def profile(runner, sc, secs):
+    env = runner.env
+    p, d, cfg = runner.start_gatherd(sc, sc.get("access_log", False))
+    try:
+        runner.check_join(sc)
+        url = f"http://127.0.0.1:{GATHERD_PORT}/agg"
+        warm = 2
+        total = warm + secs + 3
+        wrk = PROCS.start(wrk_argv(url, sc.get("conns", 64), total), stdout=subprocess.PIPE,
+                          stderr=subprocess.STDOUT, text=True)
+        time.sleep(warm)
+        data = os.path.join(d, "perf.data")
+        if runner.args.valgrind:
+            time.sleep(secs)
+            out, _ = wrk.communicate(timeout=total + 60)
+            PROCS.stop(wrk)
+            PROCS.stop(p, grace=30)
+            outs = glob.glob(os.path.join(d, "callgrind.out*"))
+            print(parse_wrk(out))
+            r = subprocess.run(["callgrind_annotate", "--inclusive=no"] + outs,
+                               capture_output=True, text=True)
+            print("\n".join(r.stdout.splitlines()[:70]))
+            return 0
+        rec = subprocess.run(["perf", "record", "-F", "999", "-e", "cpu-clock", "--call-graph",
+                              "dwarf", "-p", str(p.pid), "-o", data, "--", "sleep", str(secs)],
+                             capture_output=True, text=True, timeout=secs + 120)
+        out, _ = wrk.communicate(timeout=total + 60)
+        PROCS.stop(wrk)
+        w = parse_wrk(out)
+        print(f"load during the profile: {w['rps']:,.0f} req/s, p50 {fmt_ms(w['p50'])}, "
+              f"p99 {fmt_ms(w['p99'])}\n")
+        if rec.returncode != 0 or not os.path.exists(data):
+            print(f"perf record failed:\n{rec.stderr}")
+            return 3
+        full = os.path.join(d, "perf-report.txt")
+        subprocess.run(f"perf report -i {data} --stdio --no-children > {full} 2>/dev/null",
+                       shell=True, timeout=1200)
+        print("== share of CPU by library (perf report --sort dso) ==")
+        r = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
+                            "--sort", "dso", "-g", "none", "--percent-limit", "0.5"],
+                           capture_output=True, text=True, timeout=1200)
+        print("\n".join(l for l in r.stdout.splitlines() if l.strip() and not l.startswith("#")))
+        print("\n== top symbols (perf report --stdio --no-children) ==")
+        r = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
+                            "--sort", "dso,symbol", "-g", "none", "--percent-limit", "0.7"],
+                           capture_output=True, text=True, timeout=1200)
+        lines = [l for l in r.stdout.splitlines() if l.strip() and not l.startswith("#")]
+        print("\n".join(lines[:runner.args.top]))
+        print(f"\nfull report with call graphs: {full} (kept: --keep)")
+        return 0
+    finally:
+        PROCS.stop(p)
+
+
+# ---------------------------------------------------------------------------------------------
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
+    ap.add_argument("--gatherd", help="gatherd binary (default: none, gatherd rows skipped)")
+    ap.add_argument("--quick", action="store_true", help="3 s per scenario, 1 s warm-up")
+    ap.add_argument("--only", help="comma-separated scenario names (references they compare "
+                    "with are added)")
+    ap.add_argument("--duration", type=int, help="seconds per measured run (default 10)")
+    ap.add_argument("--warmup", type=int, help="seconds of warm-up (default 2)")
+    ap.add_argument("--single-runs", type=int, default=5, help="requests per fan-out scenario")
+    ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
+    ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
+    ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
+    ap.add_argument("--profile", metavar="SCENARIO", help="profile one gatherd scenario")
+    ap.add_argument("--profile-seconds", type=int, default=5)
+    ap.add_argument("--top", type=int, default=45, help="profile: symbols to print")
+    ap.add_argument("--valgrind", action="store_true", help="profile under callgrind")
+    ap.add_argument("--command", default=" ".join(sys.argv), help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    if args.list:
+        for s in SCENARIOS:
+            print(f"{s['name']:18} {s['label']}")
+        return 0
+    args.duration = args.duration or (3 if args.quick else 10)
+    args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
+
+    if args.only:
+        want = [n.strip() for n in args.only.split(",") if n.strip()]
+        bad = [n for n in want if n not in BY_NAME]
+        if bad:
+            raise SystemExit(f"bench: unknown scenario(s) {', '.join(bad)}; see --list")
+        for n in list(want):
+            c = BY_NAME[n].get("cmp")
+            if c and c not in want:
+                want.append(c)
+        order = [s["name"] for s in SCENARIOS if s["name"] in want]
+    else:
+        order = [s["name"] for s in SCENARIOS]
+
+    try:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (65536, 65536))
+    except (ValueError, OSError):
+        soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+
+    def on_signal(signum, frame):
+        raise SystemExit(128 + signum)
+    signal.signal(signal.SIGTERM, on_signal)
+    signal.signal(signal.SIGINT, on_signal)
+    signal.signal(signal.SIGHUP, on_signal)
+
+    tmp = tempfile.mkdtemp(prefix="gatherd-bench-", dir="/tmp")
+    gatherd_bin = os.path.abspath(args.gatherd) if args.gatherd else None
+    try:
+        env = Env(tmp)
+        env.start_upstream()
+        runner = Runner(args, env, gatherd_bin)
+        if args.profile:
+            if args.profile not in BY_NAME or BY_NAME[args.profile]["kind"] != "gatherd":
+                raise SystemExit("bench: --profile needs a gatherd wrk scenario, e.g. k3")
+            if gatherd_bin is None:
+                raise SystemExit("bench: --profile needs --gatherd")
+            return profile(runner, BY_NAME[args.profile], args.profile_seconds)
+        started = datetime.datetime.now().astimezone()
+        machine = machine_line()
+        for name in order:
+            runner.run(BY_NAME[name])
+        tab = table(runner.results, order)
+        print()
+        print(tab)
+        print()
+        if not args.no_record:
+            path = os.path.join(HERE, "RESULTS.md")
+            new = not os.path.exists(path)
+            with open(path, "a") as f:
+                if new:
+                    f.write("# gatherd benchmark results\n\nAppended by bench/run.sh, newest "
+                            "last.\n\n" + NOTES + "\n")
+                f.write(f"\n## {started:%Y-%m-%d %H:%M %Z} — {git_rev()}\n\n")
+                f.write(f"Command: `{args.command}` ({args.duration} s per scenario, "
+                        f"{args.warmup} s warm-up)  \nMachine: {machine}\n\n")
+                f.write(tab + "\n")
+            log("appended to bench/RESULTS.md")
+        failed = [n for n in order if "skip" in runner.results.get(n, {})]
+        return 1 if failed else 0
+    finally:
+        PROCS.stop_all()
+        if args.keep:
+            log(f"kept {tmp}")
+        else:
+            shutil.rmtree(tmp, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    sys.exit(main())
