@@ -200,12 +200,12 @@ class Gatherd:
     """The gatherd binary with a config written to a temporary file.
 
     ``config`` is a dict (written as JSON), a str (written as is) or None (built-in default).
-    Unless ``args`` contains ``--listen``, it listens on 127.0.0.1:0 and the real port is taken
-    from the ``listening`` log line.
+    Unless ``args`` contains ``--listen`` or ``listen`` is None, it runs with ``--listen
+    127.0.0.1:0``; the real address is taken from the ``listening`` log line.
     """
 
     def __init__(self, config=None, args=(), env=None, workers=1, start_timeout=15,
-                 wait_listening=True):
+                 wait_listening=True, listen="127.0.0.1:0"):
         self.dir = tempfile.mkdtemp(prefix="gatherd-test-")
         self.config_path = None
         cmd = [BIN]
@@ -214,8 +214,9 @@ class Gatherd:
             self.write_config(config)
             cmd += ["--config", self.config_path]
         args = list(args)
-        if "--listen" not in args and not any(a.startswith("--listen=") for a in args):
-            cmd += ["--listen", "127.0.0.1:0"]
+        if (listen is not None and "--listen" not in args
+                and not any(a.startswith("--listen=") for a in args)):
+            cmd += ["--listen", listen]
         if workers is not None and "--workers" not in args:
             cmd += ["--workers", str(workers)]
         cmd += args
@@ -530,6 +531,18 @@ def dechunk(data):
         out += data[:size]
         data = data[size + 2:]
     return out
+
+
+def unix_request(path, data, timeout=10):
+    """raw_request over a unix socket."""
+    s = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+    s.settimeout(timeout)
+    try:
+        s.connect(path)
+        s.sendall(data)
+        return read_response(s, timeout)
+    finally:
+        s.close()
 
 
 def connect_refused(port, host="127.0.0.1", timeout=5):

