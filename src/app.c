@@ -1,0 +1,289 @@
+#include "app.h"
+
+#include "buf.h"
+#include "config.h"
+#include "jsonv.h"
+#include "listen.h"
+#include "log.h"
+#include "metrics.h"
+#include "worker.h"
+
+#include <curl/curl.h>
+#include <errno.h>
+#include <event2/event.h>
+#include <jansson.h>
+#include <microhttpd.h>
+#include <pthread.h>
+#include <signal.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <unistd.h>
+
+struct app {
+    const struct app_opts *opts;
+    struct config *cfg;
+    struct logger *logger;
+    struct log_sink *log;
+    struct metrics *metrics;
+    struct listener listener;
+    struct event_base *base;
+    struct event *sig_term, *sig_int, *sig_hup, *on_quiesced, *on_exit;
+    atomic_int draining;
+    struct worker_shared shared;
+    struct worker *workers;
+    unsigned nworkers, started;
+    char listen_spec[256];
+};
+
+int app_listen_spec(const struct config *cfg, const char *cli, char *out, size_t outlen, char *err,
+                    size_t errlen)
+{
+    const char *port = getenv("PORT");
+    if (cli != NULL)
+        snprintf(out, outlen, "%s", cli);
+    else if (cfg->listen != NULL)
+        snprintf(out, outlen, "%s", cfg->listen);
+    else if (port != NULL && port[0] != '\0') {
+        char *end;
+        long p = strtol(port, &end, 10);
+        if (*end != '\0' || p < 0 || p > 65535) {
+            snprintf(err, errlen, "PORT: \"%s\" is not a port number", port);
+            return -EINVAL;
+        }
+        snprintf(out, outlen, "0.0.0.0:%ld", p);
+    } else
+        snprintf(out, outlen, "0.0.0.0:5042");
+    return 0;
+}
+
+int app_worker_count(int configured)
+{
+    if (configured > 0)
+        return configured;
+    long n = sysconf(_SC_NPROCESSORS_ONLN);
+    return n > 0 ? (int)(n > 256 ? 256 : n) : 1;
+}
+
+void app_versions(char *out, size_t outlen, int as_labels)
+{
+    const char *mhd = MHD_get_version();
+    curl_version_info_data *cv = curl_version_info(CURLVERSION_NOW);
+    if (as_labels)
+        snprintf(out, outlen,
+                 "version=\"%s\",libmicrohttpd=\"%s\",libcurl=\"%s\",libevent=\"%s\","
+                 "jansson=\"%s\"",
+                 GATHERD_VERSION, mhd, cv->version, event_get_version(), jansson_version_str());
+    else
+        snprintf(out, outlen, "libmicrohttpd %s, libcurl %s, libevent %s, jansson %s", mhd,
+                 cv->version, event_get_version(), jansson_version_str());
+}
+
+static int64_t in_flight(struct app *a)
+{
+    int64_t n = 0;
+    for (unsigned i = 0; i < a->nworkers; i++)
+        n += atomic_load(&metrics_worker(a->metrics, i)->requests_in_flight);
+    return n;
+}
+
+static void on_stop_signal(evutil_socket_t sig, short what, void *arg)
+{
+    struct app *a = arg;
+    (void)what;
+    if (atomic_exchange(&a->draining, 1)) {
+        log_event(a->log, LOG_WARN, "signal_ignored",
+                  sig == SIGINT ? "\"signal\":\"SIGINT\"" : "\"signal\":\"SIGTERM\"");
+        return;
+    }
+    metrics_set_draining(a->metrics, 1);
+    for (unsigned i = 0; i < a->started; i++)
+        worker_post_drain(&a->workers[i]);
+}
+
+static void on_quiesced(evutil_socket_t fd, short what, void *arg)
+{
+    struct app *a = arg;
+    (void)fd;
+    (void)what;
+    for (unsigned i = 0; i < a->started; i++)
+        if (!atomic_load(&a->workers[i].quiesced))
+            return;
+    if (a->listener.fd == -1)
+        return;
+    /* Every daemon has let go of the socket: closing it now refuses new connections. */
+    listen_close(&a->listener);
+    char f[64];
+    snprintf(f, sizeof f, "\"in_flight\":%lld", (long long)in_flight(a));
+    log_event(a->log, LOG_INFO, "draining", f);
+}
+
+static void on_exit_notice(evutil_socket_t fd, short what, void *arg)
+{
+    struct app *a = arg;
+    (void)fd;
+    (void)what;
+    for (unsigned i = 0; i < a->started; i++)
+        if (!atomic_load(&a->workers[i].exited))
+            return;
+    event_base_loopbreak(a->base);
+}
+
+static void reload(struct app *a)
+{
+    char err[1024];
+    struct config *next = NULL;
+    if (a->opts->config_path == NULL) {
+        log_event(a->log, LOG_WARN, "reload_failed",
+                  "\"error\":\"no --config file was given; the built-in configuration cannot "
+                  "be reloaded\"");
+        metrics_reload(a->metrics, 0);
+        return;
+    }
+    int rc = config_load_file(a->opts->config_path, &next, err, sizeof err);
+    if (rc == 0)
+        rc = metrics_bind(a->metrics, next);
+    if (rc < 0) {
+        struct buf f = BUF_INIT;
+        if (rc == -ENOMEM)
+            snprintf(err, sizeof err, "out of memory");
+        if (buf_appends(&f, "\"error\":") == 0 && jsonv_append_string(&f, err, strlen(err)) == 0)
+            log_event(a->log, LOG_ERROR, "reload_failed", f.data);
+        buf_finish(&f);
+        config_unref(next);
+        metrics_reload(a->metrics, 0);
+        return;
+    }
+    char spec[256], why[128];
+    if (app_listen_spec(next, a->opts->listen, spec, sizeof spec, why, sizeof why) == 0 &&
+        strcmp(spec, a->listen_spec) != 0)
+        log_event(a->log, LOG_WARN, "restart_needed",
+                  "\"detail\":\"listen changed; it takes effect on restart\"");
+    if (a->opts->workers < 0 && app_worker_count(next->workers) != (int)a->nworkers)
+        log_event(a->log, LOG_WARN, "restart_needed",
+                  "\"detail\":\"workers changed; it takes effect on restart\"");
+    if (a->opts->log_level < 0)
+        logger_set_level(a->logger, next->log_level);
+    for (unsigned i = 0; i < a->started; i++)
+        worker_post_config(&a->workers[i], next);
+    config_unref(a->cfg);
+    a->cfg = next;
+    metrics_reload(a->metrics, 1);
+    char f[64];
+    snprintf(f, sizeof f, "\"endpoints\":%zu", next->nendpoints);
+    log_event(a->log, LOG_INFO, "reloaded", f);
+}
+
+static void on_hup(evutil_socket_t sig, short what, void *arg)
+{
+    (void)sig;
+    (void)what;
+    reload(arg);
+}
+
+static int start_workers(struct app *a, char *err, size_t errlen)
+{
+    a->workers = calloc(a->nworkers, sizeof *a->workers);
+    if (a->workers == NULL) {
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    /* Workers (and the resolver threads curl starts from them) must never take a signal:
+     * block everything while creating them, so only this thread's loop sees SIGTERM & co. */
+    sigset_t all, old;
+    sigfillset(&all);
+    pthread_sigmask(SIG_BLOCK, &all, &old);
+    int rc = 0;
+    for (unsigned i = 0; rc == 0 && i < a->nworkers; i++) {
+        rc = worker_init(&a->workers[i], i, &a->shared, a->cfg, err, errlen);
+        if (rc == 0 && (rc = worker_start(&a->workers[i])) < 0)
+            snprintf(err, errlen, "cannot start worker thread %u: %s", i, strerror(-rc));
+        if (rc < 0)
+            worker_finish(&a->workers[i]);
+        else
+            a->started++;
+    }
+    pthread_sigmask(SIG_SETMASK, &old, NULL);
+    return rc;
+}
+
+static void teardown(struct app *a)
+{
+    for (unsigned i = 0; i < a->started; i++)
+        worker_finish(&a->workers[i]);
+    free(a->workers);
+    listen_close(&a->listener);
+    struct event *evs[] = {a->sig_term, a->sig_int, a->sig_hup, a->on_quiesced, a->on_exit};
+    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
+        if (evs[i] != NULL)
+            event_free(evs[i]);
+    if (a->base != NULL)
+        event_base_free(a->base);
+    metrics_destroy(a->metrics);
+    config_unref(a->cfg);
+}
+
+int app_run(struct config *cfg, const struct app_opts *opts)
+{
+    struct app a = {.opts = opts, .cfg = cfg, .listener = {.fd = -1}};
+    char err[1024], labels[512];
+    int code = 1;
+    atomic_init(&a.draining, 0);
+
+    enum log_level level = opts->log_level >= 0 ? (enum log_level)opts->log_level : cfg->log_level;
+    if (app_listen_spec(cfg, opts->listen, a.listen_spec, sizeof a.listen_spec, err, sizeof err) <
+        0) {
+        fprintf(stderr, "gatherd: %s\n", err);
+        config_unref(cfg);
+        return 2;
+    }
+    a.nworkers = (unsigned)app_worker_count(opts->workers >= 0 ? opts->workers : cfg->workers);
+    app_versions(labels, sizeof labels, 1);
+    a.logger = logger_create(level);
+    a.metrics = metrics_create(a.nworkers, labels);
+    a.base = event_base_new();
+    if (a.logger == NULL || a.metrics == NULL || a.base == NULL ||
+        (a.log = logger_sink(a.logger)) == NULL || metrics_bind(a.metrics, cfg) < 0) {
+        fprintf(stderr, "gatherd: out of memory at start\n");
+        goto out;
+    }
+    if (listen_open(a.listen_spec, &a.listener, err, sizeof err) < 0) {
+        fprintf(stderr, "gatherd: %s\n", err);
+        goto out;
+    }
+    a.sig_term = evsignal_new(a.base, SIGTERM, on_stop_signal, &a);
+    a.sig_int = evsignal_new(a.base, SIGINT, on_stop_signal, &a);
+    a.sig_hup = evsignal_new(a.base, SIGHUP, on_hup, &a);
+    a.on_quiesced = event_new(a.base, -1, 0, on_quiesced, &a);
+    a.on_exit = event_new(a.base, -1, 0, on_exit_notice, &a);
+    if (!a.sig_term || !a.sig_int || !a.sig_hup || !a.on_quiesced || !a.on_exit ||
+        evsignal_add(a.sig_term, NULL) || evsignal_add(a.sig_int, NULL) ||
+        evsignal_add(a.sig_hup, NULL)) {
+        fprintf(stderr, "gatherd: cannot install signal handlers\n");
+        goto out;
+    }
+    a.shared = (struct worker_shared){a.listener.fd, &a.draining,   a.metrics,
+                                      a.logger,      a.on_quiesced, a.on_exit};
+    if (start_workers(&a, err, sizeof err) < 0) {
+        fprintf(stderr, "gatherd: %s\n", err);
+        /* Workers already running must drain before they can be joined. */
+        for (unsigned i = 0; i < a.started; i++)
+            worker_post_drain(&a.workers[i]);
+        atomic_store(&a.draining, 1);
+        event_base_dispatch(a.base);
+        goto out;
+    }
+    char f[256];
+    snprintf(f, sizeof f, "\"addr\":\"%s\",\"workers\":%u,\"version\":\"%s\"", a.listener.addr,
+             a.nworkers, GATHERD_VERSION);
+    log_event(a.log, LOG_INFO, "listening", f);
+
+    event_base_dispatch(a.base);
+    code = 0;
+out:
+    teardown(&a);
+    if (code == 0 && a.log != NULL)
+        log_event(a.log, LOG_INFO, "stopped", NULL);
+    logger_destroy(a.logger);
+    return code;
+}

@@ -1,0 +1,340 @@
+#include "upstream.h"
+
+#include "buf.h"
+#include "metrics.h"
+
+#include <curl/curl.h>
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <sys/socket.h>
+#include <unistd.h>
+
+/* Easy handles kept for reuse: creating one costs a few allocations and option resets. */
+#define POOL_MAX 256
+
+struct upstream {
+    struct event_base *base;
+    CURLM *multi;
+    struct event *timer;
+    struct metrics_worker *metrics;
+    size_t active;
+    struct upstream_xfer *xfers; /* every running transfer, for destroy */
+    CURL *pool[POOL_MAX];
+    size_t npool;
+};
+
+/* One per transfer; tied to its easy handle through CURLOPT_PRIVATE. */
+struct upstream_xfer {
+    struct upstream *u;
+    CURL *easy;
+    upstream_done_fn done;
+    void *arg;
+    struct buf body;
+    size_t max_body;
+    bool too_large;
+    struct upstream_xfer *prev, *next;
+    char errbuf[CURL_ERROR_SIZE];
+    char rid_header[160];
+    size_t nnodes;
+    struct curl_slist nodes[]; /* configured headers, then X-Request-Id; no allocation each */
+};
+
+/* One per socket curl asks us to watch; tied to it with curl_multi_assign. */
+struct usock {
+    struct event *ev;
+    short kind;
+};
+
+static void check_done(struct upstream *u);
+
+static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
+{
+    struct upstream *u = arg;
+    int running;
+    int action =
+        ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
+    curl_multi_socket_action(u->multi, fd, action, &running);
+    check_done(u);
+}
+
+static void on_timer(evutil_socket_t fd, short kind, void *arg)
+{
+    struct upstream *u = arg;
+    int running;
+    (void)fd;
+    (void)kind;
+    curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(u);
+}
+
+static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
+{
+    struct upstream *u = userp;
+    struct usock *us = socketp;
+    (void)easy;
+
+    if (what == CURL_POLL_REMOVE) {
+        if (us != NULL) {
+            event_free(us->ev);
+            free(us);
+        }
+        return 0;
+    }
+    short kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) |
+                         ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
+    if (us == NULL) {
+        us = calloc(1, sizeof *us);
+        if (us == NULL)
+            return -1;
+        us->ev = event_new(u->base, s, kind, on_socket_event, u);
+        if (us->ev == NULL) {
+            free(us);
+            return -1;
+        }
+        curl_multi_assign(u->multi, s, us);
+    } else if (us->kind == kind) {
+        return 0; /* same interest: spare the epoll_ctl */
+    } else {
+        event_del(us->ev);
+        event_assign(us->ev, u->base, s, kind, on_socket_event, u);
+    }
+    us->kind = kind;
+    return event_add(us->ev, NULL) == 0 ? 0 : -1;
+}
+
+static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
+{
+    struct upstream *u = userp;
+    (void)multi;
+    if (timeout_ms < 0)
+        return event_del(u->timer) == 0 ? 0 : -1;
+    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
+    return evtimer_add(u->timer, &tv) == 0 ? 0 : -1;
+}
+
+static size_t write_cb(char *data, size_t size, size_t n, void *arg)
+{
+    struct upstream_xfer *x = arg;
+    size_t len = size * n;
+    if (x->body.len + len > x->max_body) {
+        x->too_large = true;
+        return CURL_WRITEFUNC_ERROR;
+    }
+    if (buf_append(&x->body, data, len) < 0)
+        return CURL_WRITEFUNC_ERROR;
+    return len;
+}
+
+/* Open and close through us only to count connections: the metric shows reuse at work. */
+static curl_socket_t open_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *addr)
+{
+    struct upstream *u = arg;
+    (void)purpose;
+    curl_socket_t s = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
+    if (s != CURL_SOCKET_BAD) {
+        metrics_gauge_add(&u->metrics->upstream_connections_open, 1);
+        metrics_add(&u->metrics->upstream_connections_opened, 1);
+    }
+    return s;
+}
+
+static int close_cb(void *arg, curl_socket_t s)
+{
+    struct upstream *u = arg;
+    metrics_gauge_add(&u->metrics->upstream_connections_open, -1);
+    return close(s);
+}
+
+static void unlink_xfer(struct upstream_xfer *x)
+{
+    struct upstream *u = x->u;
+    if (x->prev != NULL)
+        x->prev->next = x->next;
+    else
+        u->xfers = x->next;
+    if (x->next != NULL)
+        x->next->prev = x->prev;
+    u->active--;
+}
+
+/* Detaches the easy handle from the multi and returns it to the pool, then frees x. */
+static void release(struct upstream_xfer *x)
+{
+    struct upstream *u = x->u;
+    curl_multi_remove_handle(u->multi, x->easy);
+    if (u->npool < POOL_MAX) {
+        curl_easy_reset(x->easy);
+        u->pool[u->npool++] = x->easy;
+    } else {
+        curl_easy_cleanup(x->easy);
+    }
+    unlink_xfer(x);
+    buf_finish(&x->body);
+    free(x);
+}
+
+static enum agg_error classify(CURLcode rc, bool too_large)
+{
+    if (too_large || rc == CURLE_FILESIZE_EXCEEDED)
+        return AGG_E_TOO_LARGE;
+    switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        return AGG_E_TIMEOUT;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+        return AGG_E_CONNECT;
+    default:
+        return AGG_E_TRANSFER;
+    }
+}
+
+/* Drains finished transfers. Each callback may start or cancel others; curl drops the pending
+ * message of a handle removed meanwhile, so the loop stays valid. */
+static void check_done(struct upstream *u)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(u->multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        CURL *easy = msg->easy_handle;
+        CURLcode rc = msg->data.result; /* copy before remove_handle invalidates msg */
+        struct upstream_xfer *x;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+
+        struct upstream_result res = {AGG_E_NONE, 0, NULL, 0, NULL};
+        char message[CURL_ERROR_SIZE + 64];
+        if (rc == CURLE_OK) {
+            curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &res.status);
+            res.len = x->body.len;
+            res.body = buf_steal(&x->body, NULL);
+        } else {
+            res.error = classify(rc, x->too_large);
+            if (res.error == AGG_E_TOO_LARGE)
+                snprintf(message, sizeof message, "upstream body exceeds max_body_bytes (%zu)",
+                         x->max_body);
+            else
+                snprintf(message, sizeof message, "%s",
+                         x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+            res.message = message;
+        }
+        upstream_done_fn done = x->done;
+        void *arg = x->arg;
+        release(x);
+        done(arg, &res);
+    }
+}
+
+struct upstream *upstream_create(struct event_base *base, const struct upstream_opts *opts)
+{
+    struct upstream *u = calloc(1, sizeof *u);
+    if (u == NULL)
+        return NULL;
+    u->base = base;
+    u->metrics = opts->metrics;
+    u->multi = curl_multi_init();
+    u->timer = evtimer_new(base, on_timer, u);
+    if (u->multi == NULL || u->timer == NULL) {
+        upstream_destroy(u);
+        return NULL;
+    }
+    curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+    curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
+    curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
+    curl_multi_setopt(u->multi, CURLMOPT_MAX_HOST_CONNECTIONS, opts->max_host_connections);
+    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, opts->idle_connections);
+    return u;
+}
+
+void upstream_destroy(struct upstream *u)
+{
+    if (u == NULL)
+        return;
+    while (u->xfers != NULL)
+        release(u->xfers);
+    for (size_t i = 0; i < u->npool; i++)
+        curl_easy_cleanup(u->pool[i]);
+    if (u->multi != NULL)
+        curl_multi_cleanup(u->multi); /* closes cached connections through close_cb */
+    if (u->timer != NULL)
+        event_free(u->timer);
+    free(u);
+}
+
+struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_req *req,
+                                     upstream_done_fn done, void *arg)
+{
+    size_t nnodes = req->nheaders + 1;
+    struct upstream_xfer *x = calloc(1, sizeof *x + nnodes * sizeof x->nodes[0]);
+    if (x == NULL)
+        return NULL;
+    CURL *e = u->npool > 0 ? u->pool[--u->npool] : curl_easy_init();
+    if (e == NULL) {
+        free(x);
+        return NULL;
+    }
+    x->u = u;
+    x->easy = e;
+    x->done = done;
+    x->arg = arg;
+    x->max_body = req->max_body;
+    x->nnodes = nnodes;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        x->nodes[i].data = req->headers[i];
+        x->nodes[i].next = &x->nodes[i + 1];
+    }
+    snprintf(x->rid_header, sizeof x->rid_header, "X-Request-Id: %s", req->request_id);
+    x->nodes[nnodes - 1].data = x->rid_header;
+    x->nodes[nnodes - 1].next = NULL;
+
+    curl_easy_setopt(e, CURLOPT_URL, req->url);
+    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, &x->nodes[0]);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    /* A transfer cancelled during its lookup must not join the resolver thread on the loop. */
+    curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "gatherd/" GATHERD_VERSION);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_cb);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, u);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_cb);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, u);
+
+    x->next = u->xfers;
+    if (u->xfers != NULL)
+        u->xfers->prev = x;
+    u->xfers = x;
+    u->active++;
+    if (curl_multi_add_handle(u->multi, e) != CURLM_OK) {
+        unlink_xfer(x);
+        curl_easy_cleanup(e);
+        free(x);
+        return NULL;
+    }
+    return x;
+}
+
+void upstream_cancel(struct upstream_xfer *x)
+{
+    if (x != NULL)
+        release(x);
+}
+
+size_t upstream_active(const struct upstream *u)
+{
+    return u->active;
+}

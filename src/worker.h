@@ -1,0 +1,81 @@
+/* A worker: one thread, one event_base, and everything that runs on it (the HTTP daemon and
+ * the upstream client). Workers share nothing on the request path; the control thread talks to
+ * a worker only through its mailbox (atomics plus event_active, which libevent makes safe
+ * across threads). */
+#ifndef GATHERD_WORKER_H
+#define GATHERD_WORKER_H
+
+#include <pthread.h>
+#include <stdatomic.h>
+#include <stdbool.h>
+#include <stdint.h>
+
+struct config;
+struct event;
+struct event_base;
+struct httpd;
+struct logger;
+struct log_sink;
+struct metrics;
+struct metrics_worker;
+struct upstream;
+
+/* What the control thread provides every worker. Borrowed; outlives the workers. */
+struct worker_shared {
+    int listen_fd;
+    const atomic_int *draining; /* /readyz answers 503 once set */
+    struct metrics *metrics;
+    struct logger *logger;
+    struct event
+        *on_quiesced;      /* activated (in the control loop) when this worker stopped accepting */
+    struct event *on_exit; /* activated when this worker's loop has ended */
+};
+
+struct worker {
+    /* Set at creation, read-only afterwards. */
+    unsigned id;
+    const struct worker_shared *shared;
+    struct metrics_worker *metrics;
+
+    /* Loop-thread only. */
+    struct event_base *base;
+    struct upstream *upstream;
+    struct httpd *httpd;
+    struct log_sink *log;
+    struct config *cfg; /* current configuration; requests take their own reference */
+    bool draining;
+    bool drain_expired;
+    struct event *drain_timer;
+    uint64_t rid_state;
+
+    /* Mailbox, written by the control thread. */
+    struct event *mail;
+    _Atomic(struct config *) next_cfg;
+    atomic_bool drain_requested;
+    atomic_bool quiesced; /* read by the control thread */
+    atomic_bool exited;   /* the loop ended and the thread tore its parts down */
+
+    pthread_t thread;
+};
+
+/* Builds the worker's loop, daemon and upstream client in the calling thread (so start-up
+ * failures are reported before anything runs) with a reference to cfg. 0 or a negative errno,
+ * with the reason in err. */
+int worker_init(struct worker *w, unsigned id, const struct worker_shared *shared,
+                struct config *cfg, char *err, size_t errlen);
+
+/* Runs the loop on a new thread. */
+int worker_start(struct worker *w);
+
+/* From the control thread: hand over a new configuration (a reference is taken), or ask the
+ * worker to drain: stop accepting, finish what is in flight, then end its loop. */
+void worker_post_config(struct worker *w, struct config *cfg);
+void worker_post_drain(struct worker *w);
+
+/* Joins the thread (if started) and frees what worker_init built. */
+void worker_finish(struct worker *w);
+
+/* From the loop: a request finished; ends the loop if draining and nothing is left. */
+void worker_request_finished(struct worker *w);
+
+#endif
