@@ -199,7 +199,7 @@ fi
 
 # ---------------------------------------------------------------- stop = SIGTERM drain
 ts=$(date +%s.%N)
-podman stop -t 10 "$CTR" >/dev/null
+podman stop -t 10 "$CTR" >/dev/null 2>"$WORK/stop.err" || { cat "$WORK/stop.err"; fail "podman stop"; }
 stop_s=$(since "$ts")
 exit_code=$(podman inspect --format '{{.State.ExitCode}}' "$CTR")
 say "podman stop took ${stop_s}s, exit code $exit_code"
