@@ -1,0 +1,124 @@
+#include "config.h"
+#include "netacl.h"
+#include "tap.h"
+
+#include <stdlib.h>
+
+static char err[1024];
+
+static struct config *parse(const char *json)
+{
+    struct config *cfg = NULL;
+    err[0] = '\0';
+    if (config_parse(json, strlen(json), "t.json", &cfg, err, sizeof err) < 0)
+        return NULL;
+    return cfg;
+}
+
+/* Expects a rejection whose message contains `want`. */
+static void rejects(const char *json, const char *want)
+{
+    struct config *cfg = parse(json);
+    ok(cfg == NULL && strstr(err, want) != NULL, "rejected with \"%s\"", want);
+    if (cfg != NULL || strstr(err, want) == NULL)
+        printf("#   message: %s\n", err);
+    config_unref(cfg);
+}
+
+#define EP(backends) "{\"endpoints\":[{\"path\":\"/t\",\"backends\":[" backends "]}]}"
+#define BE "{\"name\":\"a\",\"url\":\"http://127.0.0.1:1/x\"}"
+/* The endpoints member alone, to put after other top-level keys. */
+#define EPS "\"endpoints\":[{\"path\":\"/t\",\"backends\":[" BE "]}]}"
+
+int main(void)
+{
+    struct config *cfg = parse(EP(BE));
+    ok(cfg != NULL, "minimal config accepted (%s)", err);
+    ok(cfg->workers == 0 && cfg->access_log && cfg->endpoints[0].timeout_ms == 5000,
+       "defaults: workers 0, access log on, 5 s deadline");
+    ok(cfg->endpoints[0].backends[0].timeout_ms == 5000, "backend inherits the endpoint timeout");
+    ok(cfg->endpoints[0].backends[0].max_body_bytes == 8u << 20, "8 MiB default body cap");
+    ok(config_find(cfg, "/t") == &cfg->endpoints[0] && config_find(cfg, "/u") == NULL, "find");
+    config_unref(cfg);
+
+    setenv("GD_TEST_TOKEN", "s3cret", 1);
+    cfg = parse("{\"listen\":\"127.0.0.1:9\",\"workers\":2,\"log_level\":\"warn\","
+                "\"trusted_proxies\":[\"10.0.0.0/8\",\"::1\"],\"max_body_bytes\":100,"
+                "\"endpoints\":[{\"path\":\"/t\",\"timeout_ms\":300,\"max_body_bytes\":50,"
+                "\"backends\":[{\"name\":\"a\",\"url\":\"https://h:8443/p?q=1\",\"timeout_ms\":"
+                "200,\"headers\":{\"Authorization\":\"Bearer ${GD_TEST_TOKEN}\",\"X-A\":\"$$5\"}}"
+                "]}]}");
+    ok(cfg != NULL, "full config accepted (%s)", err);
+    if (cfg != NULL) {
+        struct config_backend *b = &cfg->endpoints[0].backends[0];
+        is_str(b->headers[0], "Authorization: Bearer s3cret", "${VAR} expanded in a header");
+        is_str(b->headers[1], "X-A: $5", "$$ is a literal dollar");
+        ok(b->max_body_bytes == 50 && b->timeout_ms == 200, "per-endpoint cap inherited");
+        ok(netacl_match_text(cfg->trusted_proxies, "10.1.2.3") &&
+               !netacl_match_text(cfg->trusted_proxies, "11.0.0.1"),
+           "trusted proxies parsed");
+        struct config *ref = config_ref(cfg);
+        config_unref(ref);
+        ok(atomic_load(&cfg->refs) == 1, "ref/unref balance");
+    }
+    config_unref(cfg);
+
+    rejects("{\"endpoints\": [", "line 1, column");
+    rejects("{\"endpoints\":[]}\n\n  x", "line 3");
+    rejects("[]", "must be a JSON object");
+    rejects("{\"bogus\":1," EPS, "bogus: unknown key");
+    rejects(EP("{\"name\":\"a\",\"url\":\"http://h/\",\"extra\":1}"),
+            "endpoints[0].backends[0].extra: unknown key");
+    rejects(EP("{\"name\":\"a\"}"), "endpoints[0].backends[0].url: is required");
+    rejects(EP("{\"name\":\"a\",\"url\":\"ftp://h/\"}"), "must be an http:// or https:// URL");
+    rejects(EP("{\"name\":\"a\",\"url\":\"http:///x\"}"), "has no host");
+    rejects(EP("{\"name\":\"a\",\"url\":\"http://h:99999/\"}"), "port above 65535");
+    rejects(EP("{\"name\":\"a\",\"url\":\"http://h/a b\"}"), "white space");
+    rejects(EP("{\"url\":\"http://h/\"}"), "backends[0].name: is required");
+    rejects(EP(BE "," BE), "duplicate backend name");
+    rejects(EP(""), "endpoints[0].backends: must not be empty");
+    rejects("{\"endpoints\":[]}", "endpoints: must not be empty");
+    rejects("{}", "endpoints: is required");
+    rejects("{\"endpoints\":[{\"path\":\"/t\",\"backends\":[" BE "]},{\"path\":\"/t\","
+            "\"backends\":[" BE "]}]}",
+            "endpoints[1].path: duplicate path");
+    rejects("{\"endpoints\":[{\"path\":\"/t\",\"timeout_ms\":-1,\"backends\":[" BE "]}]}",
+            "endpoints[0].timeout_ms: must be between 1 and 600000");
+    rejects("{\"endpoints\":[{\"path\":\"/t\",\"timeout_ms\":1000000000,\"backends\":[" BE "]}]}",
+            "timeout_ms: must be between");
+    rejects("{\"endpoints\":[{\"path\":\"/t\",\"timeout_ms\":\"5\",\"backends\":[" BE "]}]}",
+            "must be an integer");
+    rejects("{\"endpoints\":[{\"path\":\"/t\",\"timeout_ms\":100,\"backends\":[{\"name\":\"a\","
+            "\"url\":\"http://h/\",\"timeout_ms\":200}]}]}",
+            "exceeds the endpoint's timeout_ms");
+    rejects("{\"endpoints\":[{\"path\":\"/healthz\",\"backends\":[" BE "]}]}", "reserved");
+    rejects("{\"endpoints\":[{\"path\":\"t\",\"backends\":[" BE "]}]}", "must start with '/'");
+    rejects("{\"endpoints\":[{\"path\":\"/t?x\",\"backends\":[" BE "]}]}", "'?'");
+    rejects(EP("{\"name\":\"a\",\"url\":\"http://h/\",\"headers\":{\"X\":\"${GD_UNSET_VAR_Q}\"}}"),
+            "environment variable GD_UNSET_VAR_Q is not set");
+    rejects(EP("{\"name\":\"a\",\"url\":\"http://h/\",\"headers\":{\"X\":\"${oops\"}}"),
+            "unterminated");
+    rejects(EP("{\"name\":\"a\",\"url\":\"http://h/\",\"headers\":{\"Bad Name\":\"v\"}}"),
+            "not a valid header name");
+    rejects(EP("{\"name\":\"a\",\"url\":\"http://h/\",\"headers\":{\"X-Request-Id\":\"v\"}}"),
+            "set by gatherd");
+    rejects(EP("{\"name\":\"a\",\"url\":\"http://h/\",\"headers\":{\"X\":\"a\\r\\nB: c\"}}"),
+            "control characters");
+    rejects(EP("{\"name\":\"a\",\"url\":\"http://h/\",\"headers\":{\"X\":1}}"), "must be a string");
+    rejects("{\"workers\":-1," EPS, "workers: must be between 0 and 256");
+    rejects("{\"log_level\":\"loud\"," EPS, "log_level: must be one of");
+    rejects("{\"trusted_proxies\":[\"10.0.0.0/33\"]," EPS, "trusted_proxies[0]");
+    rejects("{\"access_log\":1," EPS, "access_log: must be true or false");
+    rejects("{\"listen\":\"\"," EPS, "listen: must not be empty");
+    rejects("{\"endpoints\":[{\"path\":\"/t\",\"path\":\"/u\",\"backends\":[" BE "]}]}",
+            "duplicate object key");
+
+    cfg = NULL;
+    ok(config_default(&cfg, err, sizeof err) == 0, "built-in default parses (%s)", err);
+    ok(cfg != NULL && cfg->nendpoints == 1 && strcmp(cfg->endpoints[0].path, "/tickers") == 0 &&
+           cfg->endpoints[0].nbackends == 3,
+       "built-in default is /tickers over three exchanges");
+    ok(cfg != NULL && cfg->listen == NULL, "built-in default leaves listen to $PORT or 5042");
+    config_unref(cfg);
+    return tap_done();
+}
