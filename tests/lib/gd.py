@@ -326,6 +326,7 @@ class Gatherd:
         self.returncode = self.proc.wait()
         self.out.t.join(5)
         self.err.t.join(5)
+        self._cleanup()
 
     def stop(self, timeout=20):
         """SIGTERM and wait; SIGKILL after ``timeout``.  Returns the exit status (negative for a
@@ -346,6 +347,11 @@ class Gatherd:
         return self.returncode
 
     def _cleanup(self):
+        for f in (self.proc.stdout, self.proc.stderr):
+            try:
+                f.close()
+            except Exception:
+                pass
         shutil.rmtree(self.dir, ignore_errors=True)
 
     def __enter__(self):
