@@ -62,7 +62,7 @@ EOF
 export CONTAINERS_CONF="$WORK/containers.conf"
 
 cleanup() {
-  podman rm -f -t 0 "$CTR" >/dev/null 2>&1 || true
+  for c in "$CTR" "$CTR-ro" "$CTR-hc"; do podman rm -f -t 0 "$c" >/dev/null 2>&1 || true; done
   rm -rf "$WORK"
 }
 trap cleanup EXIT
@@ -195,6 +195,28 @@ if podman run -d --name "$ro" --read-only --network host --health-interval=disab
   podman rm -f -t 0 "$ro" >/dev/null 2>&1 || true
 else
   fail "--read-only run"; podman rm -f -t 0 "$ro" >/dev/null 2>&1 || true
+fi
+
+# the probe is not vacuous: gatherd on another port -> unhealthy; told the port -> healthy
+hc="$CTR-hc"
+if podman run -d --name "$hc" --network bridge --health-interval=disable "$IMAGE" \
+     --config /etc/gatherd/gatherd.json --listen 0.0.0.0:5043 >/dev/null 2>&1; then
+  for _ in $(seq 1 200); do
+    podman logs "$hc" 2>&1 | grep -q '"msg":"listening"' && break; sleep 0.05
+  done
+  if podman healthcheck run "$hc" >/dev/null 2>&1; then fail "healthcheck passes although nothing listens on 5042"
+  else ok "healthcheck fails when gatherd does not answer on the probed port"; fi
+  podman rm -f -t 0 "$hc" >/dev/null 2>&1 || true
+  podman run -d --name "$hc" --network bridge --health-interval=disable -e GATHERD_HEALTH_PORT=5043 \
+    "$IMAGE" --config /etc/gatherd/gatherd.json --listen 0.0.0.0:5043 >/dev/null 2>&1
+  for _ in $(seq 1 200); do
+    podman logs "$hc" 2>&1 | grep -q '"msg":"listening"' && break; sleep 0.05
+  done
+  if podman healthcheck run "$hc" >/dev/null 2>&1; then ok "GATHERD_HEALTH_PORT points the probe at another port"
+  else fail "healthcheck with GATHERD_HEALTH_PORT=5043"; fi
+  podman rm -f -t 0 "$hc" >/dev/null 2>&1 || true
+else
+  fail "podman run (healthcheck variants)"; podman rm -f -t 0 "$hc" >/dev/null 2>&1 || true
 fi
 
 # ---------------------------------------------------------------- stop = SIGTERM drain
