@@ -23,6 +23,12 @@
 
 /* A GET that carries a body larger than this is refused; smaller ones are read and ignored. */
 #define MAX_REQUEST_BODY (64u << 10)
+/* libmicrohttpd 0.9.75 cannot queue an answer in the middle of an upload, so an over-long
+ * chunked body is read and discarded up to this much before the 413; past it, the connection
+ * is closed instead. */
+#define MAX_DISCARD_BODY (1u << 20)
+/* Request targets (path and query) longer than this get 414, as nginx's default buffers do. */
+#define MAX_TARGET 8192
 
 enum phase {
     PH_NEW,      /* headers seen, routed, not yet dispatched */
@@ -54,6 +60,7 @@ struct request {
     enum route route;
     enum phase phase;
     bool head;
+    bool body_too_large;
     int status;
     size_t body_seen;
     size_t bytes_out;
@@ -153,6 +160,24 @@ static void generate_rid(struct worker *w, char *out)
     z = (z ^ (z >> 27)) * 0x94D049BB133111EBull;
     z ^= z >> 31;
     snprintf(out, ACCESS_RID_MAX + 1, "%016llx", (unsigned long long)z);
+}
+
+static enum MHD_Result add_arg_len(void *cls, enum MHD_ValueKind kind, const char *key,
+                                   const char *value)
+{
+    size_t *n = cls;
+    (void)kind;
+    *n += strlen(key) + (value ? strlen(value) : 0) + 2;
+    return MHD_YES;
+}
+
+/* The target's length as sent, near enough: libmicrohttpd has split the query into arguments
+ * (and decoded them, so this can only undercount a percent-encoded query). */
+static size_t target_len(struct MHD_Connection *conn, const char *url)
+{
+    size_t n = strlen(url);
+    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, add_arg_len, &n);
+    return n;
 }
 
 static struct request *request_new(struct httpd *h, struct MHD_Connection *conn, const char *url,
@@ -326,6 +351,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if ((r = request_new(h, conn, url, method)) == NULL)
             return MHD_NO;
         *req_cls = r;
+        if (target_len(conn, url) > MAX_TARGET)
+            return answer_error(r, 414, "uri_too_long", "request target too long", NULL);
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl != NULL && strtoull(cl, NULL, 10) > MAX_REQUEST_BODY)
@@ -337,10 +364,11 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if (*upload_data_size > 0) {
             r->body_seen += *upload_data_size;
             *upload_data_size = 0;
-            if (r->body_seen > MAX_REQUEST_BODY)
-                return answer_error(r, 413, "payload_too_large", "request body too large", NULL);
-            return MHD_YES;
+            r->body_too_large = r->body_seen > MAX_REQUEST_BODY;
+            return r->body_seen > MAX_DISCARD_BODY ? MHD_NO : MHD_YES;
         }
+        if (r->body_too_large)
+            return answer_error(r, 413, "payload_too_large", "request body too large", NULL);
         return dispatch(r);
     case PH_READY:
         if (r->answer == NULL)
@@ -457,12 +485,13 @@ struct httpd *httpd_create(struct worker *w, char *err, size_t errlen)
     h->m_metrics = metrics_builtin(m, "/metrics");
     unsigned idle_s = (unsigned)((w->cfg->idle_timeout_ms + 999) / 1000);
 
+    /* The logger goes first: options before it would report through MHD's own stderr logger. */
     h->daemon = MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG, 0, NULL, NULL, on_request, h,
-        MHD_OPTION_LISTEN_SOCKET, (MHD_socket)w->shared->listen_fd, MHD_OPTION_NOTIFY_COMPLETED,
-        on_completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection, h,
-        MHD_OPTION_CONNECTION_LIMIT, w->cfg->worker_connections, MHD_OPTION_CONNECTION_TIMEOUT,
-        idle_s, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_END);
+        MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_LISTEN_SOCKET,
+        (MHD_socket)w->shared->listen_fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_CONNECTION_LIMIT,
+        w->cfg->worker_connections, MHD_OPTION_CONNECTION_TIMEOUT, idle_s, MHD_OPTION_END);
     if (h->daemon == NULL) {
         snprintf(err, errlen, "libmicrohttpd could not start a daemon on the listening socket");
         free(h);
