@@ -149,6 +149,7 @@ class _Lines:
 
     def __init__(self, pipe):
         self.raw = []
+        self.bytes = []       # the undecoded lines, to check encodings
         self.parsed = []      # dict, or None for a line that is not a JSON object
         self.closed = False
         self.cond = threading.Condition()
@@ -165,6 +166,7 @@ class _Lines:
             except ValueError:
                 obj = None
             with self.cond:
+                self.bytes.append(line)
                 self.raw.append(text)
                 self.parsed.append(obj)
                 self.cond.notify_all()
@@ -272,6 +274,11 @@ class Gatherd:
 
     def stdout_text(self):
         return self.out.text()
+
+    def stdout_bytes(self):
+        """The access log's lines as the raw bytes gatherd wrote."""
+        with self.out.cond:
+            return list(self.out.bytes)
 
     def stderr_text(self):
         return self.err.text()
