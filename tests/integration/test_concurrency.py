@@ -40,6 +40,8 @@ class ConcurrencyTest(unittest.TestCase):
                 ("c", u("/ok?id=c&delay_ms=200")),
             ], timeout_ms=30000),
             # The test is about the loop, not the per-host pool cap: allow all 900 transfers.
+            endpoint("/slow", [("s", u("/ok?id=s&delay_ms=3000"))], timeout_ms=30000),
+            endpoint("/fast", [("f", u("/ok?id=f"))], timeout_ms=30000),
             upstream_max_host_connections=1000,
             upstream_idle_connections=1000,
         ), workers=1)
@@ -72,6 +74,27 @@ class ConcurrencyTest(unittest.TestCase):
         # And the worker is still responsive afterwards.
         results = asyncio.run(batch(self.gd.port, "/healthz", 1, 10))
         self.assertEqual(results[0][0], 200)
+
+    def test_parked_requests_do_not_block_the_loop(self):
+        async def run():
+            slow = [asyncio.create_task(fetch(self.gd.port, "/slow", 60)) for _ in range(100)]
+            await asyncio.get_running_loop().run_in_executor(
+                None, lambda: self.up.wait("path:/ok", 100, timeout=20))
+            t0 = time.monotonic()
+            fast = await batch(self.gd.port, "/fast", 20, 60)
+            fast_elapsed = time.monotonic() - t0
+            health = await fetch(self.gd.port, "/healthz", 60)
+            done = await asyncio.gather(*slow, return_exceptions=True)
+            return fast, fast_elapsed, health, done
+
+        self.up.reset()
+        fast, fast_elapsed, health, done = asyncio.run(run())
+        self.assertEqual([r[0] for r in fast], [200] * 20)
+        # The 100 parked requests wait 3 s upstream; the fast ones must not wait for them.
+        self.assertLess(fast_elapsed, 2.0)
+        self.assertEqual(health[0], 200)
+        self.assertEqual([r[0] if not isinstance(r, BaseException) else r for r in done],
+                         [200] * 100)
 
 
 if __name__ == "__main__":

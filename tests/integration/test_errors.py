@@ -29,6 +29,8 @@ class ErrorKindsTest(unittest.TestCase):
             pair("/timeout", u("/hang"), {"timeout_ms": 200}),
             pair("/timeout_stall", u("/stall_body"), {"timeout_ms": 300}),
             pair("/connect", f"http://127.0.0.1:{cls.dead}/ok"),
+            # TLS to a plain-HTTP port: the handshake fails.
+            pair("/tls_fail", f"https://127.0.0.1:{cls.up.port}/ok"),
             pair("/status503", u("/status/503")),
             pair("/status404", u("/status/404")),
             pair("/status500_json", u("/ok?status=500")),
@@ -134,6 +136,9 @@ class ErrorKindsTest(unittest.TestCase):
 
     def test_connect(self):
         self.assert_pair_fails("/connect", "connect")
+
+    def test_connect_tls_handshake_failed(self):
+        self.assert_pair_fails("/tls_fail", "connect")
 
     # http_status --------------------------------------------------------------------------
 

@@ -4,9 +4,11 @@ kept alive too."""
 
 import http.client
 import json
+import socket
+import time
 import unittest
 
-from gd import FakeUpstream, Gatherd, config, endpoint, http_get
+from gd import FakeUpstream, Gatherd, config, endpoint, http_get, read_response
 
 
 class KeepAliveTest(unittest.TestCase):
@@ -14,13 +16,14 @@ class KeepAliveTest(unittest.TestCase):
     def setUpClass(cls):
         cls.up = FakeUpstream()
         u = cls.up.url
-        cls.gd = Gatherd(config(
+        cls.gd_cfg = config(
             endpoint("/three", [
                 ("a", u("/ok?id=a")),
                 ("b", u("/ok?id=b")),
                 ("c", u("/ok?id=c")),
             ], timeout_ms=10000),
-        ))
+        )
+        cls.gd = Gatherd(cls.gd_cfg)
 
     @classmethod
     def tearDownClass(cls):
@@ -56,6 +59,25 @@ class KeepAliveTest(unittest.TestCase):
                 self.assertIs(c.sock, sock)
         finally:
             c.close()
+
+    def test_idle_client_connection_closed(self):
+        with Gatherd(config(*self.gd_cfg["endpoints"], idle_timeout_ms=500)) as g:
+            s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+            try:
+                s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\n\r\n")
+                self.assertIn(b" 200 ", read_response(s)[:20])
+                t0 = time.monotonic()
+                s.settimeout(10)
+                try:
+                    data = s.recv(100)
+                except ConnectionResetError:
+                    data = b""
+                elapsed = time.monotonic() - t0
+                self.assertEqual(data, b"", "expected the server to close the idle connection")
+                self.assertGreater(elapsed, 0.3)
+                self.assertLess(elapsed, 5.0)
+            finally:
+                s.close()
 
 
 if __name__ == "__main__":

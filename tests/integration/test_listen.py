@@ -93,6 +93,11 @@ class ListenTest(unittest.TestCase):
         os.unlink(path) if os.path.exists(path) else None
         os.rmdir(d)
 
+    def test_workers_zero_is_cpu_count(self):
+        with Gatherd(config(*self.eps), workers=0) as g:
+            self.assertEqual(g.listening.get("workers"), os.cpu_count())
+            self.check(g)
+
     def test_several_workers(self):
         with Gatherd(config(*self.eps), workers=2) as g:
             self.assertEqual(g.listening.get("workers"), 2)

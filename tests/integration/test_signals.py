@@ -142,6 +142,21 @@ class SignalTest(unittest.TestCase):
         finally:
             g.kill()
 
+    def test_idle_keepalive_does_not_delay_exit(self):
+        g = Gatherd(self.cfg)
+        try:
+            c = http.client.HTTPConnection("127.0.0.1", g.port, timeout=10)
+            c.request("GET", "/healthz")
+            self.assertEqual(c.getresponse().read(), b'{"status":"ok"}')
+            t0 = time.monotonic()
+            g.signal(signal.SIGTERM)
+            # idle_timeout_ms is 30 s by default: the drain must not wait for it.
+            self.assertEqual(g.wait_exit(10), 0, g.stderr_text())
+            self.assertLess(time.monotonic() - t0, 5.0)
+            c.close()
+        finally:
+            g.kill()
+
     def test_idle_exit(self):
         g = Gatherd(self.cfg)
         try:

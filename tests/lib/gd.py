@@ -101,6 +101,15 @@ class FakeUpstream:
         HarnessError with the stats on timeout.  ``counter`` may be ``path:/x``."""
         want = {counter: value}
         want.update(more)
+        return self.wait_all(want, timeout)
+
+    def wait_le(self, counter, value, timeout=10):
+        """Wait until ``counter`` <= value (e.g. connections_active going down)."""
+        return self.wait_all({"le:" + counter: value}, timeout)
+
+    def wait_all(self, want, timeout=10):
+        """Wait until every condition of ``want`` ({counter: value}, ``le:counter`` for <=)
+        holds."""
         q = urllib.parse.urlencode(dict(want, timeout_ms=int(timeout * 1000)))
         status, st = self._control("/_wait?" + q, timeout + 10)
         if status != 200:

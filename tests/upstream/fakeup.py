@@ -17,7 +17,8 @@ Counters:
                       response was sent; this is how tests see gatherd cancel transfers
   paths               {path: requests}
 ``/_wait?<counter>=<value>[&...]&timeout_ms=N`` long-polls until every named counter is >=
-its value (``path:/x=N`` waits on ``paths["/x"]``); 200 with the stats, 408 on timeout.
+its value (``path:/x=N`` waits on ``paths["/x"]``, ``le:<counter>=N`` waits until the counter is
+<= N, e.g. ``le:connections_active=1``); 200 with the stats, 408 on timeout.
 """
 
 import argparse
@@ -146,6 +147,10 @@ class Conn:
         """Return (method, target, version, headers(list of (lower name, value)), body) or None
         at a clean EOF between requests."""
         while True:
+            if self.buf[:1] == b"\x16":
+                # A TLS ClientHello on this plain-HTTP port: answer in plain HTTP (the client's
+                # handshake fails at once) rather than wait for a blank line that never comes.
+                return "bad"
             end = self.buf.find(b"\r\n\r\n")
             if end >= 0:
                 break
@@ -473,15 +478,20 @@ class Server:
         if path == "/_wait":
             loop = asyncio.get_running_loop()
             timeout = int(q.get("timeout_ms", 10000)) / 1000.0
-            want = {k: int(v) for k, v in q.items() if k != "timeout_ms"}
             try:
-                for k in want:
+                want = [(k[3:], True, int(v)) if k.startswith("le:") else (k, False, int(v))
+                        for k, v in q.items() if k != "timeout_ms"]
+                for k, _, _ in want:
                     st.value(k)
             except (KeyError, ValueError) as e:
                 return await self.respond(conn, 400, json_bytes({"error": f"bad counter {e}"}),
                                           close=close)
+
+            def met():
+                return all((st.value(k) <= v) if le else (st.value(k) >= v) for k, le, v in want)
+
             deadline = loop.time() + timeout
-            while not all(st.value(k) >= v for k, v in want.items()):
+            while not met():
                 remaining = deadline - loop.time()
                 if remaining <= 0:
                     return await self.respond(conn, 408, json_bytes(st.snapshot()), close=close)
