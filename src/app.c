@@ -162,6 +162,14 @@ static void reload(struct app *a)
     if (a->opts->workers < 0 && app_worker_count(next->workers) != (int)a->nworkers)
         log_event(a->log, LOG_WARN, "restart_needed",
                   "\"detail\":\"workers changed; it takes effect on restart\"");
+    /* These are baked into each worker's daemon and curl pool when it starts. */
+    if (next->worker_connections != a->cfg->worker_connections ||
+        next->idle_timeout_ms != a->cfg->idle_timeout_ms ||
+        next->upstream_max_host_connections != a->cfg->upstream_max_host_connections ||
+        next->upstream_idle_connections != a->cfg->upstream_idle_connections)
+        log_event(a->log, LOG_WARN, "restart_needed",
+                  "\"detail\":\"worker_connections, idle_timeout_ms and upstream_* changes take "
+                  "effect on restart\"");
     if (a->opts->log_level < 0)
         logger_set_level(a->logger, next->log_level);
     for (unsigned i = 0; i < a->started; i++)
