@@ -36,7 +36,33 @@ import urllib.request
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
 FIXDIR = os.path.join(ROOT, "tests", "fixtures", "exchanges")
-PORT_BASE = int(os.environ.get("BENCH_PORT_BASE", "18000"))
+
+
+def _ports_free(base):
+    for port in range(base + 80, base + 200):
+        s = socket.socket()
+        try:
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+        finally:
+            s.close()
+    return True
+
+
+def _choose_port_base():
+    """BENCH_PORT_BASE, or the first of 18000, 19000, ... 29000 whose ports are all free
+    (other test suites on this machine listen on ports of their own choosing)."""
+    if os.environ.get("BENCH_PORT_BASE"):
+        return int(os.environ["BENCH_PORT_BASE"])
+    for base in range(18000, 30000, 1000):
+        if _ports_free(base):
+            return base
+    return 18000
+
+
+PORT_BASE = _choose_port_base()
 R1_PORT = PORT_BASE + 81
 R2_PORT = PORT_BASE + 82
 GATHERD_PORT = PORT_BASE + 90
@@ -57,7 +83,7 @@ def log(msg):
 # Scenarios. kind: "ref" (nginx reference), "gatherd" (wrk load), "single" (sequential requests).
 # cmp names the reference a gatherd row is compared with; --only pulls it in automatically.
 
-DELAYED_POOL = {"upstream_max_host_connections": 0, "upstream_idle_connections": 2048}
+LIFTED_POOL = {"upstream_max_host_connections": 0, "upstream_idle_connections": 2048}
 
 SCENARIOS = [
     dict(name="r1", kind="ref", ref="static", workers=2, conns=64,
@@ -74,24 +100,28 @@ SCENARIOS = [
          label="gatherd K=3, 0 ms, access log on"),
     dict(name="k20", kind="gatherd", k=20, workers=2, conns=64, cmp="r2", target="k20",
          label="gatherd K=20, 0 ms"),
+    dict(name="k3-pool", kind="gatherd", k=3, workers=2, conns=64, cmp="r2", pool=LIFTED_POOL,
+         label="gatherd K=3, 0 ms, pool caps lifted"),
+    dict(name="k20-pool", kind="gatherd", k=20, workers=2, conns=64, cmp="r2", pool=LIFTED_POOL,
+         label="gatherd K=20, 0 ms, pool caps lifted"),
     dict(name="k3-w1", kind="gatherd", k=3, workers=1, conns=64, cmp="r2-w1",
          label="gatherd K=3, 0 ms, 1 worker"),
     dict(name="k20-w1", kind="gatherd", k=20, workers=1, conns=64, cmp="r2-w1",
          label="gatherd K=20, 0 ms, 1 worker"),
     dict(name="k3-d50-c16", kind="gatherd", k=3, workers=2, conns=16, delay=50, cmp="r2-d50",
-         target="d50", pool=DELAYED_POOL, label="gatherd K=3, 50 ms, 16 conns"),
+         target="d50", pool=LIFTED_POOL, label="gatherd K=3, 50 ms, 16 conns"),
     dict(name="k3-d50-c256", kind="gatherd", k=3, workers=2, conns=256, delay=50,
-         cmp="r2-d50", pool=DELAYED_POOL, label="gatherd K=3, 50 ms, 256 conns"),
+         cmp="r2-d50", pool=LIFTED_POOL, label="gatherd K=3, 50 ms, 256 conns"),
     dict(name="k3-d50-c256-cap", kind="gatherd", k=3, workers=2, conns=256, delay=50,
          cmp="r2-d50", label="gatherd K=3, 50 ms, 256 conns, default pool caps"),
     dict(name="inflight1000", kind="gatherd", k=3, workers=2, conns=1000, delay=1000,
-         pool=DELAYED_POOL, target="inflight", label="gatherd 1,000 in flight, K=3, 1 s"),
+         pool=LIFTED_POOL, target="inflight", label="gatherd 1,000 in flight, K=3, 1 s"),
     dict(name="fanout1", kind="single", k=1, workers=2, delay=500, target="fanout",
          label="gatherd fan-out 1, 500 ms, 1 request"),
     dict(name="fanout10", kind="single", k=10, workers=2, delay=500, target="fanout",
          label="gatherd fan-out 10, 500 ms, 1 request"),
     dict(name="fanout100", kind="single", k=100, workers=2, delay=500, target="fanout",
-         pool=DELAYED_POOL, label="gatherd fan-out 100, 500 ms, 1 request"),
+         pool=LIFTED_POOL, label="gatherd fan-out 100, 500 ms, 1 request"),
 ]
 BY_NAME = {s["name"]: s for s in SCENARIOS}
 REF_SHORT = {"r2": "R2", "r2-w1": "R2 (1 worker)", "r2-d50": "R2 @50 ms"}
@@ -163,6 +193,19 @@ def proc_cpu_s(pid):
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
     except (OSError, IndexError):
         return 0.0
+
+
+def machine_busy_s():
+    """CPU seconds all CPUs spent in user, nice and system mode (not interrupts)."""
+    with open("/proc/stat") as f:
+        v = f.readline().split()
+    return (int(v[1]) + int(v[2]) + int(v[3])) / CLK_TCK
+
+
+def children_cpu_s():
+    """CPU seconds of the benchmark's finished children (wrk, curl) so far."""
+    r = resource.getrusage(resource.RUSAGE_CHILDREN)
+    return r.ru_utime + r.ru_stime
 
 
 def proc_hwm_kb(pid):
@@ -256,6 +299,14 @@ class Env:
                 os.chmod(os.path.join(root, n), 0o644)
         self.upstream = None
 
+    def upstream_stats(self):
+        """(connections accepted, requests) so far by the upstream nginx (stub_status)."""
+        st, body = http_get(f"http://127.0.0.1:{UP_BASE}/_status")
+        m = re.search(rb"\n\s*(\d+)\s+(\d+)\s+(\d+)\s*\n", body)
+        if st != 200 or not m:
+            raise RuntimeError(f"upstream status unreadable: {body[:200]!r}")
+        return int(m.group(1)), int(m.group(3))
+
     def fixture_for(self, i):
         return self.fixtures[i % len(self.fixtures)]
 
@@ -294,7 +345,7 @@ http {{
             f.write(conf_text)
         for port in ports:
             if not port_free(port):
-                raise SystemExit(f"bench: port {port} is in use (set BENCH_PORT_BASE)")
+                raise SystemExit(f"bench: port {port} is in use (another process took it; set BENCH_PORT_BASE)")
         err = open(os.path.join(d, "stderr.log"), "wb")
         p = PROCS.start([NGINX, "-p", d, "-c", conf, "-g", "daemon off;"],
                         stdout=subprocess.DEVNULL, stderr=err)
@@ -317,6 +368,7 @@ http {{
 {listens}
     root {self.www};
     location /fix/ {{ }}
+    location = /_status {{ stub_status; }}
 {locs}  }}
 }}
 """
@@ -421,21 +473,39 @@ class Runner:
         self.bin = gatherd_bin
         self.results = {}
 
-    def measure_wrk(self, url, conns, pids, extra_pids=()):
-        """Warm-up, then the measured run; CPU of pids (and of extra_pids separately)."""
+    def measure(self, pids, load):
+        """Runs load() (which returns a result dict with "requests") and adds what it cost:
+        CPU per request of pids (the server under test) and of the upstream nginx, upstream
+        connections accepted per request, and the share of the machine used by processes that
+        are not part of the benchmark during the run (other work disturbs the numbers)."""
+        up = self.upstream_pids()
+        a0, q0 = self.env.upstream_stats()
+        m0, t0, u0 = machine_busy_s(), sum(map(proc_cpu_s, pids)), sum(map(proc_cpu_s, up))
+        c0, w0 = children_cpu_s(), time.monotonic()
+        res = load()
+        m1, t1, u1 = machine_busy_s(), sum(map(proc_cpu_s, pids)), sum(map(proc_cpu_s, up))
+        c1, w1 = children_cpu_s(), time.monotonic()
+        a1, q1 = self.env.upstream_stats()
+        n = max(res["requests"], 1)
+        res["cpu_us"] = (t1 - t0) * 1e6 / n
+        res["up_cpu_us"] = (u1 - u0) * 1e6 / n
+        res["up_conns"] = max(a1 - a0 - 1, 0) / n  # the status request itself opens one
+        res["up_reqs"] = max(q1 - q0 - 1, 0) / n
+        others = (m1 - m0) - (t1 - t0) - (u1 - u0) - (c1 - c0)
+        res["others_pct"] = max(others, 0.0) / ((w1 - w0) * (os.cpu_count() or 1)) * 100
+        return res
+
+    def measure_wrk(self, url, conns, pids):
+        """Warm-up, then the measured wrk run."""
         a = self.args
         if a.warmup > 0:
             run_wrk(url, conns, a.warmup)
-        t0 = sum(proc_cpu_s(p) for p in pids)
-        u0 = sum(proc_cpu_s(p) for p in extra_pids)
-        res, raw = run_wrk(url, conns, a.duration)
-        t1 = sum(proc_cpu_s(p) for p in pids)
-        u1 = sum(proc_cpu_s(p) for p in extra_pids)
-        n = max(res["requests"], 1)
-        res["cpu_us"] = (t1 - t0) * 1e6 / n
-        res["up_cpu_us"] = (u1 - u0) * 1e6 / n if extra_pids else None
-        res["raw"] = raw
-        return res
+
+        def load():
+            res, raw = run_wrk(url, conns, a.duration)
+            res["raw"] = raw
+            return res
+        return self.measure(pids, load)
 
     def upstream_pids(self):
         return family(self.env.upstream.pid)
@@ -448,8 +518,7 @@ class Runner:
             st, body = http_get(url)
             if st != 200:
                 raise RuntimeError(f"reference answered {st}: {body[:200]!r}")
-            pids = family(p.pid)
-            res = self.measure_wrk(url, sc["conns"], pids, self.upstream_pids())
+            res = self.measure_wrk(url, sc["conns"], family(p.pid))
             res["rss_mb"] = sum(proc_hwm_kb(x) for x in family(p.pid)) / 1024
             return res
         finally:
@@ -463,7 +532,7 @@ class Runner:
         with open(conf, "w") as f:
             json.dump(cfg, f, indent=1)
         if not port_free(GATHERD_PORT):
-            raise SystemExit(f"bench: port {GATHERD_PORT} is in use (set BENCH_PORT_BASE)")
+            raise SystemExit(f"bench: port {GATHERD_PORT} is in use (another process took it; set BENCH_PORT_BASE)")
         out_path = os.path.join(d, "access.log")
         err = open(os.path.join(d, "stderr.log"), "wb")
         out = open(out_path, "wb") if access_log else subprocess.DEVNULL
@@ -508,8 +577,7 @@ class Runner:
         p, d, cfg = self.start_gatherd(sc, sc.get("access_log", False))
         try:
             size = self.check_join(sc)
-            res = self.measure_wrk(f"http://127.0.0.1:{GATHERD_PORT}/agg", sc["conns"], [p.pid],
-                                   self.upstream_pids())
+            res = self.measure_wrk(f"http://127.0.0.1:{GATHERD_PORT}/agg", sc["conns"], [p.pid])
             res["rss_mb"] = proc_hwm_kb(p.pid) / 1024
             res["body_bytes"] = size
             if p.poll() is not None:
@@ -528,26 +596,47 @@ class Runner:
         try:
             self.check_join(sc)  # also the warm-up: upstream connections now exist
             n = self.args.single_runs
-            t0 = proc_cpu_s(p.pid)
-            times = []
-            for _ in range(n):
-                out = subprocess.run(
-                    ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total}",
-                     "--max-time", "30", f"http://127.0.0.1:{GATHERD_PORT}/agg"],
-                    capture_output=True, text=True, timeout=60)
-                code, secs = out.stdout.split()
-                if code != "200":
-                    raise RuntimeError(f"/agg answered {code}")
-                times.append(float(secs) * 1e3)
-            t1 = proc_cpu_s(p.pid)
-            return {"rps": None, "requests": n, "p50": statistics.median(times),
-                    "p99": max(times), "times": times, "non2xx": 0, "sockerr": {},
-                    "cpu_us": (t1 - t0) * 1e6 / n, "up_cpu_us": None,
-                    "rss_mb": proc_hwm_kb(p.pid) / 1024}
+
+            def load():
+                times = []
+                for _ in range(n):
+                    out = subprocess.run(
+                        ["curl", "-s", "-o", "/dev/null", "-w", "%{http_code} %{time_total}",
+                         "--max-time", "30", f"http://127.0.0.1:{GATHERD_PORT}/agg"],
+                        capture_output=True, text=True, timeout=60)
+                    code, secs = out.stdout.split()
+                    if code != "200":
+                        raise RuntimeError(f"/agg answered {code}")
+                    times.append(float(secs) * 1e3)
+                return {"rps": None, "requests": n, "p50": statistics.median(times),
+                        "p99": max(times), "times": times, "non2xx": 0, "sockerr": {}}
+            res = self.measure([p.pid], load)
+            res["rss_mb"] = proc_hwm_kb(p.pid) / 1024
+            return res
         finally:
             PROCS.stop(p)
 
+    def wait_quiet(self):
+        """Waits (at most --quiet-wait seconds) until the machine is nearly idle between
+        scenarios, so that other people's builds and tests disturb fewer measurements."""
+        end = time.monotonic() + self.args.quiet_wait
+        warned = False
+        while True:
+            b0, t0 = machine_busy_s(), time.monotonic()
+            time.sleep(1.0)
+            busy = (machine_busy_s() - b0) / ((time.monotonic() - t0) * (os.cpu_count() or 1))
+            if busy < self.args.quiet_level / 100 or time.monotonic() >= end:
+                if warned:
+                    log(f"  machine {busy * 100:.0f}% busy, going on")
+                return
+            if not warned:
+                log(f"  machine {busy * 100:.0f}% busy with other work; waiting up to "
+                    f"{self.args.quiet_wait} s for it to settle")
+                warned = True
+
     def run(self, sc):
+        if self.args.quiet_wait > 0:
+            self.wait_quiet()
         log(f"running {sc['name']}: {sc['label']}")
         try:
             if sc["kind"] == "ref":
@@ -625,10 +714,13 @@ def judge(sc, res, results):
     return vs, text, ("PASS" if ok and not bad else "FAIL")
 
 
+COLUMNS = ("scenario", "conns", "req/s", "p50", "p99", "CPU µs/req", "peak RSS MB", "vs R2",
+           "target", "result", "upstream CPU µs/req", "upstream conns opened/req",
+           "others' CPU %")
+
+
 def table(results, order):
-    head = ("| scenario | conns | req/s | p50 | p99 | CPU µs/req | upstream CPU µs/req "
-            "| peak RSS MB | vs R2 | target | result |")
-    rows = [head, "|" + "---|" * 11]
+    rows = ["| " + " | ".join(COLUMNS) + " |", "|" + "---|" * len(COLUMNS)]
     for name in order:
         sc = BY_NAME[name]
         res = results.get(name)
@@ -636,7 +728,8 @@ def table(results, order):
             continue
         conns = str(sc.get("conns", 1))
         if "skip" in res:
-            rows.append(f"| {sc['label']} | {conns} | {res['skip']} |  |  |  |  |  |  |  |  |")
+            cells = [sc["label"], conns, res["skip"]] + [""] * (len(COLUMNS) - 3)
+            rows.append("| " + " | ".join(cells) + " |")
             continue
         vs, ttext, verdict = judge(sc, res, results)
         errs = []
@@ -647,13 +740,21 @@ def table(results, order):
             errs.append("socket " + ",".join(f"{k} {v}" for k, v in se.items()))
         if "log_lines" in res:
             errs.append(f"{res['log_lines']:,} access lines")
-        label = sc["label"] + (f" ({'; '.join(errs)})" if errs else "")
-        p99 = fmt_ms(res.get("p99")) + (" (max)" if sc["kind"] == "single" else "")
-        p50 = fmt_ms(res.get("p50")) + (f" (median of {res['requests']})"
-                                         if sc["kind"] == "single" else "")
-        rows.append(f"| {label} | {conns} | {fmt_num(res.get('rps'), 0)} | {p50} | {p99} "
-                    f"| {fmt_num(res.get('cpu_us'), 1)} | {fmt_num(res.get('up_cpu_us'), 1)} "
-                    f"| {fmt_num(res.get('rss_mb'), 1)} | {vs} | {ttext} | {verdict} |")
+        single = sc["kind"] == "single"
+        cells = [
+            sc["label"] + (f" ({'; '.join(errs)})" if errs else ""),
+            conns,
+            fmt_num(res.get("rps"), 0),
+            fmt_ms(res.get("p50")) + (f" (median of {res['requests']})" if single else ""),
+            fmt_ms(res.get("p99")) + (" (max)" if single else ""),
+            fmt_num(res.get("cpu_us"), 1),
+            fmt_num(res.get("rss_mb"), 1),
+            vs, ttext, verdict,
+            fmt_num(res.get("up_cpu_us"), 1),
+            fmt_num(res.get("up_conns"), 3),
+            fmt_num(res.get("others_pct"), 0),
+        ]
+        rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)
 
 
@@ -686,7 +787,10 @@ def machine_line():
 NOTES = """Method: wrk -t2 (-t1 at 1 conn) closed loop, keep-alive, after a warm-up; p50/p99 from
 wrk --latency. CPU µs/req is the server under test's utime+stime (/proc/PID/stat, all threads;
 for nginx the master and its workers) over the measured run divided by requests; the upstream
-column is the same for the fake-upstream nginx. Peak RSS is VmHWM (nginx: summed over its
+column is the same for the fake-upstream nginx; "upstream conns opened/req" counts the
+connections the upstream accepted (stub_status) per client request (0 = all kept alive);
+"others' CPU %" is the share of the machine's 2 CPUs used during the run by processes that are
+not part of the benchmark (other builds and tests disturb the numbers when it is high). Peak RSS is VmHWM (nginx: summed over its
 processes); every scenario starts a fresh server. Upstreams: nginx (2 workers) on 100 ports of
 127.0.0.1 serving the fixtures, delayed with the echo module's echo_sleep (non-blocking).
 R1 = nginx serving the K=3 join as a static file; R2 = nginx proxy_pass to one zero-delay
@@ -698,6 +802,11 @@ with wrk and the upstreams."""
 
 # ---------------------------------------------------------------------------------------------
 # Profile mode.
+
+def strip_ipc(line):
+    """perf report appends empty IPC columns ("-  -") for clock samples."""
+    return re.sub(r"(\s+-)+\s*$", "", line)
+
 
 def profile(runner, sc, secs):
     env = runner.env
@@ -740,14 +849,16 @@ def profile(runner, sc, secs):
         r = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
                             "--sort", "dso", "-g", "none", "--percent-limit", "0.5"],
                            capture_output=True, text=True, timeout=1200)
-        print("\n".join(l for l in r.stdout.splitlines() if l.strip() and not l.startswith("#")))
+        print("\n".join(strip_ipc(l) for l in r.stdout.splitlines()
+                        if l.strip() and not l.startswith("#")))
         print("\n== top symbols (perf report --stdio --no-children) ==")
         r = subprocess.run(["perf", "report", "-i", data, "--stdio", "--no-children",
-                            "--sort", "dso,symbol", "-g", "none", "--percent-limit", "0.7"],
+                            "--sort", "dso,symbol", "-g", "none", "--percent-limit", "0.3"],
                            capture_output=True, text=True, timeout=1200)
-        lines = [l for l in r.stdout.splitlines() if l.strip() and not l.startswith("#")]
+        lines = [strip_ipc(l) for l in r.stdout.splitlines() if l.strip() and not l.startswith("#")]
         print("\n".join(lines[:runner.args.top]))
-        print(f"\nfull report with call graphs: {full} (kept: --keep)")
+        print(f"\nfull report with call graphs: {full}"
+              + ("" if runner.args.keep else " (removed at exit; keep it with --keep)"))
         return 0
     finally:
         PROCS.stop(p)
@@ -764,6 +875,11 @@ def main():
     ap.add_argument("--duration", type=int, help="seconds per measured run (default 10)")
     ap.add_argument("--warmup", type=int, help="seconds of warm-up (default 2)")
     ap.add_argument("--single-runs", type=int, default=5, help="requests per fan-out scenario")
+    ap.add_argument("--quiet-wait", type=int, default=30, metavar="S",
+                    help="before each scenario wait up to S s for the machine to be idle "
+                    "(default 30; 0: do not wait)")
+    ap.add_argument("--quiet-level", type=float, default=10, metavar="PCT",
+                    help="idle means below PCT %% of all CPUs busy (default 10)")
     ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
