@@ -11,116 +11,16 @@
 #   GATHERD_TEST_PORT  loopback port to publish (default: a free one)
 #   REBUILD_BASE=1     throw away the cached base image and debootstrap again
 set -euo pipefail
-
-T0=$(date +%s.%N)
-SRC="${GATHERD_SRC:-$(cd "$(dirname "$0")/../.." && pwd)}"
-IMAGE="${GATHERD_IMAGE:-localhost/gatherd:test}"
-BASE=debian:bookworm-slim
+CT_NAME=container
+. "$(dirname "$0")/lib.sh"
 CTR="gatherd-ctest-$$"
-
-since() { awk -v a="$1" -v b="$(date +%s.%N)" 'BEGIN{printf "%.1f", b-a}'; }
-say()   { printf '[container %6ss] %s\n' "$(since "$T0")" "$*"; }
-fail()  { say "FAIL: $*"; FAILED=$((FAILED + 1)); }
-ok()    { say "ok: $*"; PASSED=$((PASSED + 1)); }
-skip()  { say "SKIP: $*"; echo "SKIP: $*"; exit 77; }
-PASSED=0
-FAILED=0
-
-[ "$(id -u)" = 0 ] || skip "needs root (podman as root with runc)"
-
-# ---------------------------------------------------------------- tools (idempotent)
-need=()
-for p in podman runc debootstrap fuse-overlayfs uidmap curl; do
-  dpkg-query -W -f='${Status}' "$p" 2>/dev/null | grep -q 'install ok installed' || need+=("$p")
-done
-if [ ${#need[@]} -gt 0 ]; then
-  say "installing ${need[*]}"
-  if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
-         apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }; then
-    skip "cannot install ${need[*]} with apt-get"
-  fi
-fi
-
-# ---------------------------------------------------------------- podman configuration
-# Private containers.conf (never /etc): runc as runtime, cgroupfs (no systemd here), and
-# default ulimits below this machine's hard limits (podman's defaults are higher and make
-# every container start fail with "setrlimit: operation not permitted").
-WORK=$(mktemp -d /tmp/gatherd-ctest.XXXXXX)
-hard_nofile=$(ulimit -Hn); [ "$hard_nofile" = unlimited ] && hard_nofile=1048576
-nofile=$(( hard_nofile < 20000 ? hard_nofile : 20000 ))
-hard_nproc=$(ulimit -Hu); [ "$hard_nproc" = unlimited ] && hard_nproc=32768
-nproc=$(( hard_nproc < 32768 ? hard_nproc : 32768 ))
-cat > "$WORK/containers.conf" <<EOF
-[containers]
-default_ulimits = ["nofile=${nofile}:${nofile}", "nproc=${nproc}:${nproc}"]
-log_driver = "k8s-file"
-[engine]
-runtime = "runc"
-cgroup_manager = "cgroupfs"
-events_logger = "file"
-EOF
-export CONTAINERS_CONF="$WORK/containers.conf"
-
-cleanup() {
+ct_cleanup_extra() {
   for c in "$CTR" "$CTR-ro" "$CTR-hc"; do podman rm -f -t 0 "$c" >/dev/null 2>&1 || true; done
-  rm -rf "$WORK"
 }
-trap cleanup EXIT
 
-podman info >"$WORK/podman-info.txt" 2>&1 || skip "podman info fails: $(tail -n 3 "$WORK/podman-info.txt" | tr '\n' ' ')"
-say "podman $(podman version --format '{{.Client.Version}}'), runtime runc, storage $(podman info --format '{{.Store.GraphDriverName}}')"
-
-# ---------------------------------------------------------------- base image (cached)
-# Stands in for the registry's debian:bookworm-slim: a debootstrap minbase with the same
-# slimming (no docs/man/locales, apt lists cleaned) so image sizes stay comparable.
-if [ "${REBUILD_BASE:-0}" = 1 ]; then podman rmi -f "$BASE" >/dev/null 2>&1 || true; fi
-if podman image exists "$BASE"; then
-  say "base $BASE cached"
-else
-  mirror=$(cat /etc/apt/sources.list /etc/apt/sources.list.d/*.list /etc/apt/sources.list.d/*.sources 2>/dev/null \
-           | grep -v '^[[:space:]]*#' | grep -oE 'https?://[^ ]+/debian/?( |$)' | grep -v security \
-           | head -n 1 | tr -d ' ' || true)
-  mirror="${mirror:-http://deb.debian.org/debian}"
-  say "debootstrap --variant=minbase bookworm from $mirror"
-  root="$WORK/rootfs"
-  if ! debootstrap --variant=minbase bookworm "$root" "$mirror" >"$WORK/debootstrap.log" 2>&1; then
-    tail -n 20 "$WORK/debootstrap.log"
-    skip "debootstrap failed (no Debian mirror reachable?)"
-  fi
-  printf 'deb %s bookworm main\ndeb %s bookworm-updates main\n' "$mirror" "$mirror" > "$root/etc/apt/sources.list"
-  printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
-    'path-exclude /usr/share/man/*' 'path-exclude /usr/share/groff/*' 'path-exclude /usr/share/info/*' \
-    'path-exclude /usr/share/locale/*' 'path-include /usr/share/locale/locale.alias' \
-    'path-exclude /usr/share/lintian/*' 'path-exclude /usr/share/linda/*' \
-    > "$root/etc/dpkg/dpkg.cfg.d/docker"
-  printf '%s\n' 'APT::Install-Recommends "false";' > "$root/etc/apt/apt.conf.d/docker-no-recommends"
-  find "$root/usr/share/doc" -mindepth 2 ! -name copyright -delete 2>/dev/null || true
-  find "$root/usr/share/doc" -mindepth 1 -type d -empty -delete 2>/dev/null || true
-  rm -rf "$root"/usr/share/{man,info,groff,lintian,linda}/* "$root"/var/lib/apt/lists/* \
-         "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb "$root"/var/log/* \
-         "$root"/usr/share/locale/*
-  tar --numeric-owner -C "$root" -c . | podman import --change 'CMD ["bash"]' - "$BASE" >/dev/null
-  rm -rf "$root"
-  say "base imported: $(podman image inspect --format '{{.Size}}' "$BASE" | awk '{printf "%.1f MB", $1/1e6}')"
-fi
-
-# ---------------------------------------------------------------- build
-[ -f "$SRC/Dockerfile" ] || { echo "no Dockerfile in $SRC"; exit 1; }
-say "podman build --format docker -t $IMAGE $SRC"
-tb=$(date +%s)
-old_id=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
-if ! podman build --format docker --network host --pull=never -t "$IMAGE" -f "$SRC/Dockerfile" "$SRC" \
-      >"$WORK/build.log" 2>&1; then
-  tail -n 40 "$WORK/build.log"
-  fail "image build"
-  echo "container: 0 passed, 1 failed"
-  exit 1
-fi
-ok "image built in $(( $(date +%s) - tb ))s"
-# drop the previous build's final image (intermediate layers stay: they are the build cache)
-new_id=$(podman image inspect --format '{{.Id}}' "$IMAGE")
-[ -n "$old_id" ] && [ "$old_id" != "$new_id" ] && podman rmi "$old_id" >/dev/null 2>&1 || true
-
+ct_setup
+ct_base_image
+ct_build_image || { summary; exit 1; }
 size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
 base_size=$(podman image inspect --format '{{.Size}}' "$BASE")
 say "image size: $(awk -v s="$size" 'BEGIN{printf "%.1f MB", s/1e6}') (base $(awk -v s="$base_size" 'BEGIN{printf "%.1f MB", s/1e6}'), gatherd layers +$(awk -v s="$size" -v b="$base_size" 'BEGIN{printf "%.1f MB", (s-b)/1e6}'))"
@@ -136,7 +36,7 @@ ports=$(podman image inspect --format '{{json .Config.ExposedPorts}}' "$IMAGE")
 echo "$ports" | grep -q '5042/tcp' && ok "EXPOSE 5042" || fail "ExposedPorts $ports"
 
 # ---------------------------------------------------------------- run
-port="${GATHERD_TEST_PORT:-$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')}"
+port="${GATHERD_TEST_PORT:-$(free_port)}"
 # Port published on loopback only. --health-interval=disable: no systemd timers on this
 # machine; the check is run explicitly below with `podman healthcheck run`.
 say "podman run -p 127.0.0.1:$port:5042 $IMAGE"
@@ -148,7 +48,7 @@ if ! podman run -d --name "$CTR" --network bridge -p "127.0.0.1:$port:5042" \
   podman run -d --name "$CTR" --network host -e "PORT=$port" -e "GATHERD_HEALTH_PORT=$port" \
      --health-interval=disable --entrypoint /usr/local/bin/gatherd "$IMAGE" \
      --config /etc/gatherd/gatherd.json --listen "127.0.0.1:$port" >"$WORK/run.log" 2>&1 \
-    || { cat "$WORK/run.log"; fail "podman run"; echo "container: $PASSED passed, $FAILED failed"; exit 1; }
+    || { cat "$WORK/run.log"; fail "podman run"; summary; exit 1; }
 fi
 
 # wait (bounded) for the `listening` line, not a fixed sleep
@@ -183,7 +83,7 @@ else fail "podman healthcheck run: $(cat "$WORK/hc.log")"; fi
 
 # read-only root filesystem, as in the Kubernetes manifest: gatherd must not need to write
 ro="$CTR-ro"
-rport=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])')
+rport=$(free_port)
 if podman run -d --name "$ro" --read-only --network host --health-interval=disable "$IMAGE" \
      --config /etc/gatherd/gatherd.json --listen "127.0.0.1:$rport" >/dev/null 2>&1; then
   rcode=""
@@ -232,6 +132,4 @@ if grep -q '"msg":"draining"' "$WORK/ctr.log"; then ok "log has draining"; else 
 if grep -q '"msg":"stopped"' "$WORK/ctr.log"; then ok "log has stopped: $(grep -m1 '"msg":"stopped"' "$WORK/ctr.log")"
 else tail -n 10 "$WORK/ctr.log"; fail "log lacks \"msg\":\"stopped\""; fi
 
-say "total $(since "$T0")s"
-echo "container: $PASSED passed, $FAILED failed"
-[ "$FAILED" = 0 ]
+summary

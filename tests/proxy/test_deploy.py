@@ -305,6 +305,8 @@ class TestCompose(unittest.TestCase):
                 m = re.match(r"\$\{\w+:-([^}]*)\}", v)
                 src = m.group(1) if m else v.split(":")[0]
                 self.assertTrue(os.path.exists(os.path.join(DEPLOY, src)), v)
+        mount = s["gatherd"]["volumes"][0]
+        self.assertRegex(mount, r":/etc/gatherd:ro$")     # the directory the image reads
         for cfg in ("../config/gatherd.json", "offline/gatherd.json"):
             rc, out, err, _ = gd.run_check_config(read(os.path.join(DEPLOY, cfg)))
             self.assertEqual(rc, 0, f"{cfg}: {err}")
