@@ -15,20 +15,33 @@
 /* Easy handles kept for reuse: creating one costs a few allocations and option resets. */
 #define POOL_MAX 256
 
-struct upstream {
-    struct event_base *base;
+/* One curl multi handle per upstream origin (scheme, authority). Each keeps its own connection
+ * cache, so a cache only ever holds connections that this origin's transfers can reuse, and it
+ * stays small: curl 7.88 walks a multi's whole cache on every curl_multi_remove_handle(). */
+struct pool {
+    struct upstream *u;
     CURLM *multi;
     struct event *timer;
+    uint64_t hash;
+    char *origin;
+};
+
+struct upstream {
+    struct event_base *base;
     struct metrics_worker *metrics;
+    long max_host_connections, idle_connections;
     size_t active;
     struct upstream_xfer *xfers; /* every running transfer, for destroy */
-    CURL *pool[POOL_MAX];
-    size_t npool;
+    struct pool **pools;         /* open addressing on the origin's hash; never shrinks */
+    size_t npools, pools_cap;
+    CURL *spare[POOL_MAX]; /* easy handles kept for reuse */
+    size_t nspare;
 };
 
 /* One per transfer; tied to its easy handle through CURLOPT_PRIVATE. */
 struct upstream_xfer {
     struct upstream *u;
+    struct pool *pool;
     CURL *easy;
     upstream_done_fn done;
     void *arg;
@@ -48,31 +61,31 @@ struct usock {
     short kind;
 };
 
-static void check_done(struct upstream *u);
+static void check_done(struct pool *p);
 
 static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
 {
-    struct upstream *u = arg;
+    struct pool *p = arg;
     int running;
     int action =
         ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-    curl_multi_socket_action(u->multi, fd, action, &running);
-    check_done(u);
+    curl_multi_socket_action(p->multi, fd, action, &running);
+    check_done(p);
 }
 
 static void on_timer(evutil_socket_t fd, short kind, void *arg)
 {
-    struct upstream *u = arg;
+    struct pool *p = arg;
     int running;
     (void)fd;
     (void)kind;
-    curl_multi_socket_action(u->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    check_done(u);
+    curl_multi_socket_action(p->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    check_done(p);
 }
 
 static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
-    struct upstream *u = userp;
+    struct pool *p = userp;
     struct usock *us = socketp;
     (void)easy;
 
@@ -89,17 +102,17 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
         us = calloc(1, sizeof *us);
         if (us == NULL)
             return -1;
-        us->ev = event_new(u->base, s, kind, on_socket_event, u);
+        us->ev = event_new(p->u->base, s, kind, on_socket_event, p);
         if (us->ev == NULL) {
             free(us);
             return -1;
         }
-        curl_multi_assign(u->multi, s, us);
+        curl_multi_assign(p->multi, s, us);
     } else if (us->kind == kind) {
         return 0; /* same interest: spare the epoll_ctl */
     } else {
         event_del(us->ev);
-        event_assign(us->ev, u->base, s, kind, on_socket_event, u);
+        event_assign(us->ev, p->u->base, s, kind, on_socket_event, p);
     }
     us->kind = kind;
     return event_add(us->ev, NULL) == 0 ? 0 : -1;
@@ -107,12 +120,12 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
 
 static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
-    struct upstream *u = userp;
+    struct pool *p = userp;
     (void)multi;
     if (timeout_ms < 0)
-        return event_del(u->timer) == 0 ? 0 : -1;
+        return event_del(p->timer) == 0 ? 0 : -1;
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    return evtimer_add(u->timer, &tv) == 0 ? 0 : -1;
+    return evtimer_add(p->timer, &tv) == 0 ? 0 : -1;
 }
 
 static size_t write_cb(char *data, size_t size, size_t n, void *arg)
@@ -164,10 +177,10 @@ static void unlink_xfer(struct upstream_xfer *x)
 static void release(struct upstream_xfer *x)
 {
     struct upstream *u = x->u;
-    curl_multi_remove_handle(u->multi, x->easy);
-    if (u->npool < POOL_MAX) {
+    curl_multi_remove_handle(x->pool->multi, x->easy);
+    if (u->nspare < POOL_MAX) {
         curl_easy_reset(x->easy);
-        u->pool[u->npool++] = x->easy;
+        u->spare[u->nspare++] = x->easy;
     } else {
         curl_easy_cleanup(x->easy);
     }
@@ -197,11 +210,11 @@ static enum agg_error classify(CURLcode rc, bool too_large)
 
 /* Drains finished transfers. Each callback may start or cancel others; curl drops the pending
  * message of a handle removed meanwhile, so the loop stays valid. */
-static void check_done(struct upstream *u)
+static void check_done(struct pool *p)
 {
     CURLMsg *msg;
     int left;
-    while ((msg = curl_multi_info_read(u->multi, &left)) != NULL) {
+    while ((msg = curl_multi_info_read(p->multi, &left)) != NULL) {
         if (msg->msg != CURLMSG_DONE)
             continue;
         CURL *easy = msg->easy_handle;
@@ -239,19 +252,23 @@ struct upstream *upstream_create(struct event_base *base, const struct upstream_
         return NULL;
     u->base = base;
     u->metrics = opts->metrics;
-    u->multi = curl_multi_init();
-    u->timer = evtimer_new(base, on_timer, u);
-    if (u->multi == NULL || u->timer == NULL) {
-        upstream_destroy(u);
-        return NULL;
-    }
-    curl_multi_setopt(u->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-    curl_multi_setopt(u->multi, CURLMOPT_SOCKETDATA, u);
-    curl_multi_setopt(u->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-    curl_multi_setopt(u->multi, CURLMOPT_TIMERDATA, u);
-    curl_multi_setopt(u->multi, CURLMOPT_MAX_HOST_CONNECTIONS, opts->max_host_connections);
-    curl_multi_setopt(u->multi, CURLMOPT_MAXCONNECTS, opts->idle_connections);
+    u->max_host_connections = opts->max_host_connections;
+    /* A pool never holds more idle connections than it may have busy ones. */
+    u->idle_connections =
+        opts->max_host_connections > 0 && opts->max_host_connections < opts->idle_connections
+            ? opts->max_host_connections
+            : opts->idle_connections;
     return u;
+}
+
+static void pool_destroy(struct pool *p)
+{
+    if (p->multi != NULL)
+        curl_multi_cleanup(p->multi); /* closes cached connections through close_cb */
+    if (p->timer != NULL)
+        event_free(p->timer);
+    free(p->origin);
+    free(p);
 }
 
 void upstream_destroy(struct upstream *u)
@@ -260,28 +277,110 @@ void upstream_destroy(struct upstream *u)
         return;
     while (u->xfers != NULL)
         release(u->xfers);
-    for (size_t i = 0; i < u->npool; i++)
-        curl_easy_cleanup(u->pool[i]);
-    if (u->multi != NULL)
-        curl_multi_cleanup(u->multi); /* closes cached connections through close_cb */
-    if (u->timer != NULL)
-        event_free(u->timer);
+    for (size_t i = 0; i < u->nspare; i++)
+        curl_easy_cleanup(u->spare[i]);
+    for (size_t i = 0; i < u->pools_cap; i++)
+        if (u->pools[i] != NULL)
+            pool_destroy(u->pools[i]);
+    free(u->pools);
     free(u);
+}
+
+/* The origin of an http(s) URL: everything before the path, query or fragment. */
+static size_t origin_len(const char *url)
+{
+    const char *p = strstr(url, "://");
+    p = p ? p + 3 : url;
+    return (size_t)(p + strcspn(p, "/?#") - url);
+}
+
+static uint64_t fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
+    return h;
+}
+
+static struct pool **slot_for(struct pool **table, size_t cap, uint64_t hash, const char *origin,
+                              size_t len)
+{
+    for (size_t i = hash & (cap - 1);; i = (i + 1) & (cap - 1)) {
+        struct pool *p = table[i];
+        if (p == NULL ||
+            (p->hash == hash && strncmp(p->origin, origin, len) == 0 && p->origin[len] == '\0'))
+            return &table[i];
+    }
+}
+
+static int grow_pools(struct upstream *u)
+{
+    size_t cap = u->pools_cap ? u->pools_cap * 2 : 16;
+    struct pool **table = calloc(cap, sizeof *table);
+    if (table == NULL)
+        return -1;
+    for (size_t i = 0; i < u->pools_cap; i++) {
+        struct pool *p = u->pools[i];
+        if (p != NULL)
+            *slot_for(table, cap, p->hash, p->origin, strlen(p->origin)) = p;
+    }
+    free(u->pools);
+    u->pools = table;
+    u->pools_cap = cap;
+    return 0;
+}
+
+static struct pool *pool_for(struct upstream *u, const char *url)
+{
+    size_t len = origin_len(url);
+    uint64_t hash = fnv1a(url, len);
+    if (u->pools_cap > 0) {
+        struct pool *p = *slot_for(u->pools, u->pools_cap, hash, url, len);
+        if (p != NULL)
+            return p;
+    }
+    if ((u->npools + 1) * 2 > u->pools_cap && grow_pools(u) < 0)
+        return NULL;
+    struct pool *p = calloc(1, sizeof *p);
+    if (p == NULL)
+        return NULL;
+    p->u = u;
+    p->hash = hash;
+    p->origin = strndup(url, len);
+    p->multi = curl_multi_init();
+    p->timer = evtimer_new(u->base, on_timer, p);
+    if (p->origin == NULL || p->multi == NULL || p->timer == NULL) {
+        pool_destroy(p);
+        return NULL;
+    }
+    curl_multi_setopt(p->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+    curl_multi_setopt(p->multi, CURLMOPT_SOCKETDATA, p);
+    curl_multi_setopt(p->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(p->multi, CURLMOPT_TIMERDATA, p);
+    curl_multi_setopt(p->multi, CURLMOPT_MAX_HOST_CONNECTIONS, u->max_host_connections);
+    curl_multi_setopt(p->multi, CURLMOPT_MAXCONNECTS, u->idle_connections);
+    *slot_for(u->pools, u->pools_cap, hash, url, len) = p;
+    u->npools++;
+    return p;
 }
 
 struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_req *req,
                                      upstream_done_fn done, void *arg)
 {
     size_t nnodes = req->nheaders + 1;
+    struct pool *pool = pool_for(u, req->url);
+    if (pool == NULL)
+        return NULL;
     struct upstream_xfer *x = calloc(1, sizeof *x + nnodes * sizeof x->nodes[0]);
     if (x == NULL)
         return NULL;
-    CURL *e = u->npool > 0 ? u->pool[--u->npool] : curl_easy_init();
+    CURL *e = u->nspare > 0 ? u->spare[--u->nspare] : curl_easy_init();
     if (e == NULL) {
         free(x);
         return NULL;
     }
     x->u = u;
+    x->pool = pool;
     x->easy = e;
     x->done = done;
     x->arg = arg;
@@ -319,7 +418,7 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
         u->xfers->prev = x;
     u->xfers = x;
     u->active++;
-    if (curl_multi_add_handle(u->multi, e) != CURLM_OK) {
+    if (curl_multi_add_handle(pool->multi, e) != CURLM_OK) {
         unlink_xfer(x);
         curl_easy_cleanup(e);
         free(x);
