@@ -3,12 +3,14 @@
 document; stderr log lines are JSON too; access_log false silences stdout; X-Forwarded-For is
 believed only from trusted proxies."""
 
+import http.client
 import json
 import re
 import signal
+import time
 import unittest
 
-from gd import FakeUpstream, Gatherd, config, endpoint, http_get
+from gd import FakeUpstream, Gatherd, config, endpoint, http_get, metric_sum
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -105,6 +107,32 @@ class AccessLogTest(unittest.TestCase):
                                                  "X-Forwarded-For": "203.0.113.9"})
             self.assertEqual(g.wait_access_id("xff-2")["client"], "127.0.0.1")
         finally:
+            self.assertEqual(g.stop(), 0)
+
+    def test_stuck_log_reader_does_not_stall_requests(self):
+        # Nobody reads gatherd's stdout: the pipe (64 KiB) fills after a few hundred access
+        # lines.  Requests must go on being answered and the dropped lines be counted.
+        g = Gatherd(config(*self.cfg["endpoints"]), read_stdout=False)
+        conn = http.client.HTTPConnection("127.0.0.1", g.port, timeout=10)
+        try:
+            t0 = time.monotonic()
+            # Access lines of ~450 bytes (404s with long paths and ids): 25000 of them, about
+            # 11 MB, are far more than the pipe and gatherd's log buffer (4 MiB) hold.
+            path = "/" + "p" * 190
+            rid = "r" * 120
+            for i in range(25000):
+                conn.request("GET", path, headers={"X-Request-Id": rid})
+                r = conn.getresponse()
+                r.read()
+                self.assertEqual(r.status, 404)
+            self.assertLess(time.monotonic() - t0, 120)
+            _, _, body = http_get(g.url("/metrics"))
+            dropped = metric_sum(body.decode(), "gatherd_log_lines_dropped_total")
+            self.assertIsNotNone(dropped)
+            self.assertGreater(dropped, 0)
+        finally:
+            conn.close()
+            g.start_stdout_reader()
             self.assertEqual(g.stop(), 0)
 
     def test_access_log_off(self):

@@ -3,8 +3,7 @@
 every kind of mistake; exit 0 and a one-line summary for a valid file.  Plus the command line
 (--version, --help, unknown flags, a port in use)."""
 
-import copy
-import json
+import os
 import re
 import socket
 import unittest
@@ -77,6 +76,16 @@ class CheckConfigTest(unittest.TestCase):
             c["upstream_max_host_connections"] = 0
         rc, out, err, _ = run_check_config(with_(m))
         self.assertEqual(rc, 0, err)
+
+    def test_builtin_default_is_config_gatherd_json(self):
+        rc1, out1, err1 = run_bin(["--check-config"])
+        rc2, out2, err2 = run_bin(["--check-config", "--config",
+                                   os.path.join(gd.SRC, "config", "gatherd.json")])
+        self.assertEqual((rc1, rc2), (0, 0), err1 + err2)
+
+        def facts(s):   # the summary without the file name
+            return re.sub(r"\([^)]*\)|\S*gatherd\.json\S*|built-in", "", s)
+        self.assertEqual(facts(out1), facts(out2))
 
     def test_check_config_never_listens(self):
         # The configured port is taken; --check-config must not try to bind it.

@@ -93,6 +93,17 @@ class ListenTest(unittest.TestCase):
         os.unlink(path) if os.path.exists(path) else None
         os.rmdir(d)
 
+    def test_default_workers_is_one(self):
+        # Neither the config nor the command line sets workers: the documented default is 1.
+        with Gatherd(config(*self.eps), workers=None) as g:
+            self.assertEqual(g.listening.get("workers"), 1)
+
+    def test_workers_flag_beats_config(self):
+        with Gatherd(config(*self.eps, workers=1), workers=2) as g:
+            self.assertEqual(g.listening.get("workers"), 2)
+        with Gatherd(config(*self.eps, workers=2), workers=None) as g:
+            self.assertEqual(g.listening.get("workers"), 2)
+
     def test_workers_zero_is_cpu_count(self):
         with Gatherd(config(*self.eps), workers=0) as g:
             self.assertEqual(g.listening.get("workers"), os.cpu_count())

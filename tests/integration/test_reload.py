@@ -7,6 +7,7 @@ import http.client
 import json
 import signal
 import threading
+import time
 import unittest
 
 from gd import FakeUpstream, Gatherd, config, endpoint, http_get
@@ -32,6 +33,10 @@ class ReloadTest(unittest.TestCase):
             self.assertEqual(self.gd.stop(), 0, self.gd.stderr_text())
         finally:
             self.up.stop()
+
+    def wait_nth_log(self, msg, n, timeout=10):
+        seen = []
+        self.gd.wait_log(msg, timeout, pred=lambda o: seen.append(o) or len(seen) >= n)
 
     def ids(self, path):
         status, _, body = http_get(self.gd.url(path))
@@ -86,6 +91,40 @@ class ReloadTest(unittest.TestCase):
         self.gd.signal(signal.SIGHUP)
         self.gd.wait_log("reloaded", timeout=10)
         self.assertEqual(self.ids("/fast"), (200, ["v2"]))
+
+    def test_restart_needed_and_live_settings(self):
+        # idle_timeout_ms cannot change without a restart: logged, the rest still applies.
+        # access_log and trusted_proxies apply to new requests.
+        v3 = dict(self.v2, idle_timeout_ms=12345, access_log=False)
+        self.gd.write_config(v3)
+        self.gd.signal(signal.SIGHUP)
+        self.gd.wait_log("reloaded", timeout=10)
+        line = self.gd.wait_log("restart_needed", timeout=5)
+        self.assertEqual(line.get("level"), "warn", line)
+        self.assertIn("idle_timeout_ms", json.dumps(line))
+        self.assertEqual(self.ids("/b"), (200, ["b", "b2"]))
+        http_get(self.gd.url("/healthz"), headers={"X-Request-Id": "silent-1"})
+
+        v4 = dict(self.v2, access_log=True, trusted_proxies=["127.0.0.1"])
+        self.gd.write_config(v4)
+        self.gd.signal(signal.SIGHUP)
+        self.wait_nth_log("reloaded", 2)
+        http_get(self.gd.url("/healthz"), headers={"X-Request-Id": "loud-1",
+                                                   "X-Forwarded-For": "198.51.100.7"})
+        self.assertEqual(self.gd.wait_access_id("loud-1")["client"], "198.51.100.7")
+        self.assertEqual([l for l in self.gd.access_lines()
+                          if l.get("request_id") == "silent-1"], [])
+
+    def test_restart_needed_for_workers(self):
+        # Without --workers on the command line, a workers change in the file needs a restart.
+        g = Gatherd(dict(self.v1, workers=1), workers=None)
+        try:
+            g.write_config(dict(self.v2, workers=2))
+            g.signal(signal.SIGHUP)
+            g.wait_log("reloaded", timeout=10)
+            self.assertIn("workers", json.dumps(g.wait_log("restart_needed", timeout=5)))
+        finally:
+            self.assertEqual(g.stop(), 0)
 
 
 if __name__ == "__main__":

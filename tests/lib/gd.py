@@ -216,7 +216,7 @@ class Gatherd:
     """
 
     def __init__(self, config=None, args=(), env=None, workers=1, start_timeout=15,
-                 wait_listening=True, listen="127.0.0.1:0"):
+                 wait_listening=True, listen="127.0.0.1:0", read_stdout=True):
         self.dir = tempfile.mkdtemp(prefix="gatherd-test-")
         self.config_path = None
         cmd = [BIN]
@@ -241,7 +241,9 @@ class Gatherd:
                     full_env[k] = v
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL, env=full_env)
-        self.out = _Lines(self.proc.stdout)
+        # read_stdout=False leaves the access log pipe unread (a stuck log reader) until
+        # start_stdout_reader().
+        self.out = _Lines(self.proc.stdout) if read_stdout else None
         self.err = _Lines(self.proc.stderr)
         self.returncode = None
         self.port = None
@@ -269,6 +271,10 @@ class Gatherd:
         with open(tmp, "w") as f:
             f.write(text)
         os.replace(tmp, self.config_path)
+
+    def start_stdout_reader(self):
+        if self.out is None:
+            self.out = _Lines(self.proc.stdout)
 
     # addresses -----------------------------------------------------------------------------
 
@@ -332,6 +338,7 @@ class Gatherd:
             raise HarnessError(f"gatherd still running after {timeout}s; "
                                f"stderr:\n{self.err.text()}")
         # Let the reader threads see the end of both pipes.
+        self.start_stdout_reader()
         self.out.t.join(5)
         self.err.t.join(5)
         return self.returncode
@@ -340,6 +347,7 @@ class Gatherd:
         if self.proc.poll() is None:
             self.proc.kill()
         self.returncode = self.proc.wait()
+        self.start_stdout_reader()
         self.out.t.join(5)
         self.err.t.join(5)
         self._cleanup()
@@ -357,6 +365,7 @@ class Gatherd:
                 raise HarnessError(f"gatherd ignored SIGTERM for {timeout}s; "
                                    f"stderr:\n{self.err.text()}")
         self.returncode = self.proc.wait()
+        self.start_stdout_reader()
         self.out.t.join(5)
         self.err.t.join(5)
         self._cleanup()
