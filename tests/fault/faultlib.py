@@ -269,3 +269,9 @@ def gatherd_in_namespace(wrapper, cfg, **kw):
         return Gatherd(cfg, **kw)
     finally:
         gd.BIN = real
+
+
+def short(x, n=600):
+    """repr(x) cut to n characters, for assertion messages about large answers."""
+    s = repr(x)
+    return s if len(s) <= n else s[:n] + f"... ({len(s)} chars)"
