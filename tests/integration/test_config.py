@@ -183,6 +183,14 @@ class CheckConfigTest(unittest.TestCase):
         self.assert_rejected(with_(lambda c: c["endpoints"][1].update(backends=[])),
                              "endpoints[1].backends")
 
+    def test_backend_count_limit(self):
+        def n_backends(n):
+            return with_(lambda c: c["endpoints"][1].update(backends=[
+                {"name": f"b{i}", "url": "http://127.0.0.1:9/"} for i in range(n)]))
+        rc, out, err, _ = run_check_config(n_backends(1000))
+        self.assertEqual(rc, 0, err)
+        self.assert_rejected(n_backends(1001), "endpoints[1].backends")
+
     def test_empty_endpoints(self):
         self.assert_rejected(with_(lambda c: c.update(endpoints=[])), "endpoints")
 

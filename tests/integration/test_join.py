@@ -39,6 +39,13 @@ class JoinTest(unittest.TestCase):
             endpoint("/nul", [("nul", u("/body?b=%7B%22s%22%3A%22a%5Cu0000b%22%7D"))],
                      timeout_ms=10000),
             endpoint("/echoq", [("e", u("/echo?fixed=1"))], timeout_ms=10000),
+            endpoint("/big", [
+                ("len", u("/huge_length?bytes=5000000")),
+                ("chunked", u("/huge_chunked?bytes=3000000")),
+                ("small", u("/ok?id=s")),
+            ], timeout_ms=30000),
+            endpoint("/many", [(f"b{i}", u(f"/ok?id={i}&delay_ms={(i * 7) % 50}"))
+                               for i in range(1000)], timeout_ms=60000),
         )
         cls.gd = Gatherd(cls.cfg)
 
@@ -89,6 +96,27 @@ class JoinTest(unittest.TestCase):
         status, _, body = http_get(self.gd.url("/nul"))
         self.assertEqual(status, 200, body)
         self.assertEqual(gd.raw_members(body), [b'{"s":"a\\u0000b"}'])
+
+    def test_big_bodies(self):
+        # Multi-megabyte bodies (under the 8 MiB default cap), fixed-length and chunked.
+        status, _, body = http_get(self.gd.url("/big"), timeout=60)
+        self.assertEqual(status, 200, body[:300])
+        raw = gd.raw_members(body)
+        self.assertEqual(len(raw), 3)
+        self.assertEqual(raw[0], gd.filler(5000000))
+        self.assertEqual(raw[1], gd.filler(3000000))
+        self.assertEqual(json.loads(raw[2]), {"ok": True, "id": "s"})
+        self.assertEqual(json.loads(body)["errors"], [])
+
+    def test_thousand_backends(self):
+        # The most backends an endpoint may have, finishing in scrambled order.
+        t0 = time.monotonic()
+        status, _, body = http_get(self.gd.url("/many"), timeout=120)
+        self.assertEqual(status, 200, body[:300])
+        doc = json.loads(body)
+        self.assertEqual(doc["errors"], [])
+        self.assertEqual([r["id"] for r in doc["results"]], [str(i) for i in range(1000)])
+        self.assertLess(time.monotonic() - t0, 30)
 
     def test_query_not_forwarded(self):
         status, _, body = http_get(self.gd.url("/echoq?client=1&x=y"))

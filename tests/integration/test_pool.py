@@ -5,6 +5,7 @@ upstream_idle_connections caps the idle ones kept; connections that failed are n
 
 import concurrent.futures
 import json
+import socket
 import unittest
 
 from gd import FakeUpstream, Gatherd, config, endpoint, http_get
@@ -62,6 +63,36 @@ class PoolCapTest(unittest.TestCase):
             self.assertEqual(self.up.stats()["connections_opened"], 8)
             # Only one idle connection is kept afterwards.
             self.up.wait_le("connections_active", 1, timeout=10)
+
+    def test_cancel_while_queued_frees_nothing_twice(self):
+        # One connection per host.  A occupies it on /hang, B queues behind it; both clients
+        # leave.  The slot must come back: C is then served normally.  B also has a backend on
+        # a second upstream (another host:port), which shows when gatherd has B's request.
+        u = self.up.url
+        with FakeUpstream() as up2, Gatherd(config(
+            endpoint("/hang", [("h", u("/hang"))], timeout_ms=60000),
+            endpoint("/hang2", [("seen", up2.url("/hang")), ("h", u("/hang"))],
+                     timeout_ms=60000),
+            endpoint("/ok", [("o", u("/ok"))], timeout_ms=10000),
+            upstream_max_host_connections=1,
+        )) as g:
+            a = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+            a.sendall(b"GET /hang HTTP/1.1\r\nHost: t\r\nX-Request-Id: qa\r\n\r\n")
+            self.up.wait("requests", 1)
+            b = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+            b.sendall(b"GET /hang2 HTTP/1.1\r\nHost: t\r\nX-Request-Id: qb\r\n\r\n")
+            up2.wait("requests", 1)
+            # B's second backend is queued behind A.  Leave with B first, then A.
+            b.close()
+            up2.wait("aborted", 1)
+            self.assertEqual(g.wait_access_id("qb")["status"], 499)
+            a.close()
+            self.assertEqual(g.wait_access_id("qa")["status"], 499)
+            self.up.wait("aborted", 1)
+            for _ in range(3):
+                s, _, body = http_get(g.url("/ok"), timeout=10)
+                self.assertEqual(s, 200, body)
+            self.assertEqual(self.up.stats()["paths"].get("/hang"), 1, "B must never start")
 
     def test_failed_connection_not_reused(self):
         u = self.up.url

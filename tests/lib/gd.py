@@ -31,6 +31,13 @@ class HarnessError(AssertionError):
     """A process did not do what the harness waited for (timeout, early exit)."""
 
 
+def filler(n):
+    """The body fakeup's /huge_length and /huge_chunked send for bytes=n."""
+    if n >= 2:
+        return b'"' + b"a" * (n - 2) + b'"'
+    return b"1" * n
+
+
 def fixture_bytes(name):
     with open(os.path.join(FIXTURES, name), "rb") as f:
         return f.read()
