@@ -60,7 +60,12 @@ class ErrorKindsTest(unittest.TestCase):
             endpoint("/top_limit", [("bad", u("/huge_chunked?bytes=3000"))], timeout_ms=10000),
             pair("/reset_mid", u("/reset_mid")),
             pair("/reset_before", u("/reset_before")),
+            pair("/garbage", u("/garbage")),
             pair("/dribble", u("/dribble?interval_ms=20&bytes=20")),
+            pair("/close_framed", u("/ok?id=bad&framing=close")),
+            pair("/close_framed_truncated", u("/truncated?framing=close")),
+            pair("/status201", u("/ok?id=bad&status=201")),
+            pair("/status204", u("/empty?status=204")),
             endpoint("/mixed", [
                 ("ok0", u("/json/btcbox_ticker.json")),
                 ("hang", u("/hang"), {"timeout_ms": 200}),
@@ -226,11 +231,27 @@ class ErrorKindsTest(unittest.TestCase):
         # else" is transfer.
         self.assert_pair_fails("/reset_before", "transfer")
 
+    def test_transfer_not_http(self):
+        self.assert_pair_fails("/garbage", "transfer")
+
     # success cases around errors ----------------------------------------------------------
 
     def test_slow_body_assembled(self):
         doc = self.assert_pair_ok("/dribble")
         self.assertEqual(doc["results"][1], "a" * 18)
+
+    def test_body_delimited_by_close(self):
+        doc = self.assert_pair_ok("/close_framed")
+        self.assertEqual(doc["results"][1], {"ok": True, "id": "bad"})
+        self.assert_pair_fails("/close_framed_truncated", "invalid_json")
+
+    def test_any_2xx_is_success(self):
+        doc = self.assert_pair_ok("/status201")
+        self.assertEqual(doc["results"][1], {"ok": True, "id": "bad"})
+
+    def test_204_empty_body_is_invalid_json(self):
+        # 204 is inside 200-299, so not http_status; its body is empty, so invalid_json.
+        self.assert_pair_fails("/status204", "invalid_json")
 
     def test_mixed(self):
         doc = self.get("/mixed")

@@ -8,7 +8,7 @@ import socket
 import time
 import unittest
 
-from gd import FakeUpstream, Gatherd, config, endpoint, http_get, read_response
+from gd import FakeUpstream, Gatherd, config, endpoint, http_get, read_response, read_responses
 
 
 class KeepAliveTest(unittest.TestCase):
@@ -22,6 +22,11 @@ class KeepAliveTest(unittest.TestCase):
                 ("b", u("/ok?id=b")),
                 ("c", u("/ok?id=c")),
             ], timeout_ms=10000),
+            endpoint("/stale", [
+                ("a", u("/ok?id=a&close_after=1")),
+                ("b", u("/ok?id=b&close_after=1")),
+            ], timeout_ms=10000),
+            endpoint("/slow", [("s", u("/ok?id=slow&delay_ms=300"))], timeout_ms=10000),
         )
         cls.gd = Gatherd(cls.gd_cfg)
 
@@ -43,6 +48,42 @@ class KeepAliveTest(unittest.TestCase):
         self.assertEqual(st["requests"], 90, st)
         self.assertLessEqual(st["connections_opened"], 6,
                              f"upstream connections not reused: {st}")
+
+    def test_stale_pooled_connections(self):
+        # fakeup closes each upstream connection right after answering, without saying so:
+        # gatherd must not fail a request by reusing a dead pooled connection.
+        for i in range(20):
+            status, _, body = http_get(self.gd.url("/stale"))
+            self.assertEqual(status, 200, f"request {i}: {body!r}")
+            self.assertEqual(json.loads(body)["errors"], [], f"request {i}")
+
+    def test_pipelined_requests_answered_in_order(self):
+        s = socket.create_connection(("127.0.0.1", self.gd.port), timeout=10)
+        try:
+            s.sendall(b"GET /slow HTTP/1.1\r\nHost: t\r\nX-Request-Id: pipe-1\r\n\r\n"
+                      b"GET /three HTTP/1.1\r\nHost: t\r\nX-Request-Id: pipe-2\r\n\r\n"
+                      b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Request-Id: pipe-3\r\n\r\n")
+            got = [(status, headers.get("x-request-id"))
+                   for status, headers, _ in read_responses(s, 3, timeout=15)]
+            self.assertEqual(got, [(200, "pipe-1"), (200, "pipe-2"), (200, "pipe-3")])
+        finally:
+            s.close()
+
+    def test_http10_client(self):
+        for req, closes in [(b"GET /three HTTP/1.0\r\n\r\n", True),
+                            (b"GET /three HTTP/1.0\r\nConnection: keep-alive\r\n\r\n", False)]:
+            with self.subTest(req=req):
+                s = socket.create_connection(("127.0.0.1", self.gd.port), timeout=10)
+                try:
+                    s.sendall(req)
+                    [(status, headers, body)] = read_responses(s, 1)
+                    self.assertEqual(status, 200, body)
+                    self.assertEqual(json.loads(body)["errors"], [])
+                    if closes:
+                        s.settimeout(10)
+                        self.assertEqual(s.recv(10), b"", "HTTP/1.0 without keep-alive")
+                finally:
+                    s.close()
 
     def test_client_keepalive(self):
         c = http.client.HTTPConnection("127.0.0.1", self.gd.port, timeout=10)

@@ -115,6 +115,38 @@ class ReloadTest(unittest.TestCase):
         self.assertEqual([l for l in self.gd.access_lines()
                           if l.get("request_id") == "silent-1"], [])
 
+    def test_reload_under_load_drops_nothing(self):
+        stop = threading.Event()
+        results = []
+
+        def client():
+            c = http.client.HTTPConnection("127.0.0.1", self.gd.port, timeout=30)
+            try:
+                while not stop.is_set():
+                    c.request("GET", "/fast")
+                    r = c.getresponse()
+                    results.append((r.status, r.read()))
+            except Exception as e:
+                results.append((None, repr(e).encode()))
+            finally:
+                c.close()
+
+        threads = [threading.Thread(target=client) for _ in range(8)]
+        for t in threads:
+            t.start()
+        for i in range(6):
+            self.up.wait("path:/ok", 50 * (i + 1), timeout=20)
+            self.gd.write_config(self.v2 if i % 2 == 0 else self.v1)
+            self.gd.signal(signal.SIGHUP)
+            self.wait_nth_log("reloaded", i + 1)
+        stop.set()
+        for t in threads:
+            t.join(30)
+        bad = [r for r in results if r[0] != 200]
+        self.assertEqual(bad, [], f"{len(bad)} of {len(results)} requests failed")
+        ids = {json.loads(b)["results"][0]["id"] for _, b in results}
+        self.assertEqual(ids, {"v1", "v2"})
+
     def test_restart_needed_for_workers(self):
         # Without --workers on the command line, a workers change in the file needs a restart.
         g = Gatherd(dict(self.v1, workers=1), workers=None)

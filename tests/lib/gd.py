@@ -542,6 +542,61 @@ def read_response(s, timeout=10):
     return buf
 
 
+def response_length(buf, head_request=False):
+    """Length of the first complete HTTP response in buf (framed by Content-Length or chunked),
+    or None if it is not complete yet (or is delimited by the connection closing)."""
+    end = buf.find(b"\r\n\r\n")
+    if end < 0:
+        return None
+    head = buf[:end].decode("latin-1").lower()
+    start = end + 4
+    m = re.match(r"http/1\.\d (\d{3})", head)
+    code = int(m.group(1)) if m else 0
+    if head_request or code in (204, 304) or 100 <= code < 200:
+        return start
+    m = re.search(r"\r\ncontent-length:\s*(\d+)", head)
+    if m:
+        n = start + int(m.group(1))
+        return n if len(buf) >= n else None
+    if re.search(r"\r\ntransfer-encoding:\s*chunked", head):
+        i = start
+        while True:
+            j = buf.find(b"\r\n", i)
+            if j < 0:
+                return None
+            size = int(buf[i:j].split(b";")[0] or b"0", 16)
+            if size == 0:
+                k = buf.find(b"\r\n\r\n", j)
+                return k + 4 if k >= 0 else None
+            i = j + 2 + size + 2
+            if i > len(buf):
+                return None
+    return None
+
+
+def read_responses(s, n, timeout=10):
+    """Read n pipelined responses from a socket: a list of (status, headers, body)."""
+    s.settimeout(timeout)
+    deadline = time.monotonic() + timeout
+    buf = b""
+    out = []
+    while len(out) < n:
+        k = response_length(buf)
+        if k is not None:
+            out.append(parse_response(buf[:k]))
+            buf = buf[k:]
+            continue
+        left = deadline - time.monotonic()
+        if left <= 0:
+            raise socket.timeout(f"{len(out)} of {n} responses within {timeout}s")
+        s.settimeout(left)
+        chunk = s.recv(65536)
+        if not chunk:
+            raise ConnectionError(f"closed after {len(out)} of {n} responses: {buf[:200]!r}")
+        buf += chunk
+    return out
+
+
 def parse_response(raw):
     """(status, headers lower-case, body) from raw bytes; status None if no status line."""
     if not raw:

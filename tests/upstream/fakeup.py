@@ -5,7 +5,9 @@ A real, non-blocking server (asyncio streams) with keep-alive.  It prints one li
 ``{"port": N}`` on stdout once it listens, and nothing else on stdout.
 
 Every route accepts ``delay_ms=N`` (wait before the status line) and ``status=N`` (override
-the status).  See ``ROUTES`` below for the list.  Control routes (``/_stats``, ``/_reset``,
+the status); simple routes also accept ``framing=close`` (no Content-Length, the body ends at
+close) and ``close_after=1`` (close the kept-alive connection right after the response, without
+saying so).  See ``ROUTES`` below for the list.  Control routes (``/_stats``, ``/_reset``,
 ``/_wait``) and connections that carry ``X-Fakeup-Control: 1`` are never counted.
 
 Counters:
@@ -103,6 +105,7 @@ class Conn:
         self.data = asyncio.Event()
         self.counted = False      # counted in connections_opened / active
         self.control = False
+        self.framing_close = False  # this response is delimited by closing the connection
 
     async def pump(self):
         try:
@@ -296,6 +299,7 @@ class Server:
                 conn_hdr = hd.get("connection", "").lower()
                 close = ("close" in conn_hdr or
                          (version == "HTTP/1.0" and "keep-alive" not in conn_hdr))
+                conn.framing_close = query.get("framing") == "close"
                 try:
                     keep = await self.route(conn, method, path, url.query, query, headers, body,
                                             close, control)
@@ -310,6 +314,10 @@ class Server:
                 except ServerClosed:
                     break
                 if not keep or close:
+                    break
+                if not control and query.get("close_after") == "1":
+                    # Close right after a keep-alive response without announcing it: the
+                    # client's pooled connection goes stale.
                     break
         except ClientGone:
             pass
@@ -341,7 +349,11 @@ class Server:
         hdrs = [f"HTTP/1.1 {status} {REASONS.get(status, 'Status')}"]
         if ctype:
             hdrs.append(f"Content-Type: {ctype}")
-        hdrs.append(f"Content-Length: {len(body) if length is None else length}")
+        if conn.framing_close:
+            # No Content-Length: the body ends when the connection closes (RFC 9112 6.3).
+            close = True
+        else:
+            hdrs.append(f"Content-Length: {len(body) if length is None else length}")
         for k, v in extra:
             hdrs.append(f"{k}: {v}")
         if close:
@@ -412,6 +424,10 @@ class Server:
         if path == "/redirect":
             return await r(json_bytes({"redirect": "/ok"}), 302 if "status" not in q else None,
                            extra=[("Location", "/ok")])
+        if path == "/garbage":
+            # Not HTTP at all, then close.
+            await conn.send(b"SPAM SPAM SPAM\r\n\r\n{}")
+            raise ServerClosed()
         if path == "/reset_before":
             conn.rst()
             raise ServerClosed()
