@@ -152,6 +152,25 @@ class BadHttpTest(unittest.TestCase):
                                    b"Content-Length: 65537\r\n\r\n" + b"x" * 65537)
         self.assertEqual(status, 413, body)
 
+    def test_gatherd_errors_are_json_with_request_id(self):
+        # The 4xx answers gatherd itself produces (as opposed to libmicrohttpd's internal
+        # ones) are JSON and carry X-Request-Id like every other answer.
+        cases = [
+            (b"GET /tickers?pad=" + b"a" * 9000 + b" HTTP/1.1\r\nHost: t\r\n", 414),
+            (b"GET /tickers HTTP/1.1\r\nHost: t\r\nContent-Length: 70000\r\n", 413),
+            (b"POST /tickers HTTP/1.1\r\nHost: t\r\nContent-Length: 0\r\n", 405),
+            (b"GET /nope HTTP/1.1\r\nHost: t\r\n", 404),
+        ]
+        for head, want in cases:
+            with self.subTest(want=want):
+                body = b"x" * 70000 if want == 413 else b""
+                status, headers, data = self.raw(head + b"X-Request-Id: err-" +
+                                                 str(want).encode() + b"\r\n\r\n" + body)
+                self.assertEqual(status, want, data[:200])
+                self.assertEqual(headers.get("x-request-id"), f"err-{want}")
+                self.assertTrue(headers.get("content-type", "").startswith("application/json"))
+                self.assertIsInstance(json.loads(data).get("error"), str)
+
     def test_client_silent_after_connect(self):
         # A client that connects and sends a partial request, then closes.
         s = socket.create_connection(("127.0.0.1", self.gd.port), timeout=10)
