@@ -82,6 +82,8 @@ def log(msg):
 # ---------------------------------------------------------------------------------------------
 # Scenarios. kind: "ref" (nginx reference), "gatherd" (wrk load), "single" (sequential requests).
 # cmp names the reference a gatherd row is compared with; --only pulls it in automatically.
+# Each reference runs just before the rows compared with it, so that a change in the load other
+# work puts on the machine is less likely to fall between the two.
 
 LIFTED_POOL = {"upstream_max_host_connections": 0, "upstream_idle_connections": 2048}
 
@@ -90,10 +92,6 @@ SCENARIOS = [
          label="R1 nginx static join (K=3)"),
     dict(name="r2", kind="ref", ref="proxy", workers=2, conns=64,
          label="R2 nginx proxy_pass, 1 upstream"),
-    dict(name="r2-w1", kind="ref", ref="proxy", workers=1, conns=64,
-         label="R2 nginx proxy_pass, 1 upstream, 1 worker"),
-    dict(name="r2-d50", kind="ref", ref="proxy", workers=2, conns=16, delay=50,
-         label="R2 nginx proxy_pass, 50 ms upstream, 16 conns"),
     dict(name="k3", kind="gatherd", k=3, workers=2, conns=64, cmp="r2", target="k3",
          label="gatherd K=3, 0 ms"),
     dict(name="k3-log", kind="gatherd", k=3, workers=2, conns=64, cmp="r2", access_log=True,
@@ -104,10 +102,14 @@ SCENARIOS = [
          label="gatherd K=3, 0 ms, pool caps lifted"),
     dict(name="k20-pool", kind="gatherd", k=20, workers=2, conns=64, cmp="r2", pool=LIFTED_POOL,
          label="gatherd K=20, 0 ms, pool caps lifted"),
+    dict(name="r2-w1", kind="ref", ref="proxy", workers=1, conns=64,
+         label="R2 nginx proxy_pass, 1 upstream, 1 worker"),
     dict(name="k3-w1", kind="gatherd", k=3, workers=1, conns=64, cmp="r2-w1",
          label="gatherd K=3, 0 ms, 1 worker"),
     dict(name="k20-w1", kind="gatherd", k=20, workers=1, conns=64, cmp="r2-w1",
          label="gatherd K=20, 0 ms, 1 worker"),
+    dict(name="r2-d50", kind="ref", ref="proxy", workers=2, conns=16, delay=50,
+         label="R2 nginx proxy_pass, 50 ms upstream, 16 conns"),
     dict(name="k3-d50-c16", kind="gatherd", k=3, workers=2, conns=16, delay=50, cmp="r2-d50",
          target="d50", pool=LIFTED_POOL, label="gatherd K=3, 50 ms, 16 conns"),
     dict(name="k3-d50-c256", kind="gatherd", k=3, workers=2, conns=256, delay=50,
@@ -634,7 +636,7 @@ class Runner:
                     f"{self.args.quiet_wait} s for it to settle")
                 warned = True
 
-    def run(self, sc):
+    def run_once(self, sc):
         if self.args.quiet_wait > 0:
             self.wait_quiet()
         log(f"running {sc['name']}: {sc['label']}")
@@ -642,19 +644,33 @@ class Runner:
             if sc["kind"] == "ref":
                 res = self.run_ref(sc)
             elif self.bin is None:
-                res = {"skip": "gatherd not built"}
+                return {"skip": "gatherd not built"}
             elif sc["kind"] == "gatherd":
                 res = self.run_gatherd(sc)
             else:
                 res = self.run_single(sc)
         except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as e:
             log(f"{sc['name']} failed: {e}")
-            res = {"skip": f"failed: {str(e).splitlines()[0][:80]}"}
+            return {"skip": f"failed: {str(e).splitlines()[0][:80]}"}
+        log(f"  {fmt_num(res.get('rps'), 0)} req/s, p50 {fmt_ms(res.get('p50'))}, "
+            f"p99 {fmt_ms(res.get('p99'))}, {fmt_num(res.get('cpu_us'), 1)} us/req, "
+            f"{fmt_num(res.get('rss_mb'), 1)} MB, others {res['others_pct']:.0f}% CPU")
+        return res
+
+    def run(self, sc):
+        """--repeat runs of a scenario; the one with the median req/s (the median p50 for
+        latency scenarios) stands for it, so one disturbed run does not decide a row."""
+        runs = []
+        for _ in range(self.args.repeat):
+            res = self.run_once(sc)
+            if "skip" in res:
+                self.results[sc["name"]] = res
+                return res
+            runs.append(res)
+        latency = sc.get("delay") or not runs[0].get("rps")
+        runs.sort(key=lambda r: r["p50"] if latency else r["rps"])
+        res = runs[(len(runs) - 1) // 2] if latency else runs[len(runs) // 2]
         self.results[sc["name"]] = res
-        if "skip" not in res:
-            log(f"  {fmt_num(res.get('rps'), 0)} req/s, p50 {fmt_ms(res.get('p50'))}, "
-                f"p99 {fmt_ms(res.get('p99'))}, {fmt_num(res.get('cpu_us'), 1)} us/req, "
-                f"{fmt_num(res.get('rss_mb'), 1)} MB")
         return res
 
 
@@ -880,6 +896,8 @@ def main():
                     "(default 30; 0: do not wait)")
     ap.add_argument("--quiet-level", type=float, default=10, metavar="PCT",
                     help="idle means below PCT %% of all CPUs busy (default 10)")
+    ap.add_argument("--repeat", type=int, default=1, metavar="N",
+                    help="run each scenario N times and keep the median run (default 1)")
     ap.add_argument("--no-record", action="store_true", help="do not append to bench/RESULTS.md")
     ap.add_argument("--keep", action="store_true", help="keep the temporary folder")
     ap.add_argument("--list", action="store_true", help="list the scenarios and exit")
@@ -950,7 +968,7 @@ def main():
                             "last.\n\n" + NOTES + "\n")
                 f.write(f"\n## {started:%Y-%m-%d %H:%M %Z} — {git_rev()}\n\n")
                 f.write(f"Command: `{args.command}` ({args.duration} s per scenario, "
-                        f"{args.warmup} s warm-up)  \nMachine: {machine}\n\n")
+                        f"{args.warmup} s warm-up, median of {args.repeat} run(s))  \nMachine: {machine}\n\n")
                 f.write(tab + "\n")
             log("appended to bench/RESULTS.md")
         failed = [n for n in order if "skip" in runner.results.get(n, {})]
