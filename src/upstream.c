@@ -179,7 +179,12 @@ static void release(struct upstream_xfer *x)
     struct upstream *u = x->u;
     curl_multi_remove_handle(x->pool->multi, x->easy);
     if (u->nspare < POOL_MAX) {
-        curl_easy_reset(x->easy);
+        /* No curl_easy_reset(): it frees every option only for easy_new()'s constant ones to be
+         * copied again. Only the pointers into x, which is about to go, are cleared. */
+        curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, NULL);
+        curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, NULL);
+        curl_easy_setopt(x->easy, CURLOPT_PRIVATE, NULL);
+        curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, NULL);
         u->spare[u->nspare++] = x->easy;
     } else {
         curl_easy_cleanup(x->easy);
@@ -364,6 +369,26 @@ static struct pool *pool_for(struct upstream *u, const char *url)
     return p;
 }
 
+/* A handle with the options every transfer shares; the rest are set per transfer. */
+static CURL *easy_new(struct upstream *u)
+{
+    CURL *e = curl_easy_init();
+    if (e == NULL)
+        return NULL;
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    /* A transfer cancelled during its lookup must not join the resolver thread on the loop. */
+    curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    curl_easy_setopt(e, CURLOPT_USERAGENT, "gatherd/" GATHERD_VERSION);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_cb);
+    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, u);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_cb);
+    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, u);
+    return e;
+}
+
 struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_req *req,
                                      upstream_done_fn done, void *arg)
 {
@@ -374,7 +399,7 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
     struct upstream_xfer *x = calloc(1, sizeof *x + nnodes * sizeof x->nodes[0]);
     if (x == NULL)
         return NULL;
-    CURL *e = u->nspare > 0 ? u->spare[--u->nspare] : curl_easy_init();
+    CURL *e = u->nspare > 0 ? u->spare[--u->nspare] : easy_new(u);
     if (e == NULL) {
         free(x);
         return NULL;
@@ -396,22 +421,11 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
 
     curl_easy_setopt(e, CURLOPT_URL, req->url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
-    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, &x->nodes[0]);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms);
-    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
-    /* A transfer cancelled during its lookup must not join the resolver thread on the loop. */
-    curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
     curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
-    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "gatherd/" GATHERD_VERSION);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_cb);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, u);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_cb);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, u);
 
     x->next = u->xfers;
     if (u->xfers != NULL)
