@@ -73,6 +73,7 @@ ct_base_image() {
   if [ "${REBUILD_BASE:-0}" = 1 ]; then podman rmi -f "$BASE" >/dev/null 2>&1 || true; fi
   if podman image exists "$BASE"; then
     say "base $BASE cached"
+    ct_probe_run
     return 0
   fi
   local mirror root
@@ -101,6 +102,14 @@ ct_base_image() {
   tar --numeric-owner -C "$root" -c . | podman import --change 'CMD ["bash"]' - "$BASE" >/dev/null
   rm -rf "$root"
   say "base imported: $(mb "$(podman image inspect --format '{{.Size}}' "$BASE")")"
+  ct_probe_run
+}
+
+# Can podman run a container here at all? If not, that is a skip, not a failure.
+ct_probe_run() {
+  if ! podman run --rm --network none "$BASE" true >"$WORK/probe.log" 2>&1; then
+    skip "podman cannot run a container here: $(grep -v '^time=' "$WORK/probe.log" | tail -n 2 | tr '\n' ' ')"
+  fi
 }
 
 # podman build --format docker (keeps HEALTHCHECK) of the repository's Dockerfile as $IMAGE.
