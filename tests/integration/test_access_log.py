@@ -10,6 +10,7 @@ import signal
 import time
 import unittest
 
+import gd
 from gd import FakeUpstream, Gatherd, config, endpoint, http_get, metric_sum
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
@@ -93,7 +94,7 @@ class AccessLogTest(unittest.TestCase):
             self.assertIn("msg", obj)
             self.assertIn(obj.get("level"), ("debug", "info", "warn", "error"))
             self.assertRegex(obj.get("time", ""), TIME)
-        self.assertEqual(self.gd.listening.get("workers"), 1)
+        self.assertEqual(self.gd.listening.get("workers"), gd.DEFAULT_WORKERS)
 
     def test_forwarded_for_trusted(self):
         http_get(self.gd.url("/healthz"), headers={"X-Request-Id": "xff-1",

@@ -93,10 +93,10 @@ class ListenTest(unittest.TestCase):
         os.unlink(path) if os.path.exists(path) else None
         os.rmdir(d)
 
-    def test_default_workers_is_one(self):
-        # Neither the config nor the command line sets workers: the documented default is 1.
+    def test_default_workers_is_cpu_count(self):
+        # Neither the config nor the command line sets workers: one per online CPU.
         with Gatherd(config(*self.eps), workers=None) as g:
-            self.assertEqual(g.listening.get("workers"), 1)
+            self.assertEqual(g.listening.get("workers"), os.cpu_count())
 
     def test_workers_flag_beats_config(self):
         with Gatherd(config(*self.eps, workers=1), workers=2) as g:

@@ -28,7 +28,7 @@ class PoolCapTest(unittest.TestCase):
         with Gatherd(config(
             endpoint("/one", [("a", u("/ok?delay_ms=200"))], timeout_ms=20000),
             upstream_max_host_connections=2,
-        )) as g:
+        ), workers=1) as g:
             got = parallel(10, lambda i: http_get(g.url("/one"), timeout=60))
             self.assertEqual([s for s, _, _ in got], [200] * 10)
             st = self.up.stats()
@@ -42,7 +42,7 @@ class PoolCapTest(unittest.TestCase):
         with Gatherd(config(
             endpoint("/one", [("a", u("/ok?delay_ms=400"))], timeout_ms=1000),
             upstream_max_host_connections=1,
-        )) as g:
+        ), workers=1) as g:
             got = parallel(6, lambda i: http_get(g.url("/one"), timeout=60))
             statuses = sorted(s for s, _, _ in got)
             self.assertIn(200, statuses)
@@ -57,7 +57,7 @@ class PoolCapTest(unittest.TestCase):
         with Gatherd(config(
             endpoint("/one", [("a", u("/ok?delay_ms=300"))], timeout_ms=20000),
             upstream_max_host_connections=0, upstream_idle_connections=1,
-        )) as g:
+        ), workers=1) as g:
             got = parallel(8, lambda i: http_get(g.url("/one"), timeout=60))
             self.assertEqual([s for s, _, _ in got], [200] * 8)
             self.assertEqual(self.up.stats()["connections_opened"], 8)
@@ -75,7 +75,7 @@ class PoolCapTest(unittest.TestCase):
                      timeout_ms=60000),
             endpoint("/ok", [("o", u("/ok"))], timeout_ms=10000),
             upstream_max_host_connections=1,
-        )) as g:
+        ), workers=1) as g:
             a = socket.create_connection(("127.0.0.1", g.port), timeout=10)
             a.sendall(b"GET /hang HTTP/1.1\r\nHost: t\r\nX-Request-Id: qa\r\n\r\n")
             self.up.wait("requests", 1)
@@ -99,7 +99,7 @@ class PoolCapTest(unittest.TestCase):
         with Gatherd(config(
             endpoint("/reset", [("a", u("/reset_mid"))], timeout_ms=10000),
             endpoint("/ok", [("a", u("/ok"))], timeout_ms=10000),
-        )) as g:
+        ), workers=1) as g:
             for _ in range(3):
                 s, _, body = http_get(g.url("/reset"))
                 self.assertEqual(s, 502)

@@ -24,6 +24,9 @@ SRC = os.environ.get("GATHERD_SRC") or os.path.abspath(
 BIN = os.environ.get("GATHERD_BIN") or os.path.join(SRC, "build", "src", "gatherd")
 FAKEUP = os.path.join(SRC, "tests", "upstream", "fakeup.py")
 FIXTURES = os.path.join(SRC, "tests", "fixtures", "exchanges")
+# The worker count a test gets unless it asks for one: run the suite with GD_TEST_WORKERS=2 to
+# exercise the multi-worker paths.
+DEFAULT_WORKERS = int(os.environ.get("GD_TEST_WORKERS", "1"))
 FIXTURE_NAMES = ("bitbank_btc_jpy_ticker.json", "btcbox_ticker.json", "coincheck_ticker.json")
 
 
@@ -222,7 +225,7 @@ class Gatherd:
     127.0.0.1:0``; the real address is taken from the ``listening`` log line.
     """
 
-    def __init__(self, config=None, args=(), env=None, workers=1, start_timeout=15,
+    def __init__(self, config=None, args=(), env=None, workers=DEFAULT_WORKERS, start_timeout=15,
                  wait_listening=True, listen="127.0.0.1:0", read_stdout=True):
         self.dir = tempfile.mkdtemp(prefix="gatherd-test-")
         self.config_path = None
