@@ -21,9 +21,6 @@ ct_cleanup_extra() {
 ct_setup
 ct_base_image
 ct_build_image || { summary; exit 1; }
-size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
-base_size=$(podman image inspect --format '{{.Size}}' "$BASE")
-say "image size: $(awk -v s="$size" 'BEGIN{printf "%.1f MB", s/1e6}') (base $(awk -v s="$base_size" 'BEGIN{printf "%.1f MB", s/1e6}'), gatherd layers +$(awk -v s="$size" -v b="$base_size" 'BEGIN{printf "%.1f MB", (s-b)/1e6}'))"
 
 # ---------------------------------------------------------------- image metadata
 hc=$(podman image inspect --format '{{json .Config.Healthcheck}}' "$IMAGE" 2>/dev/null || echo null)
