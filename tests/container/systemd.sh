@@ -35,8 +35,11 @@ ENTRYPOINT []
 CMD ["/sbin/init"]
 STOPSIGNAL SIGRTMIN+3
 EOF
+old_id=$(podman image inspect --format '{{.Id}}' "$SYSD_IMAGE" 2>/dev/null || true)
 podman build --network host --pull=never -t "$SYSD_IMAGE" "$WORK/sysd" >"$WORK/sysd.log" 2>&1 \
   || { tail -n 30 "$WORK/sysd.log"; fail "systemd image"; summary; exit 1; }
+new_id=$(podman image inspect --format '{{.Id}}' "$SYSD_IMAGE")
+if [ -n "$old_id" ] && [ "$old_id" != "$new_id" ]; then podman rmi "$old_id" >/dev/null 2>&1 || true; fi
 say "image $SYSD_IMAGE ready"
 
 podman run -d --name "$CTR" --privileged --systemd=always --network bridge \
