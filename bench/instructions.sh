@@ -44,7 +44,7 @@ count() { # requests -> instructions
     python3 - "$addr" "$n" <<'PY'
 import http.client, sys, threading
 host, port = sys.argv[1].rsplit(":", 1)
-n, conns = int(sys.argv[2]), 4
+n, conns = int(sys.argv[2]), 1  # one client: the same event sequence every run
 def run(k):
     c = http.client.HTTPConnection(host, int(port), timeout=60)
     for _ in range(k):

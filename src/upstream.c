@@ -9,6 +9,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 #include <unistd.h>
 
@@ -28,6 +29,7 @@ struct pool {
 
 struct upstream {
     struct event_base *base;
+    bool proxy_env; /* a proxy variable was set at start: let curl read the environment */
     struct metrics_worker *metrics;
     long max_host_connections, idle_connections;
     size_t active;
@@ -54,6 +56,8 @@ struct upstream_xfer {
     size_t nnodes;
     struct curl_slist nodes[]; /* configured headers, then X-Request-Id; no allocation each */
 };
+
+static const char user_agent[] = "User-Agent: gatherd/" GATHERD_VERSION;
 
 /* One per socket curl asks us to watch; tied to it with curl_multi_assign. */
 struct usock {
@@ -257,6 +261,10 @@ struct upstream *upstream_create(struct event_base *base, const struct upstream_
         return NULL;
     u->base = base;
     u->metrics = opts->metrics;
+    static const char *const proxy_vars[] = {"http_proxy", "https_proxy", "HTTPS_PROXY",
+                                             "all_proxy",  "ALL_PROXY",   NULL};
+    for (const char *const *v = proxy_vars; *v != NULL; v++)
+        u->proxy_env |= getenv(*v) != NULL;
     u->max_host_connections = opts->max_host_connections;
     /* A pool never holds more idle connections than it may have busy ones. */
     u->idle_connections =
@@ -381,7 +389,10 @@ static CURL *easy_new(struct upstream *u)
     curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
-    curl_easy_setopt(e, CURLOPT_USERAGENT, "gatherd/" GATHERD_VERSION);
+    /* Without a proxy in the environment, say so once: otherwise curl calls getenv() for
+     * no_proxy and each *_proxy variable on every transfer. */
+    if (!u->proxy_env)
+        curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
     curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_cb);
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, u);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_cb);
@@ -392,7 +403,14 @@ static CURL *easy_new(struct upstream *u)
 struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_req *req,
                                      upstream_done_fn done, void *arg)
 {
-    size_t nnodes = req->nheaders + 1;
+    /* The configured headers, X-Request-Id, and our User-Agent unless one is configured. curl
+     * formats CURLOPT_USERAGENT with its byte-at-a-time printf on every transfer; as a
+     * prebuilt header line it is copied once. */
+    bool own_agent = true;
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (strncasecmp(req->headers[i], "User-Agent:", 11) == 0)
+            own_agent = false;
+    size_t nnodes = req->nheaders + (own_agent ? 2 : 1);
     struct pool *pool = pool_for(u, req->url);
     if (pool == NULL)
         return NULL;
@@ -416,8 +434,12 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
         x->nodes[i].next = &x->nodes[i + 1];
     }
     snprintf(x->rid_header, sizeof x->rid_header, "X-Request-Id: %s", req->request_id);
-    x->nodes[nnodes - 1].data = x->rid_header;
-    x->nodes[nnodes - 1].next = NULL;
+    x->nodes[req->nheaders].data = x->rid_header;
+    x->nodes[req->nheaders].next = own_agent ? &x->nodes[req->nheaders + 1] : NULL;
+    if (own_agent) {
+        x->nodes[nnodes - 1].data = (char *)user_agent;
+        x->nodes[nnodes - 1].next = NULL;
+    }
 
     curl_easy_setopt(e, CURLOPT_URL, req->url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
