@@ -6,7 +6,7 @@ set -euo pipefail
 pkgs=(build-essential meson ninja-build pkg-config python3 ca-certificates curl
       libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libevent-dev)
 if [ "${1:-}" = "--test" ]; then
-    pkgs+=(clang libclang-rt-14-dev nginx-light wrk iproute2 procps
+    pkgs+=(clang libclang-rt-14-dev nginx-light wrk iproute2 procps prometheus valgrind
            podman runc debootstrap uidmap fuse-overlayfs slirp4netns)
 fi
 missing=()

@@ -14,6 +14,7 @@
 #include <jansson.h>
 #include <microhttpd.h>
 #include <pthread.h>
+#include <sched.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -57,12 +58,37 @@ int app_listen_spec(const struct config *cfg, const char *cli, char *out, size_t
     return 0;
 }
 
+/* CPUs this process may really use: its affinity mask, capped by a cgroup v2 CPU quota (a
+ * container limited to 2 CPUs on a 64-core node should run 2 loops, not 64). */
+static int usable_cpus(void)
+{
+    cpu_set_t set;
+    long n = 0;
+    if (sched_getaffinity(0, sizeof set, &set) == 0)
+        n = CPU_COUNT(&set);
+    if (n <= 0)
+        n = sysconf(_SC_NPROCESSORS_ONLN);
+    FILE *f = fopen("/sys/fs/cgroup/cpu.max", "r");
+    if (f != NULL) {
+        char quota[32];
+        long period;
+        if (fscanf(f, "%31s %ld", quota, &period) == 2 && strcmp(quota, "max") != 0 && period > 0) {
+            long q = strtol(quota, NULL, 10);
+            long c = (q + period - 1) / period;
+            if (c >= 1 && c < n)
+                n = c;
+        }
+        fclose(f);
+    }
+    return n > 0 ? (int)n : 1;
+}
+
 int app_worker_count(int configured)
 {
     if (configured > 0)
         return configured;
-    long n = sysconf(_SC_NPROCESSORS_ONLN);
-    return n > 0 ? (int)(n > 256 ? 256 : n) : 1;
+    int n = usable_cpus();
+    return n > 256 ? 256 : n;
 }
 
 void app_versions(char *out, size_t outlen, int as_labels)
