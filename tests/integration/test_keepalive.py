@@ -27,6 +27,7 @@ class KeepAliveTest(unittest.TestCase):
                 ("b", u("/ok?id=b&close_after=1")),
             ], timeout_ms=10000),
             endpoint("/slow", [("s", u("/ok?id=slow&delay_ms=300"))], timeout_ms=10000),
+            endpoint("/raced", [("r", u("/ok?id=r&reset_next=1"))], timeout_ms=10000),
         )
         cls.gd = Gatherd(cls.gd_cfg)
 
@@ -56,6 +57,20 @@ class KeepAliveTest(unittest.TestCase):
             status, _, body = http_get(self.gd.url("/stale"))
             self.assertEqual(status, 200, f"request {i}: {body!r}")
             self.assertEqual(json.loads(body)["errors"], [], f"request {i}")
+
+    def test_reused_connection_reset_is_retried(self):
+        # Deterministic form of the stale keep-alive race: every time gatherd reuses the pooled
+        # connection, fakeup resets it before answering (as a server that closed it an instant
+        # earlier would).  An idempotent GET that got no byte back is retried on a fresh
+        # connection (RFC 9112 9.3.1; libcurl does it), however many times it happens over the
+        # life of the process.
+        before = self.up.stats()["reset_next"]
+        for i in range(30):
+            status, _, body = http_get(self.gd.url("/raced"))
+            self.assertEqual(status, 200, f"request {i}: {body!r}")
+            self.assertEqual(json.loads(body)["errors"], [], f"request {i}")
+        self.assertGreaterEqual(self.up.stats()["reset_next"] - before, 20,
+                                "the race was not exercised: connections were not reused")
 
     def test_pipelined_requests_answered_in_order(self):
         s = socket.create_connection(("127.0.0.1", self.gd.port), timeout=10)

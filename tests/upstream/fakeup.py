@@ -7,7 +7,9 @@ A real, non-blocking server (asyncio streams) with keep-alive.  It prints one li
 Every route accepts ``delay_ms=N`` (wait before the status line) and ``status=N`` (override
 the status); simple routes also accept ``framing=close`` (no Content-Length, the body ends at
 close) and ``close_after=1`` (close the kept-alive connection right after the response, without
-saying so).  See ``ROUTES`` below for the list.  Control routes (``/_stats``, ``/_reset``,
+saying so), and ``reset_next=1`` (answer, then reset the next request on this connection
+before any byte of it is answered: the race of a server closing an idle kept-alive connection
+just as the client reuses it; counted in ``reset_next``).  See ``ROUTES`` below for the list.  Control routes (``/_stats``, ``/_reset``,
 ``/_wait``) and connections that carry ``X-Fakeup-Control: 1`` are never counted.
 
 Counters:
@@ -65,6 +67,7 @@ class Stats:
         self.requests = 0
         self.responses = 0
         self.aborted = 0
+        self.reset_next = 0
         self.paths = {}
         self.notify()
 
@@ -80,6 +83,7 @@ class Stats:
             "requests": self.requests,
             "responses": self.responses,
             "aborted": self.aborted,
+            "reset_next": self.reset_next,
             "paths": dict(self.paths),
         }
 
@@ -106,6 +110,7 @@ class Conn:
         self.counted = False      # counted in connections_opened / active
         self.control = False
         self.framing_close = False  # this response is delimited by closing the connection
+        self.reset_next = False     # reset the next request on this connection
 
     async def pump(self):
         try:
@@ -291,6 +296,13 @@ class Server:
                 path = unquote(url.path)
                 query = {k: v[-1] for k, v in parse_qs(url.query, keep_blank_values=True).items()}
                 control = path.startswith("/_") or hd.get("x-fakeup-control") == "1"
+                if not control and conn.reset_next:
+                    # The request raced with our (simulated) close of this idle connection: it
+                    # is reset before any byte of an answer, as a real server's kernel does.
+                    st.reset_next += 1
+                    st.notify()
+                    conn.rst()
+                    break
                 if not control:
                     self.count_conn(conn)
                     st.requests += 1
@@ -315,6 +327,8 @@ class Server:
                     break
                 if not keep or close:
                     break
+                if not control and query.get("reset_next") == "1":
+                    conn.reset_next = True
                 if not control and query.get("close_after") == "1":
                     # Close right after a keep-alive response without announcing it: the
                     # client's pooled connection goes stale.
