@@ -34,6 +34,12 @@ class ErrorKindsTest(unittest.TestCase):
             pair("/status503", u("/status/503")),
             pair("/status404", u("/status/404")),
             pair("/status500_json", u("/ok?status=500")),
+            pair("/status503_nonjson", u("/nonjson?status=503")),
+            pair("/status503_big", u("/huge_length?bytes=5000&status=503"),
+                 {"max_body_bytes": 1000}),
+            pair("/status503_big_chunked", u("/huge_chunked?bytes=5000&status=503"),
+                 {"max_body_bytes": 1000}),
+            pair("/status503_reset", u("/reset_mid?status=503")),
             pair("/redirect", u("/redirect")),
             pair("/nonjson", u("/nonjson")),
             pair("/truncated", u("/truncated")),
@@ -155,6 +161,15 @@ class ErrorKindsTest(unittest.TestCase):
 
     def test_http_status_500_with_json_body(self):
         self.assert_pair_fails("/status500_json", "http_status", 500)
+
+    def test_http_status_whatever_the_body(self):
+        # The status line decides: a non-2xx answer is http_status with its status, whether
+        # its body is HTML, larger than max_body_bytes or cut short.  (An upstream's 2 KB HTML
+        # 503 page must not be reported as too_large.)
+        for path in ["/status503_nonjson", "/status503_big", "/status503_big_chunked",
+                     "/status503_reset"]:
+            with self.subTest(path=path):
+                self.assert_pair_fails(path, "http_status", 503)
 
     def test_redirect_not_followed(self):
         before = self.up.stats()["paths"].get("/ok", 0)
