@@ -3,6 +3,7 @@
 otherwise a 16-hex-digit id is generated; every answer carries one.  Also the configured backend
 headers with ${VAR} and $$ substitution reach the upstream."""
 
+import concurrent.futures
 import json
 import re
 import unittest
@@ -61,6 +62,18 @@ class RequestIdTest(unittest.TestCase):
         rid2, _ = self.echo()
         self.assertNotEqual(rid, rid2, "generated ids must differ between requests")
         self.gd.wait_access_id(rid)
+
+    def test_generated_ids_unique_across_workers_and_restarts(self):
+        seen = set()
+        for _ in range(2):  # two processes: ids must not repeat after a restart either
+            with Gatherd(config(endpoint("/x", [("a", self.up.url("/ok"))])), workers=2) as g:
+                with concurrent.futures.ThreadPoolExecutor(8) as ex:
+                    ids = list(ex.map(lambda _: http_get(g.url("/healthz"))[1]["x-request-id"],
+                                      range(400)))
+                for rid in ids:
+                    self.assertRegex(rid, HEX16)
+                seen.update(ids)
+        self.assertEqual(len(seen), 800, "generated request ids repeat")
 
     def test_invalid_replaced(self):
         for value in ["has space", "a" * 300, "a" * 129, "semi;colon", "quote\"d", "é"]:
