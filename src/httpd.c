@@ -29,6 +29,10 @@
 #define MAX_DISCARD_BODY (1u << 20)
 /* Request targets (path and query) longer than this get 414, as nginx's default buffers do. */
 #define MAX_TARGET 8192
+/* libmicrohttpd's per-connection memory: request line, headers and the reply's headers. MHD
+ * touches most of it, so it is most of a connection's footprint: 32 KiB (the default) measured
+ * 94 MB peak RSS with 1,000 requests in flight, 16 KiB 77 MB. Headers past it get 431. */
+#define CONNECTION_MEMORY (16u << 10)
 
 enum phase {
     PH_NEW,      /* headers seen, routed, not yet dispatched */
@@ -491,7 +495,8 @@ struct httpd *httpd_create(struct worker *w, char *err, size_t errlen)
         MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h, MHD_OPTION_LISTEN_SOCKET,
         (MHD_socket)w->shared->listen_fd, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_CONNECTION_LIMIT,
-        w->cfg->worker_connections, MHD_OPTION_CONNECTION_TIMEOUT, idle_s, MHD_OPTION_END);
+        w->cfg->worker_connections, MHD_OPTION_CONNECTION_TIMEOUT, idle_s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY, MHD_OPTION_END);
     if (h->daemon == NULL) {
         snprintf(err, errlen, "libmicrohttpd could not start a daemon on the listening socket");
         free(h);

@@ -177,18 +177,19 @@ static void unlink_xfer(struct upstream_xfer *x)
     u->active--;
 }
 
+static void easy_defaults(struct upstream *u, CURL *e);
+
 /* Detaches the easy handle from the multi and returns it to the pool, then frees x. */
 static void release(struct upstream_xfer *x)
 {
     struct upstream *u = x->u;
     curl_multi_remove_handle(x->pool->multi, x->easy);
     if (u->nspare < POOL_MAX) {
-        /* No curl_easy_reset(): it frees every option only for easy_new()'s constant ones to be
-         * copied again. Only the pointers into x, which is about to go, are cleared. */
-        curl_easy_setopt(x->easy, CURLOPT_HTTPHEADER, NULL);
-        curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, NULL);
-        curl_easy_setopt(x->easy, CURLOPT_PRIVATE, NULL);
-        curl_easy_setopt(x->easy, CURLOPT_WRITEDATA, NULL);
+        /* curl_easy_reset() is not optional: the handle keeps per-transfer state that later
+         * transfers would inherit, such as the count of retries on dead reused connections
+         * (after five in the handle's whole life, a sixth stale connection would fail). */
+        curl_easy_reset(x->easy);
+        easy_defaults(u, x->easy);
         u->spare[u->nspare++] = x->easy;
     } else {
         curl_easy_cleanup(x->easy);
@@ -377,12 +378,9 @@ static struct pool *pool_for(struct upstream *u, const char *url)
     return p;
 }
 
-/* A handle with the options every transfer shares; the rest are set per transfer. */
-static CURL *easy_new(struct upstream *u)
+/* The options every transfer shares; the rest are set per transfer. */
+static void easy_defaults(struct upstream *u, CURL *e)
 {
-    CURL *e = curl_easy_init();
-    if (e == NULL)
-        return NULL;
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     /* A transfer cancelled during its lookup must not join the resolver thread on the loop. */
@@ -397,6 +395,13 @@ static CURL *easy_new(struct upstream *u)
     curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, u);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_cb);
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, u);
+}
+
+static CURL *easy_new(struct upstream *u)
+{
+    CURL *e = curl_easy_init();
+    if (e != NULL)
+        easy_defaults(u, e);
     return e;
 }
 
