@@ -527,8 +527,8 @@ int config_parse(const char *text, size_t len, const char *origin, struct config
     cfg->idle_timeout_ms = 30000;
     cfg->drain_timeout_ms = 10000;
     cfg->max_body_bytes = 8u << 20;
-    cfg->upstream_max_host_connections = 64;
-    cfg->upstream_idle_connections = 64;
+    cfg->upstream_max_host_connections = 256;
+    cfg->upstream_idle_connections = 256;
 
     int rc = parse_top(&c, root, cfg);
     json_decref(root);
