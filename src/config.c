@@ -2,6 +2,7 @@
 
 #include "envsubst.h"
 #include "netacl.h"
+#include "validate.h"
 
 #include <errno.h>
 #include <jansson.h>
@@ -40,6 +41,16 @@ static void join_key(char *out, size_t outlen, const char *parent, const char *k
     for (const char *p = key; *p && n + 1 < outlen; p++)
         out[n++] = *p;
     out[n] = '\0';
+}
+
+static int check_keys(struct ctx *c, json_t *obj, const char *path, const char *const *allowed);
+
+/* An object whose keys are all in `allowed`. */
+static int check_object(struct ctx *c, json_t *obj, const char *path, const char *const *allowed)
+{
+    if (!json_is_object(obj))
+        return fail(c, path, "must be an object");
+    return check_keys(c, obj, path, allowed);
 }
 
 static int check_keys(struct ctx *c, json_t *obj, const char *path, const char *const *allowed)
@@ -123,62 +134,6 @@ static bool has_ctl(const char *s)
     return false;
 }
 
-/* A deliberately narrow URL check: an http(s) scheme, a non-empty host, an optional numeric
- * port, and no white space or control characters. curl parses the rest at request time. */
-static const char *url_problem(const char *url)
-{
-    const char *p;
-    if (strncasecmp(url, "http://", 7) == 0)
-        p = url + 7;
-    else if (strncasecmp(url, "https://", 8) == 0)
-        p = url + 8;
-    else
-        return "must be an http:// or https:// URL";
-    for (const char *q = url; *q; q++)
-        if ((unsigned char)*q <= 0x20 || *q == 0x7f)
-            return "must not contain white space or control characters";
-    size_t alen = strcspn(p, "/?#");
-    const char *at = memchr(p, '@', alen);
-    if (at != NULL) {
-        alen -= (size_t)(at + 1 - p);
-        p = at + 1;
-    }
-    const char *hend;
-    if (alen > 0 && *p == '[') {
-        hend = memchr(p, ']', alen);
-        if (hend == NULL || hend == p + 1)
-            return "has a malformed IPv6 host";
-        hend++;
-    } else {
-        hend = p;
-        while (hend < p + alen && *hend != ':')
-            hend++;
-        if (hend == p)
-            return "has no host";
-    }
-    if (hend < p + alen) {
-        if (*hend != ':' || hend + 1 == p + alen)
-            return "has a malformed port";
-        long port = 0;
-        for (const char *q = hend + 1; q < p + alen; q++) {
-            if (*q < '0' || *q > '9')
-                return "has a malformed port";
-            port = port * 10 + (*q - '0');
-            if (port > 65535)
-                return "has a port above 65535";
-        }
-        if (port == 0)
-            return "has port 0";
-    }
-    return NULL;
-}
-
-static bool is_tchar(char ch)
-{
-    return (ch >= 'a' && ch <= 'z') || (ch >= 'A' && ch <= 'Z') || (ch >= '0' && ch <= '9') ||
-           strchr("!#$%&'*+-.^_`|~", ch) != NULL;
-}
-
 /* Headers that gatherd itself must control for the exchange to stay correct. */
 static const char *const managed_headers[] = {
     "content-length", "transfer-encoding", "connection", "x-request-id", "host", NULL};
@@ -201,7 +156,7 @@ static int parse_headers(struct ctx *c, json_t *obj, const char *path, struct co
         if (name[0] == '\0')
             return fail(c, k, "header names must not be empty");
         for (const char *q = name; *q; q++)
-            if (!is_tchar(*q))
+            if (!validate_tchar(*q))
                 return fail(c, hk, "is not a valid header name");
         for (const char *const *m = managed_headers; *m; m++)
             if (strcasecmp(*m, name) == 0)
@@ -241,9 +196,7 @@ static int parse_backend(struct ctx *c, json_t *obj, const char *path,
     long long n;
     int rc;
 
-    if (!json_is_object(obj))
-        return fail(c, path, "must be an object");
-    if ((rc = check_keys(c, obj, path, backend_keys)) < 0)
+    if ((rc = check_object(c, obj, path, backend_keys)) < 0)
         return rc;
     if ((rc = get_string(c, obj, path, "name", true, &s)) < 0)
         return rc;
@@ -257,7 +210,7 @@ static int parse_backend(struct ctx *c, json_t *obj, const char *path,
     join_key(k, sizeof k, path, "url");
     if ((rc = expand(c, k, s, &be->url)) < 0)
         return rc;
-    const char *problem = url_problem(be->url);
+    const char *problem = validate_url(be->url);
     if (problem != NULL)
         return fail(c, k, "%s", problem);
     n = ep->timeout_ms;
@@ -279,23 +232,6 @@ static int parse_backend(struct ctx *c, json_t *obj, const char *path,
     return 0;
 }
 
-static const char *const reserved_paths[] = {"/healthz", "/readyz", "/metrics", NULL};
-
-static const char *path_problem(const char *path)
-{
-    if (path[0] != '/')
-        return "must start with '/'";
-    if (strlen(path) > 1024)
-        return "must be at most 1024 characters";
-    for (const char *q = path; *q; q++)
-        if ((unsigned char)*q <= 0x20 || *q == 0x7f || *q == '?' || *q == '#')
-            return "must not contain '?', '#', white space or control characters";
-    for (const char *const *r = reserved_paths; *r; r++)
-        if (strcmp(*r, path) == 0)
-            return "is reserved for gatherd's own use";
-    return NULL;
-}
-
 static const char *const endpoint_keys[] = {"path", "timeout_ms", "backends", "max_body_bytes",
                                             NULL};
 
@@ -307,14 +243,12 @@ static int parse_endpoint(struct ctx *c, json_t *obj, const char *path, struct c
     long long n;
     int rc;
 
-    if (!json_is_object(obj))
-        return fail(c, path, "must be an object");
-    if ((rc = check_keys(c, obj, path, endpoint_keys)) < 0)
+    if ((rc = check_object(c, obj, path, endpoint_keys)) < 0)
         return rc;
     if ((rc = get_string(c, obj, path, "path", true, &s)) < 0)
         return rc;
     join_key(k, sizeof k, path, "path");
-    const char *problem = path_problem(s);
+    const char *problem = validate_path(s);
     if (problem != NULL)
         return fail(c, k, "%s", problem);
     if ((ep->path = strdup(s)) == NULL)
