@@ -43,16 +43,6 @@ static void join_key(char *out, size_t outlen, const char *parent, const char *k
     out[n] = '\0';
 }
 
-static int check_keys(struct ctx *c, json_t *obj, const char *path, const char *const *allowed);
-
-/* An object whose keys are all in `allowed`. */
-static int check_object(struct ctx *c, json_t *obj, const char *path, const char *const *allowed)
-{
-    if (!json_is_object(obj))
-        return fail(c, path, "must be an object");
-    return check_keys(c, obj, path, allowed);
-}
-
 static int check_keys(struct ctx *c, json_t *obj, const char *path, const char *const *allowed)
 {
     const char *key;
@@ -69,6 +59,14 @@ static int check_keys(struct ctx *c, json_t *obj, const char *path, const char *
         }
     }
     return 0;
+}
+
+/* An object whose keys are all in `allowed`. */
+static int check_object(struct ctx *c, json_t *obj, const char *path, const char *const *allowed)
+{
+    if (!json_is_object(obj))
+        return fail(c, path, "must be an object");
+    return check_keys(c, obj, path, allowed);
 }
 
 /* Reads an optional integer in [min, max]; leaves *out alone when absent. */
