@@ -700,7 +700,11 @@ def judge(sc, res, results):
         if sc.get("delay"):
             vs = f"p50 {res['p50'] - ref['p50']:+.2f} ms vs {REF_SHORT[sc['cmp']]}"
         elif ref.get("rps"):
-            vs = f"{res['rps'] / ref['rps']:.3f}× {REF_SHORT[sc['cmp']]}"
+            # The CPU ratio (server and upstream per request) barely moves when other work
+            # shares the machine; the req/s ratio does.
+            cost = (res["cpu_us"] + res["up_cpu_us"]) / (ref["cpu_us"] + ref["up_cpu_us"])
+            vs = (f"{res['rps'] / ref['rps']:.3f}× {REF_SHORT[sc['cmp']]} req/s; "
+                  f"{cost:.1f}× its CPU/req")
     t = sc.get("target")
     if t == "k3":
         text = "≥0.35× R2, p99 ≤ 2×p50"
@@ -800,20 +804,9 @@ def machine_line():
     return f"{os.cpu_count()} CPUs ({cpu}), kernel {os.uname().release}, load before run {load}"
 
 
-NOTES = """Method: wrk -t2 (-t1 at 1 conn) closed loop, keep-alive, after a warm-up; p50/p99 from
-wrk --latency. CPU µs/req is the server under test's utime+stime (/proc/PID/stat, all threads;
-for nginx the master and its workers) over the measured run divided by requests; the upstream
-column is the same for the fake-upstream nginx; "upstream conns opened/req" counts the
-connections the upstream accepted (stub_status) per client request (0 = all kept alive);
-"others' CPU %" is the share of the machine's 2 CPUs used during the run by processes that are
-not part of the benchmark (other builds and tests disturb the numbers when it is high). Peak RSS is VmHWM (nginx: summed over its
-processes); every scenario starts a fresh server. Upstreams: nginx (2 workers) on 100 ports of
-127.0.0.1 serving the fixtures, delayed with the echo module's echo_sleep (non-blocking).
-R1 = nginx serving the K=3 join as a static file; R2 = nginx proxy_pass to one zero-delay
-(or 50 ms) upstream with `keepalive 64`. gatherd: 127.0.0.1, access_log off unless noted;
-delayed scenarios marked with pool use upstream_max_host_connections 0 and
-upstream_idle_connections 2048, the others the defaults (64/64). Everything shares 2 cores
-with wrk and the upstreams."""
+NOTES = """Each entry is one `bench/run.sh` run: the scenarios, the columns and the way they are
+measured are described in bench/README.md. Compare rows within one entry (same machine, same
+moment); across entries only the ratios to R2 mean much, and only when "others' CPU %" is low."""
 
 
 # ---------------------------------------------------------------------------------------------
