@@ -596,7 +596,10 @@ class Runner:
         """Fan-out width: latency of one request at a time, timed by curl."""
         p, d, cfg = self.start_gatherd(sc, False)
         try:
-            self.check_join(sc)  # also the warm-up: upstream connections now exist
+            # Warm-up: every worker gets requests and so its upstream connections (a new
+            # connection per request is gatherd's business, but not what this row measures).
+            for _ in range(2 * sc["workers"]):
+                self.check_join(sc)
             n = self.args.single_runs
 
             def load():
