@@ -49,6 +49,8 @@ struct upstream_xfer {
     void *arg;
     struct buf body;
     size_t max_body;
+    size_t seen;  /* body bytes received, kept or not */
+    bool discard; /* a non-2xx answer: its body is counted, not kept */
     bool too_large;
     struct upstream_xfer *prev, *next;
     char errbuf[CURL_ERROR_SIZE];
@@ -132,15 +134,28 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
     return evtimer_add(p->timer, &tv) == 0 ? 0 : -1;
 }
 
+static bool is_success(long status)
+{
+    return status >= 200 && status <= 299;
+}
+
+/* The body of a non-2xx answer is never used, so it is only counted: it still may not exceed
+ * the cap, so a huge error page cannot hold the transfer open. */
 static size_t write_cb(char *data, size_t size, size_t n, void *arg)
 {
     struct upstream_xfer *x = arg;
     size_t len = size * n;
-    if (x->body.len + len > x->max_body) {
+    if (x->seen + len > x->max_body) {
         x->too_large = true;
         return CURL_WRITEFUNC_ERROR;
     }
-    if (buf_append(&x->body, data, len) < 0)
+    if (x->seen == 0) {
+        long status = 0;
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+        x->discard = !is_success(status);
+    }
+    x->seen += len;
+    if (!x->discard && buf_append(&x->body, data, len) < 0)
         return CURL_WRITEFUNC_ERROR;
     return len;
 }
@@ -234,11 +249,15 @@ static void check_done(struct pool *p)
 
         struct upstream_result res = {AGG_E_NONE, 0, NULL, 0, NULL};
         char message[CURL_ERROR_SIZE + 64];
-        if (rc == CURLE_OK) {
-            curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &res.status);
+        curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &res.status);
+        if (res.status != 0 && !is_success(res.status)) {
+            /* The status line decides: a 503 stays a 503 even if its body then ran over the
+             * cap or was cut short. */
+        } else if (rc == CURLE_OK) {
             res.len = x->body.len;
             res.body = buf_steal(&x->body, NULL);
         } else {
+            res.status = 0;
             res.error = classify(rc, x->too_large);
             if (res.error == AGG_E_TOO_LARGE)
                 snprintf(message, sizeof message, "upstream body exceeds max_body_bytes (%zu)",
