@@ -463,6 +463,8 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     struct httpd *h = cls;
     char msg[512];
+    if (!log_enabled(h->w->log, LOG_DEBUG))
+        return;
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
     while (n > 0 && (msg[n - 1] == '\n' || msg[n - 1] == ' '))
