@@ -459,11 +459,25 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     }
 }
 
+/* libmicrohttpd reports both what clients did wrong (malformed requests: noise an attacker can
+ * generate at will, so debug) and what went wrong in the server (accept failures such as
+ * EMFILE, the connection limit, epoll errors: warnings an operator must see). Its messages
+ * are free text; these are the server-side ones in 0.9.75. */
+static enum log_level mhd_level(const char *fmt)
+{
+    static const char *const server_side[] = {"accept", "limit", "epoll", "Failed to", NULL};
+    for (const char *const *w = server_side; *w != NULL; w++)
+        if (strstr(fmt, *w) != NULL)
+            return LOG_WARN;
+    return LOG_DEBUG;
+}
+
 static void on_mhd_log(void *cls, const char *fmt, va_list ap)
 {
     struct httpd *h = cls;
     char msg[512];
-    if (!log_enabled(h->w->log, LOG_DEBUG))
+    enum log_level level = mhd_level(fmt);
+    if (!log_enabled(h->w->log, level))
         return;
     vsnprintf(msg, sizeof msg, fmt, ap);
     size_t n = strlen(msg);
@@ -472,7 +486,7 @@ static void on_mhd_log(void *cls, const char *fmt, va_list ap)
     struct buf f = BUF_INIT;
     if (buf_appends(&f, "\"source\":\"libmicrohttpd\",\"detail\":") == 0 &&
         jsonv_append_string(&f, msg, n) == 0)
-        log_event(h->w->log, LOG_DEBUG, "http", f.data);
+        log_event(h->w->log, level, "http", f.data);
     buf_finish(&f);
 }
 
