@@ -1,0 +1,104 @@
+#!/usr/bin/env bash
+# Builds every libFuzzer harness in tests/fuzz with clang (-fsanitize=fuzzer,address,undefined)
+# against the pure modules of src/, then runs each for FUZZ_SECONDS (default 30) seconds.
+#
+#   tests/fuzz/run.sh [TARGET...]        targets: config envsubst jsonv agg netacl (default all)
+#
+# Environment: FUZZ_SECONDS (0: only replay the committed corpus, a quick regression run),
+# FUZZ_BUILD_DIR (default: a temporary directory, removed afterwards), FUZZ_CC (default clang),
+# FUZZ_JOBS (parallel fuzzing processes per target, default 1).
+# The committed seed corpus (tests/fuzz/corpus/<target>) is read, never written: new inputs go
+# to a scratch corpus in the build directory. A crash, leak, sanitizer report or failed check
+# makes the script exit 1; the reproducer is kept as tests/fuzz/artifacts/<target>-crash-*.
+# Reproduce one with: <build dir>/fuzz_<target> tests/fuzz/artifacts/<file>
+set -uo pipefail
+here=$(cd "$(dirname "$0")" && pwd)
+root=$(cd "$here/../.." && pwd)
+secs=${FUZZ_SECONDS:-30}
+cc=${FUZZ_CC:-clang}
+jobs=${FUZZ_JOBS:-1}
+all=(config envsubst jsonv agg netacl)
+targets=("$@")
+[ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
+
+if ! command -v "$cc" >/dev/null; then
+    echo "tests/fuzz/run.sh: $cc not found (apt-get install clang libclang-rt-14-dev)" >&2
+    exit 1
+fi
+if [ -n "${FUZZ_BUILD_DIR:-}" ]; then
+    out=$FUZZ_BUILD_DIR
+    mkdir -p "$out"
+else
+    out=$(mktemp -d /tmp/gatherd-fuzz.XXXXXX)
+    trap 'rm -rf "$out"' EXIT
+fi
+mkdir -p "$here/artifacts"
+
+cflags=(-g -O1 -std=c17 -D_GNU_SOURCE '-DGATHERD_VERSION="fuzz"' -I"$root/src"
+        -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all)
+python3 "$root/src/embed_config.py" "$root/config/gatherd.json" "$out/config_default.c" || exit 1
+
+# Every source but main.c, as meson's libgatherd: the harnesses call only the pure modules,
+# and linking the rest keeps this script independent of how src/ splits them into files.
+objs=()
+for f in "$root"/src/*.c "$out/config_default.c"; do
+    [ "$(basename "$f")" = main.c ] && continue
+    o=$out/obj-$(basename "$f" .c).o
+    if ! "$cc" "${cflags[@]}" -fsanitize=fuzzer-no-link -c -o "$o" "$f"; then
+        echo "fuzz: cannot compile $f" >&2
+        exit 1
+    fi
+    objs+=("$o")
+done
+libs=$(pkg-config --libs libmicrohttpd libcurl jansson libevent_core libevent_pthreads) || exit 1
+
+failed=()
+for t in "${targets[@]}"; do
+    [ -f "$here/fuzz_$t.c" ] || { echo "unknown fuzz target: $t" >&2; exit 2; }
+    # shellcheck disable=SC2086
+    if ! "$cc" "${cflags[@]}" -fsanitize=fuzzer -Wall -Wextra -Werror -o "$out/fuzz_$t" \
+            "$here/fuzz_$t.c" "${objs[@]}" $libs -lm -pthread; then
+        echo "FUZZ BUILD FAILED: $t" >&2
+        failed+=("$t (build)")
+    fi
+done
+[ ${#failed[@]} -eq 0 ] || { echo "fuzz: build failed: ${failed[*]}" >&2; exit 1; }
+
+export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}
+export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
+for t in "${targets[@]}"; do
+    seeds=$here/corpus/$t
+    dict=()
+    [ -f "$here/$t.dict" ] && dict=(-dict="$here/$t.dict")
+    start=$(date +%s)
+    if [ "$secs" = 0 ]; then
+        # Replay only: every committed input once.
+        mapfile -t inputs < <(find "$seeds" -type f 2>/dev/null | sort)
+        "$out/fuzz_$t" -artifact_prefix="$here/artifacts/$t-" "${inputs[@]}" \
+            >"$out/$t.log" 2>&1
+        rc=$?
+    else
+        mkdir -p "$out/corpus-$t"
+        "$out/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
+            -max_len=65536 -print_final_stats=1 -jobs="$jobs" -workers="$jobs" \
+            -artifact_prefix="$here/artifacts/$t-" "${dict[@]}" \
+            "$out/corpus-$t" "$seeds" >"$out/$t.log" 2>&1
+        rc=$?
+    fi
+    took=$(( $(date +%s) - start ))
+    runs=$(grep -a -E '^stat::number_of_executed_units|Executed .* inputs' "$out/$t.log" |
+           tail -1 | grep -oE '[0-9]+' | head -1)
+    if [ $rc -eq 0 ]; then
+        echo "fuzz $t: ok (${runs:-?} runs, ${took}s)"
+    else
+        echo "fuzz $t: FAILED (exit $rc after ${took}s); last lines of the log:"
+        grep -a -v '^#[0-9]' "$out/$t.log" | tail -40 | sed 's/^/    /'
+        ls -1 "$here/artifacts/$t-"* 2>/dev/null | sed 's/^/    reproducer: /'
+        failed+=("$t")
+    fi
+done
+if [ ${#failed[@]} -ne 0 ]; then
+    echo "fuzz: failed: ${failed[*]}"
+    exit 1
+fi
+echo "fuzz: all ${#targets[@]} targets passed"
