@@ -79,11 +79,15 @@ for t in "${targets[@]}"; do
         rc=$?
     else
         mkdir -p "$out/corpus-$t"
-        "$out/fuzz_$t" -max_total_time="$secs" -timeout=10 -rss_limit_mb=2048 \
-            -max_len=65536 -print_final_stats=1 -jobs="$jobs" -workers="$jobs" \
+        par=()
+        # With -jobs, libFuzzer writes fuzz-N.log into the current directory: run from $out.
+        [ "$jobs" -gt 1 ] && par=(-jobs="$jobs" -workers="$jobs")
+        (cd "$out" && exec "$out/fuzz_$t" -max_total_time="$secs" -timeout=10 \
+            -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 "${par[@]}" \
             -artifact_prefix="$here/artifacts/$t-" "${dict[@]}" \
-            "$out/corpus-$t" "$seeds" >"$out/$t.log" 2>&1
+            "$out/corpus-$t" "$seeds") >"$out/$t.log" 2>&1
         rc=$?
+        [ "$jobs" -gt 1 ] && cat "$out"/fuzz-*.log >>"$out/$t.log" 2>/dev/null
     fi
     took=$(( $(date +%s) - start ))
     runs=$(grep -a -E '^stat::number_of_executed_units|Executed .* inputs' "$out/$t.log" |
