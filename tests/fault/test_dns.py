@@ -9,7 +9,9 @@ answers NXDOMAIN for most names and never answers names starting with "blackhole
   unless CURLOPT_QUICK_EXIT detaches it): with one worker, /healthz keeps answering in < 0.5 s
   while such a request is pending, when its 500 ms backend timeout cuts it off (it ends as
   `timeout` within a couple of seconds), and when its client disconnects mid-lookup.
-- gatherd still exits 0 at SIGTERM while resolver threads are stuck in getaddrinfo.
+- gatherd still exits 0 at SIGTERM while resolver threads are stuck in getaddrinfo, and a
+  drain whose limit cuts off a request parked in such a lookup answers it (`timeout`) and
+  exits 0 promptly.
 
 Skipped, with the reason, where unshare/mount --bind is not permitted.
 """
@@ -17,6 +19,7 @@ Skipped, with the reason, where unshare/mount --bind is not permitted.
 import os
 import random
 import shutil
+import signal
 import socket
 import sys
 import threading
@@ -57,6 +60,7 @@ class DnsFaultTest(unittest.TestCase):
             cls.dns.stop()
             shutil.rmtree(cls.tmp, ignore_errors=True)
             raise unittest.SkipTest(reason)
+        cls.wrapper = wrapper
         cls.up = FakeUpstream()
         u = cls.up.url
         port = cls.up.port
@@ -202,6 +206,43 @@ class DnsFaultTest(unittest.TestCase):
                 self.assertEqual([b["result"] for b in line["backends"]], ["cancelled"], line)
                 self.probe_while(lambda: False, at_least=1.5)
         self.assert_healthy()
+
+    def test_drain_cuts_off_a_blackholed_lookup(self):
+        # A gatherd of its own: SIGTERM while a request waits on a lookup that never answers.
+        port = self.up.port
+        g = gatherd_in_namespace(self.wrapper, config(
+            endpoint("/bh", [("ok", self.up.url("/ok?id=ok")),
+                             ("bh", f"http://blackhole-drain.invalid.test:{port}/ok")],
+                     timeout_ms=60000),
+            drain_timeout_ms=1000), workers=1)
+        try:
+            before = len(self.dns.swallowed)
+            result = {}
+
+            def call():
+                result["answer"] = join(g.url("/bh"), timeout=30)
+
+            t = threading.Thread(target=call)
+            t.start()
+            self.dns.wait_swallowed(before + 1, timeout=10)
+            t0 = time.monotonic()
+            g.signal(signal.SIGTERM)
+            g.wait_log("draining", timeout=5)
+            rc = g.wait_exit(timeout=15)
+            took = time.monotonic() - t0
+            t.join(10)
+        finally:
+            if g.alive():
+                g.kill()
+            else:
+                g.stop()   # reaps and removes its temporary directory
+        self.assertEqual(rc, 0, g.stderr_text())
+        # The drain limit (1 s) plus its grace for writing answers, not the 15 s lookup.
+        self.assertLess(took, 5.0)
+        status, doc, _ = result["answer"]
+        self.assertEqual(status, 200, doc)
+        self.assertEqual([(e["name"], e["error"]) for e in doc["errors"]], [("bh", "timeout")])
+        self.assertIsNotNone(g.err.wait(lambda o: o.get("msg") == "stopped", 1))
 
 
 if __name__ == "__main__":
