@@ -13,9 +13,15 @@
  * answer and the walk goes on only while that entry is itself trusted; a malformed entry stops
  * the walk at the last good answer. The output is always NUL-terminated inside its size and
  * nothing past it is written (an output smaller than NETACL_ADDRSTRLEN truncates an entry like
- * snprintf, and leaves a peer address that does not fit empty, as inet_ntop does). */
+ * snprintf, and leaves a peer address that does not fit empty, as inet_ntop does).
+ *
+ * Then the access line for such a request (access_format, without backends) must be one valid
+ * JSON object whatever bytes the path, method and X-Forwarded-For carried, with the request
+ * id used only when access_rid_valid() accepted it, as httpd.c does. */
 #include "access.h"
+#include "buf.h"
 #include "fuzz.h"
+#include "jsonv.h"
 #include "netacl.h"
 
 #include <arpa/inet.h>
@@ -268,6 +274,22 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
 
     CHECK(access_rid_valid(rid) == m_rid_valid(rid), "access_rid_valid(\"%s\")", rid);
     CHECK(!access_rid_valid(NULL), "NULL id valid");
+
+    struct access_entry e = {
+        .request_id = access_rid_valid(rid) ? rid : "0123456789abcdef",
+        .method = xff,
+        .path = rid,
+        .client = out,
+        .status = 200 + flags,
+        .usec = (uint64_t)outsel << 20,
+        .bytes = size,
+    };
+    struct buf line = BUF_INIT;
+    CHECK(access_format(&line, &e) == 0, "access_format failed");
+    size_t vs, ve;
+    CHECK(jsonv_check(line.data, line.len, &vs, &ve) == 0 && line.data[0] == '{',
+          "access line is not one JSON object (bad byte %zu): %s", vs, line.data);
+    buf_finish(&line);
 
     netacl_destroy(acl);
     free(xff);
