@@ -420,7 +420,7 @@ class SlowlorisTest(FaultTest):
         done_dribbling.wait(30)
         for t in ts:
             t.join(30)
-        self.assertLess(worst, 0.5, f"a normal request took {worst:.3f}s")
+        self.assertLess(worst, 1.0, f"a normal request took {worst:.3f}s")
         self.assertGreater(served, 20)
         # The slow clients are answered too, once their requests are complete.
         self.assertEqual(sorted(answers), list(range(self.SLOW)))
