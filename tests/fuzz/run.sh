@@ -90,8 +90,12 @@ for t in "${targets[@]}"; do
         [ "$jobs" -gt 1 ] && cat "$out"/fuzz-*.log >>"$out/$t.log" 2>/dev/null
     fi
     took=$(( $(date +%s) - start ))
-    runs=$(grep -a -E '^stat::number_of_executed_units|Executed .* inputs' "$out/$t.log" |
-           tail -1 | grep -oE '[0-9]+' | head -1)
+    if [ "$secs" = 0 ]; then
+        runs=$(grep -a -c '^Executed ' "$out/$t.log")
+    else
+        runs=$(grep -a '^stat::number_of_executed_units' "$out/$t.log" | tail -1 |
+               grep -oE '[0-9]+' | head -1)
+    fi
     if [ $rc -eq 0 ]; then
         echo "fuzz $t: ok (${runs:-?} runs, ${took}s)"
     else
