@@ -27,6 +27,8 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import faultlib  # noqa: E402
+
 from gd import config, endpoint, http_get  # noqa: E402
 from faultlib import FaultTest, metric, wait_until  # noqa: E402
 
@@ -171,4 +173,4 @@ class C10kTest(FaultTest):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    faultlib.main()

@@ -25,6 +25,8 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import faultlib  # noqa: E402
+
 import gd  # noqa: E402
 from gd import config, endpoint, http_get, parse_response, raw_request  # noqa: E402
 from faultlib import (FaultTest, join, metric, recv_until_closed, short,  # noqa: E402
@@ -447,4 +449,4 @@ class SlowlorisTest(FaultTest):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    faultlib.main()

@@ -28,6 +28,8 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import faultlib  # noqa: E402
+
 import gd  # noqa: E402
 from gd import FakeUpstream, config, endpoint, http_get  # noqa: E402
 from faultlib import (StubDNS, gatherd_in_namespace, join, private_resolv_wrapper,  # noqa: E402
@@ -246,4 +248,4 @@ class DnsFaultTest(unittest.TestCase):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    faultlib.main()

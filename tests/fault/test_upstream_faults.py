@@ -17,6 +17,8 @@ import unittest
 
 sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
+import faultlib  # noqa: E402
+
 import gd  # noqa: E402
 from gd import config, endpoint  # noqa: E402
 from faultlib import FaultTest, join, short  # noqa: E402
@@ -257,4 +259,4 @@ class UpstreamFaultTest(FaultTest):
 
 
 if __name__ == "__main__":
-    unittest.main()
+    faultlib.main()
