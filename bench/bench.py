@@ -112,6 +112,8 @@ SCENARIOS = [
          label="R2 nginx proxy_pass, 50 ms upstream, 16 conns"),
     dict(name="k3-d50-c16", kind="gatherd", k=3, workers=2, conns=16, delay=50, cmp="r2-d50",
          target="d50", pool=LIFTED_POOL, label="gatherd K=3, 50 ms, 16 conns"),
+    dict(name="k1-d50-c16", kind="gatherd", k=1, workers=2, conns=16, delay=50, cmp="r2-d50",
+         pool=LIFTED_POOL, label="gatherd K=1, 50 ms, 16 conns (same leg as R2)"),
     dict(name="k3-d50-c256", kind="gatherd", k=3, workers=2, conns=256, delay=50,
          cmp="r2-d50", pool=LIFTED_POOL, label="gatherd K=3, 50 ms, 256 conns"),
     dict(name="k3-d50-c256-cap", kind="gatherd", k=3, workers=2, conns=256, delay=50,
@@ -764,8 +766,11 @@ def table(results, order):
         if "log_lines" in res:
             errs.append(f"{res['log_lines']:,} access lines")
         single = sc["kind"] == "single"
+        label = sc["label"]
+        if sc.get("pool") and "lifted" not in label:
+            label += ", pool caps lifted"
         cells = [
-            sc["label"] + (f" ({'; '.join(errs)})" if errs else ""),
+            label + (f" ({'; '.join(errs)})" if errs else ""),
             conns,
             fmt_num(res.get("rps"), 0),
             fmt_ms(res.get("p50")) + (f" (median of {res['requests']})" if single else ""),
