@@ -30,10 +30,9 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import faultlib  # noqa: E402
 
-import gd  # noqa: E402
 from gd import FakeUpstream, config, endpoint, http_get  # noqa: E402
-from faultlib import (StubDNS, gatherd_in_namespace, join, private_resolv_wrapper,  # noqa: E402
-                      wait_until)
+from faultlib import (StubDNS, gatherd_in_namespace, join,  # noqa: E402
+                      private_resolv_wrapper)
 
 PROBE_LIMIT = 0.5   # seconds: a /healthz slower than this means the loop was blocked
 

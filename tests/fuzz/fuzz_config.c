@@ -68,7 +68,8 @@ static void check_config(const struct config *cfg)
             CHECK(nl >= 1 && nl <= 200 && !has_ctl(be->name), "backend name");
             for (size_t j = 0; j < k; j++)
                 CHECK(strcmp(ep->backends[j].name, be->name) != 0, "duplicate backend name");
-            CHECK(strncasecmp(be->url, "http://", 7) == 0 || strncasecmp(be->url, "https://", 8) == 0,
+            CHECK(strncasecmp(be->url, "http://", 7) == 0 ||
+                      strncasecmp(be->url, "https://", 8) == 0,
                   "url %s", be->url);
             for (const char *q = be->url; *q; q++)
                 CHECK((unsigned char)*q > 0x20 && *q != 0x7f, "white space in url");

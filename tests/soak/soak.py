@@ -270,7 +270,7 @@ def main():
         rss0 = first[0][1] if first else samples[0][1]
         fd0 = first[0][2] if first else samples[0][2]
         summary = (f"| {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC "
-                   f"| {elapsed:.0f} s | {os.path.basename(os.path.dirname(os.path.dirname(gd.BIN)))}"
+                   f"| {elapsed:.0f} s | {build_name()}"
                    f" | {tally.sent} | {tally.answered} | {tally.abandoned} "
                    f"| {samples[0][1]} / {rss0} / {rss_end} "
                    f"| {samples[0][2]} / {fd0} / {fds_end} "
@@ -282,6 +282,11 @@ def main():
         if g is not None:
             g.kill()
         up.stop()
+
+
+def build_name():
+    """"build" or "build-asan": the build directory the binary came from."""
+    return os.path.basename(os.path.dirname(os.path.dirname(gd.BIN)))
 
 
 def write_report(line):
