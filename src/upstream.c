@@ -1,6 +1,7 @@
 #include "upstream.h"
 
 #include "buf.h"
+#include "clock.h"
 #include "metrics.h"
 
 #include <curl/curl.h>
@@ -25,10 +26,16 @@ struct pool {
     struct event *timer;
     uint64_t hash;
     char *origin;
+    /* Transfers beyond the connection cap wait here, not in curl: curl 7.88 walks its whole
+     * pending list every time a transfer ends, which with thousands queued stalled the loop for
+     * seconds (tests/fault/test_c10k.py). Here a queued transfer costs nothing until its turn. */
+    size_t running; /* handed to curl */
+    struct upstream_xfer *queue_head, *queue_tail;
 };
 
 struct upstream {
     struct event_base *base;
+    bool destroying;
     bool proxy_env; /* a proxy variable was set at start: let curl read the environment */
     struct metrics_worker *metrics;
     long max_host_connections, idle_connections;
@@ -48,6 +55,9 @@ struct upstream_xfer {
     upstream_done_fn done;
     void *arg;
     struct buf body;
+    long timeout_ms;
+    uint64_t queued_at; /* microseconds; nonzero while waiting in the pool's queue */
+    struct upstream_xfer *qnext;
     size_t max_body;
     size_t seen;  /* body bytes received, kept or not */
     bool discard; /* a non-2xx answer: its body is counted, not kept */
@@ -195,10 +205,75 @@ static void unlink_xfer(struct upstream_xfer *x)
 static void easy_defaults(struct upstream *u, CURL *e);
 
 /* Detaches the easy handle from the multi and returns it to the pool, then frees x. */
+/* Hands x to curl. Its timeout is what remains of its own: time spent queued counts, as it
+ * would in curl's own queue. */
+static int submit(struct upstream_xfer *x)
+{
+    long timeout = x->timeout_ms;
+    if (x->queued_at != 0) {
+        long waited = (long)((clock_us() - x->queued_at) / 1000);
+        timeout = waited < timeout ? timeout - waited : 1; /* 1 ms: curl reports the timeout */
+        x->queued_at = 0;
+    }
+    curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, timeout);
+    if (curl_multi_add_handle(x->pool->multi, x->easy) != CURLM_OK)
+        return -1;
+    x->pool->running++;
+    return 0;
+}
+
+static bool pool_full(const struct pool *p)
+{
+    return p->u->max_host_connections > 0 && p->running >= (size_t)p->u->max_host_connections;
+}
+
+/* Starts queued transfers while the pool has room. */
+static void pump(struct pool *p)
+{
+    while (p->queue_head != NULL && !pool_full(p) && !p->u->destroying) {
+        struct upstream_xfer *x = p->queue_head;
+        p->queue_head = x->qnext;
+        if (p->queue_head == NULL)
+            p->queue_tail = NULL;
+        x->qnext = NULL;
+        if (submit(x) < 0) { /* out of memory in curl: put it back, retry on the next exit */
+            x->qnext = p->queue_head;
+            p->queue_head = x;
+            if (p->queue_tail == NULL)
+                p->queue_tail = x;
+            x->queued_at = clock_us();
+            return;
+        }
+    }
+}
+
+static void dequeue(struct upstream_xfer *x)
+{
+    struct pool *p = x->pool;
+    struct upstream_xfer **pp = &p->queue_head, *prev = NULL;
+    while (*pp != NULL && *pp != x) {
+        prev = *pp;
+        pp = &(*pp)->qnext;
+    }
+    if (*pp == NULL)
+        return;
+    *pp = x->qnext;
+    if (p->queue_tail == x)
+        p->queue_tail = prev;
+}
+
+/* Takes x out of curl (or of the queue), returns its easy handle to the spares, frees x, and
+ * lets the next queued transfer of its pool start. */
 static void release(struct upstream_xfer *x)
 {
     struct upstream *u = x->u;
-    curl_multi_remove_handle(x->pool->multi, x->easy);
+    struct pool *p = x->pool;
+    if (x->queued_at != 0) {
+        dequeue(x);
+    } else {
+        curl_multi_remove_handle(p->multi, x->easy);
+        p->running--;
+    }
     if (u->nspare < POOL_MAX) {
         /* curl_easy_reset() is not optional: the handle keeps per-transfer state that later
          * transfers would inherit, such as the count of retries on dead reused connections
@@ -212,6 +287,7 @@ static void release(struct upstream_xfer *x)
     unlink_xfer(x);
     buf_finish(&x->body);
     free(x);
+    pump(p);
 }
 
 static enum agg_error classify(CURLcode rc, bool too_large)
@@ -308,6 +384,7 @@ void upstream_destroy(struct upstream *u)
 {
     if (u == NULL)
         return;
+    u->destroying = true;
     while (u->xfers != NULL)
         release(u->xfers);
     for (size_t i = 0; i < u->nspare; i++)
@@ -470,20 +547,26 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, &x->nodes[0]);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
-    curl_easy_setopt(e, CURLOPT_TIMEOUT_MS, req->timeout_ms);
     curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body);
 
+    x->timeout_ms = req->timeout_ms;
+    if (pool_full(pool)) {
+        x->queued_at = clock_us();
+        if (pool->queue_tail != NULL)
+            pool->queue_tail->qnext = x;
+        else
+            pool->queue_head = x;
+        pool->queue_tail = x;
+    } else if (submit(x) < 0) {
+        curl_easy_cleanup(e);
+        free(x);
+        return NULL;
+    }
     x->next = u->xfers;
     if (u->xfers != NULL)
         u->xfers->prev = x;
     u->xfers = x;
     u->active++;
-    if (curl_multi_add_handle(pool->multi, e) != CURLM_OK) {
-        unlink_xfer(x);
-        curl_easy_cleanup(e);
-        free(x);
-        return NULL;
-    }
     return x;
 }
 
