@@ -19,6 +19,7 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+#include <strings.h>
 #include <sys/socket.h>
 
 /* A GET that carries a body larger than this is refused; smaller ones are read and ignored. */
@@ -65,6 +66,7 @@ struct request {
     enum phase phase;
     bool head;
     bool body_too_large;
+    bool close_after; /* the connection cannot be trusted for another request */
     int status;
     size_t body_seen;
     size_t bytes_out;
@@ -184,6 +186,42 @@ static size_t target_len(struct MHD_Connection *conn, const char *url)
     return n;
 }
 
+struct framing {
+    unsigned content_length, transfer_encoding, host;
+};
+
+static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
+                                     const char *value)
+{
+    struct framing *f = cls;
+    (void)kind;
+    (void)value;
+    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
+        f->content_length++;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
+        f->transfer_encoding++;
+    else if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0)
+        f->host++;
+    return MHD_YES;
+}
+
+/* RFC 9112 says to reject what libmicrohttpd 0.9.75 lets through: more than one
+ * Content-Length, or one beside Transfer-Encoding (libmicrohttpd takes the first length and
+ * reads the rest of the body as a further request: request smuggling past a proxy that framed
+ * it differently), and an HTTP/1.1 request without exactly one Host. NULL when acceptable. */
+static const char *framing_problem(struct MHD_Connection *conn, const char *version)
+{
+    struct framing f = {0, 0, 0};
+    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
+    if (f.content_length > 1)
+        return "conflicting Content-Length headers";
+    if (f.content_length > 0 && f.transfer_encoding > 0)
+        return "both Content-Length and Transfer-Encoding";
+    if (f.host > 1 || (f.host == 0 && strcmp(version, MHD_HTTP_VERSION_1_1) == 0))
+        return "an HTTP/1.1 request needs exactly one Host header";
+    return NULL;
+}
+
 static struct request *request_new(struct httpd *h, struct MHD_Connection *conn, const char *url,
                                    const char *method)
 {
@@ -249,7 +287,7 @@ static enum MHD_Result answer(struct request *r, int status, const char *ctype, 
     MHD_add_response_header(resp, MHD_HTTP_HEADER_CACHE_CONTROL, "no-store");
     if (allow != NULL)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_ALLOW, allow);
-    if (*r->h->w->shared->draining)
+    if (r->close_after || *r->h->w->shared->draining)
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
     enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
@@ -348,13 +386,17 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
 {
     struct httpd *h = cls;
     struct request *r = *req_cls;
-    (void)version;
     (void)upload_data;
 
     if (r == NULL) {
         if ((r = request_new(h, conn, url, method)) == NULL)
             return MHD_NO;
         *req_cls = r;
+        const char *bad = framing_problem(conn, version);
+        if (bad != NULL) {
+            r->close_after = true;
+            return answer_error(r, 400, "bad_request", bad, NULL);
+        }
         if (target_len(conn, url) > MAX_TARGET)
             return answer_error(r, 414, "uri_too_long", "request target too long", NULL);
         const char *cl =
