@@ -35,4 +35,4 @@ if [ "$refs_only" -eq 0 ]; then
 fi
 cd "$ROOT"
 exec "$(bench_python)" "$BENCH_DIR/bench.py" "${gatherd[@]}" "${args[@]}" \
-    --command "bench/run.sh $*"
+    --command "bench/run.sh${*:+ $*}"
