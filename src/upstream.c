@@ -17,6 +17,11 @@
 /* Easy handles kept for reuse: creating one costs a few allocations and option resets. */
 #define POOL_MAX 256
 
+/* Parsed URLs kept per worker (a power of two). A transfer's easy handle points at its entry
+ * until it ends (curl parses again from it on a retry), so the table only starts over, once
+ * half full, at a moment no transfer runs; until then new URLs are parsed by curl. */
+#define URLS_CAP 1024
+
 /* One curl multi handle per upstream origin (scheme, authority). Each keeps its own connection
  * cache, so a cache only ever holds connections that this origin's transfers can reuse, and it
  * stays small: curl 7.88 walks a multi's whole cache on every curl_multi_remove_handle(). */
@@ -41,10 +46,22 @@ struct upstream {
     long max_host_connections, idle_connections;
     size_t active;
     struct upstream_xfer *xfers; /* every running transfer, for destroy */
-    struct pool **pools;         /* open addressing on the origin's hash; never shrinks */
+    struct usock **socks;        /* by descriptor: sockets opened through open_cb */
+    size_t nsocks;
+    struct pool **pools; /* open addressing on the origin's hash; never shrinks */
     size_t npools, pools_cap;
+    struct parsed_url *urls; /* URLS_CAP slots, open addressing on the URL's hash */
+    size_t nurls;
     CURL *spare[POOL_MAX]; /* easy handles kept for reuse */
     size_t nspare;
+};
+
+/* curl 7.88 parses a transfer's URL string on every transfer (about 6 % of a K=3 request's
+ * instructions); handed a parsed CURLU (CURLOPT_CURLU) it only copies it. */
+struct parsed_url {
+    uint64_t hash;
+    char *url;
+    CURLU *h;
 };
 
 /* One per transfer; tied to its easy handle through CURLOPT_PRIVATE. */
@@ -71,18 +88,42 @@ struct upstream_xfer {
 
 static const char user_agent[] = "User-Agent: gatherd/" GATHERD_VERSION;
 
-/* One per socket curl asks us to watch; tied to it with curl_multi_assign. */
+/* One per socket curl asks us to watch; tied to it with curl_multi_assign, and found by
+ * descriptor in upstream.socks while curl has forgotten it.
+ *
+ * curl 7.88 drops a kept-alive connection's socket from its watch list when a transfer ends
+ * (CURL_POLL_REMOVE) and asks for it again when the next transfer reuses the connection: two
+ * epoll_ctl calls and an event allocated and freed per transfer. Instead an established
+ * socket stays registered while its connection idles in curl's cache ("parked"), until
+ * close_cb. That is only safe for sockets whose closing we are told of: those opened through
+ * open_cb and past their TCP connect (curl closes a losing happy-eyeballs attempt without the
+ * close callback, but such a socket was only ever watched for writing). */
 struct usock {
     struct event *ev;
-    short kind;
+    struct pool *pool;
+    short kind;       /* what ev watches; 0 when it is not added */
+    bool established; /* curl waited to read from it: connected, closed through close_cb */
+    bool parked;      /* curl no longer watches it; its connection idles in the cache */
 };
 
+/* A non-NULL slot of upstream.socks without a usock yet: opened by open_cb, not watched. */
+static struct usock sock_opened;
+
 static void check_done(struct pool *p);
+static void urls_clear(struct upstream *u);
 
 static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
 {
-    struct pool *p = arg;
+    struct usock *us = arg;
+    struct pool *p = us->pool;
     int running;
+    if (us->parked) {
+        /* An idle connection became readable: the upstream closed it or misbehaves. curl
+         * finds out when it next tries to reuse or prune it; stop waking up for it. */
+        event_del(us->ev);
+        us->kind = 0;
+        return;
+    }
     int action =
         ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
     curl_multi_socket_action(p->multi, fd, action, &running);
@@ -99,37 +140,70 @@ static void on_timer(evutil_socket_t fd, short kind, void *arg)
     check_done(p);
 }
 
+static struct usock **sock_slot(struct upstream *u, curl_socket_t s)
+{
+    return s >= 0 && (size_t)s < u->nsocks ? &u->socks[s] : NULL;
+}
+
+static void usock_free(struct usock *us)
+{
+    if (us != NULL && us != &sock_opened) {
+        event_free(us->ev);
+        free(us);
+    }
+}
+
 static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
     struct pool *p = userp;
     struct usock *us = socketp;
+    struct usock **slot = sock_slot(p->u, s);
     (void)easy;
 
     if (what == CURL_POLL_REMOVE) {
-        if (us != NULL) {
-            event_free(us->ev);
-            free(us);
+        if (us == NULL)
+            return 0;
+        if (slot != NULL && *slot == us && us->established) {
+            us->parked = true; /* keep watching for reading: the usual next interest */
+            return 0;
         }
+        if (slot != NULL && *slot == us)
+            *slot = &sock_opened;
+        usock_free(us);
         return 0;
     }
     short kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) |
                          ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
+    if (us == NULL && slot != NULL && *slot != NULL && *slot != &sock_opened) {
+        if ((*slot)->pool == p && (*slot)->parked) {
+            us = *slot; /* the parked socket of a reused connection */
+        } else {
+            usock_free(*slot); /* cannot happen; never keep a watch we cannot account for */
+            *slot = &sock_opened;
+        }
+    }
     if (us == NULL) {
         us = calloc(1, sizeof *us);
         if (us == NULL)
             return -1;
-        us->ev = event_new(p->u->base, s, kind, on_socket_event, p);
+        us->pool = p;
+        us->ev = event_new(p->u->base, s, kind, on_socket_event, us);
         if (us->ev == NULL) {
             free(us);
             return -1;
         }
-        curl_multi_assign(p->multi, s, us);
-    } else if (us->kind == kind) {
-        return 0; /* same interest: spare the epoll_ctl */
-    } else {
-        event_del(us->ev);
-        event_assign(us->ev, p->u->base, s, kind, on_socket_event, p);
+        if (slot != NULL && *slot != NULL)
+            *slot = us;
     }
+    if (us->parked || socketp == NULL)
+        curl_multi_assign(p->multi, s, us);
+    us->parked = false;
+    us->established |= (what & CURL_POLL_IN) != 0;
+    if (us->kind == kind)
+        return 0; /* same interest: spare the epoll_ctl */
+    if (us->kind != 0)
+        event_del(us->ev);
+    event_assign(us->ev, p->u->base, s, kind, on_socket_event, us);
     us->kind = kind;
     return event_add(us->ev, NULL) == 0 ? 0 : -1;
 }
@@ -176,16 +250,47 @@ static curl_socket_t open_cb(void *arg, curlsocktype purpose, struct curl_sockad
     struct upstream *u = arg;
     (void)purpose;
     curl_socket_t s = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
-    if (s != CURL_SOCKET_BAD) {
-        metrics_gauge_add(&u->metrics->upstream_connections_open, 1);
-        metrics_add(&u->metrics->upstream_connections_opened, 1);
+    if (s == CURL_SOCKET_BAD)
+        return s;
+    if ((size_t)s >= u->nsocks) {
+        size_t n = u->nsocks ? u->nsocks : 1024;
+        while (n <= (size_t)s)
+            n *= 2;
+        struct usock **socks = realloc(u->socks, n * sizeof *socks);
+        if (socks == NULL) {
+            close(s);
+            return CURL_SOCKET_BAD;
+        }
+        memset(socks + u->nsocks, 0, (n - u->nsocks) * sizeof *socks);
+        u->socks = socks;
+        u->nsocks = n;
     }
+    /* A slot still in use means curl closed that descriptor without telling us (a losing
+     * connect attempt): its watch, if any, is stale. */
+    usock_free(u->socks[s]);
+    u->socks[s] = &sock_opened;
+    metrics_gauge_add(&u->metrics->upstream_connections_open, 1);
+    metrics_add(&u->metrics->upstream_connections_opened, 1);
     return s;
 }
 
 static int close_cb(void *arg, curl_socket_t s)
 {
     struct upstream *u = arg;
+    struct usock **slot = sock_slot(u, s);
+    if (slot != NULL && *slot != NULL) {
+        /* curl has said CURL_POLL_REMOVE first if it was watching the socket: a parked watch
+         * ends here, before the descriptor can be reused. One curl still holds is stopped
+         * now and freed by its CURL_POLL_REMOVE. */
+        struct usock *us = *slot;
+        if (us->parked) {
+            usock_free(us);
+        } else if (us != &sock_opened && us->kind != 0) {
+            event_del(us->ev);
+            us->kind = 0;
+        }
+        *slot = NULL;
+    }
     metrics_gauge_add(&u->metrics->upstream_connections_open, -1);
     return close(s);
 }
@@ -392,6 +497,11 @@ void upstream_destroy(struct upstream *u)
     for (size_t i = 0; i < u->pools_cap; i++)
         if (u->pools[i] != NULL)
             pool_destroy(u->pools[i]);
+    for (size_t i = 0; i < u->nsocks; i++)
+        usock_free(u->socks[i]); /* every multi is gone: nothing refers to these any more */
+    free(u->socks);
+    urls_clear(u);
+    free(u->urls);
     free(u->pools);
     free(u);
 }
@@ -501,6 +611,46 @@ static CURL *easy_new(struct upstream *u)
     return e;
 }
 
+static void urls_clear(struct upstream *u)
+{
+    for (size_t i = 0; u->urls != NULL && i < URLS_CAP; i++) {
+        free(u->urls[i].url);
+        curl_url_cleanup(u->urls[i].h);
+        u->urls[i] = (struct parsed_url){0};
+    }
+    u->nurls = 0;
+}
+
+/* The parsed form of url, owned by u; NULL when it cannot be had, and curl then parses. */
+static CURLU *parsed_url(struct upstream *u, const char *url)
+{
+    if (u->urls == NULL && (u->urls = calloc(URLS_CAP, sizeof *u->urls)) == NULL)
+        return NULL;
+    size_t len = strlen(url);
+    uint64_t hash = fnv1a(url, len);
+    size_t i = hash & (URLS_CAP - 1);
+    for (; u->urls[i].url != NULL; i = (i + 1) & (URLS_CAP - 1))
+        if (u->urls[i].hash == hash && strcmp(u->urls[i].url, url) == 0)
+            return u->urls[i].h;
+    if (u->nurls + 1 > URLS_CAP / 2) {
+        if (u->active > 0)
+            return NULL;
+        urls_clear(u);
+        i = hash & (URLS_CAP - 1);
+    }
+    /* Parsed as curl parses a URL string (gatherd's always name http or https). */
+    CURLU *h = curl_url();
+    char *copy = strdup(url);
+    if (h == NULL || copy == NULL || curl_url_set(h, CURLUPART_URL, url, 0) != CURLUE_OK) {
+        curl_url_cleanup(h);
+        free(copy);
+        return NULL;
+    }
+    u->urls[i] = (struct parsed_url){hash, copy, h};
+    u->nurls++;
+    return h;
+}
+
 struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_req *req,
                                      upstream_done_fn done, void *arg)
 {
@@ -542,7 +692,11 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
         x->nodes[nnodes - 1].next = NULL;
     }
 
-    curl_easy_setopt(e, CURLOPT_URL, req->url);
+    CURLU *h = parsed_url(u, req->url);
+    if (h != NULL)
+        curl_easy_setopt(e, CURLOPT_CURLU, h);
+    else
+        curl_easy_setopt(e, CURLOPT_URL, req->url);
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, &x->nodes[0]);

@@ -4,6 +4,7 @@ kept alive too."""
 
 import http.client
 import json
+import os
 import socket
 import time
 import unittest
@@ -57,6 +58,29 @@ class KeepAliveTest(unittest.TestCase):
             status, _, body = http_get(self.gd.url("/stale"))
             self.assertEqual(status, 200, f"request {i}: {body!r}")
             self.assertEqual(json.loads(body)["errors"], [], f"request {i}")
+
+    def test_idle_connection_closed_by_upstream_costs_nothing(self):
+        # An idle pooled connection stays registered with the loop (upstream.c parks it): when
+        # the upstream closes it, the socket becomes readable for good. The loop must stop
+        # watching it rather than wake up for it again and again.
+        for i in range(5):
+            status, _, body = http_get(self.gd.url("/stale"))
+            self.assertEqual(status, 200, f"request {i}: {body!r}")
+        self.up.wait_le("connections_active", 0)
+        with open(f"/proc/{self.gd.proc.pid}/stat") as f:
+            before = f.read().rsplit(")", 1)[1].split()
+        t0 = time.monotonic()
+        time.sleep(1.0)  # measuring idleness: nothing to await
+        with open(f"/proc/{self.gd.proc.pid}/stat") as f:
+            after = f.read().rsplit(")", 1)[1].split()
+        wall = time.monotonic() - t0
+        # utime and stime are fields 14 and 15 of stat, 12 and 13 after the command name.
+        ticks = sum(int(after[i]) - int(before[i]) for i in (11, 12))
+        cpu = ticks / os.sysconf("SC_CLK_TCK")
+        self.assertLess(cpu, 0.3 * wall, f"gatherd busy while idle: {cpu:.2f}s CPU in {wall:.2f}s")
+        status, _, body = http_get(self.gd.url("/stale"))
+        self.assertEqual(status, 200, body)
+        self.assertEqual(json.loads(body)["errors"], [])
 
     def test_reused_connection_reset_is_retried(self):
         # Deterministic form of the stale keep-alive race: every time gatherd reuses the pooled
