@@ -12,6 +12,7 @@
 #include <string.h>
 #include <strings.h>
 #include <sys/socket.h>
+#include <sys/stat.h>
 #include <unistd.h>
 
 /* Easy handles kept for reuse: creating one costs a few allocations and option resets. */
@@ -47,6 +48,7 @@ struct upstream {
     size_t active;
     struct upstream_xfer *xfers; /* every running transfer, for destroy */
     struct usock **socks;        /* by descriptor: sockets opened through open_cb */
+    ino_t *inos;                 /* by descriptor: which socket open_cb opened there */
     size_t nsocks;
     struct pool **pools; /* open addressing on the origin's hash; never shrinks */
     size_t npools, pools_cap;
@@ -96,8 +98,9 @@ static const char user_agent[] = "User-Agent: gatherd/" GATHERD_VERSION;
  * epoll_ctl calls and an event allocated and freed per transfer. Instead an established
  * socket stays registered while its connection idles in curl's cache ("parked"), until
  * close_cb. That is only safe for sockets whose closing we are told of: those opened through
- * open_cb and past their TCP connect (curl closes a losing happy-eyeballs attempt without the
- * close callback, but such a socket was only ever watched for writing). */
+ * open_cb and past their TCP connect. curl 7.88 closes a connect attempt that loses the
+ * happy-eyeballs race or is cancelled without the close callback, but such a socket was only
+ * ever watched for writing, and its CURL_POLL_REMOVE forgets it. */
 struct usock {
     struct event *ev;
     struct pool *pool;
@@ -145,6 +148,22 @@ static struct usock **sock_slot(struct upstream *u, curl_socket_t s)
     return s >= 0 && (size_t)s < u->nsocks ? &u->socks[s] : NULL;
 }
 
+/* Whether s is still the socket open_cb opened under that number. Asked only when curl may
+ * have closed it without the close callback, which happens to connect attempts, not per
+ * transfer. */
+static bool sock_still_ours(struct upstream *u, curl_socket_t s)
+{
+    struct stat st;
+    return fstat(s, &st) == 0 && st.st_ino == u->inos[s];
+}
+
+/* curl closed a socket of ours without the close callback: account for it. */
+static void sock_lost(struct upstream *u, struct usock **slot)
+{
+    *slot = NULL;
+    metrics_gauge_add(&u->metrics->upstream_connections_open, -1);
+}
+
 static void usock_free(struct usock *us)
 {
     if (us != NULL && us != &sock_opened) {
@@ -167,8 +186,14 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
             us->parked = true; /* keep watching for reading: the usual next interest */
             return 0;
         }
-        if (slot != NULL && *slot == us)
-            *slot = &sock_opened;
+        /* Not established: a connect attempt. curl may close one without the close callback
+         * (a losing or cancelled attempt), so the descriptor is no longer treated as ours. */
+        if (slot != NULL && *slot == us) {
+            if (sock_still_ours(p->u, s))
+                *slot = &sock_opened;
+            else
+                sock_lost(p->u, slot);
+        }
         usock_free(us);
         return 0;
     }
@@ -192,8 +217,12 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
             free(us);
             return -1;
         }
-        if (slot != NULL && *slot != NULL)
-            *slot = us;
+        if (slot != NULL && *slot == &sock_opened) {
+            if (sock_still_ours(p->u, s))
+                *slot = us;
+            else
+                sock_lost(p->u, slot); /* this descriptor is now curl's resolver's, say */
+        }
     }
     if (us->parked || socketp == NULL)
         curl_multi_assign(p->multi, s, us);
@@ -257,18 +286,30 @@ static curl_socket_t open_cb(void *arg, curlsocktype purpose, struct curl_sockad
         while (n <= (size_t)s)
             n *= 2;
         struct usock **socks = realloc(u->socks, n * sizeof *socks);
-        if (socks == NULL) {
+        if (socks != NULL)
+            u->socks = socks;
+        ino_t *inos = socks ? realloc(u->inos, n * sizeof *inos) : NULL;
+        if (inos == NULL) {
             close(s);
             return CURL_SOCKET_BAD;
         }
-        memset(socks + u->nsocks, 0, (n - u->nsocks) * sizeof *socks);
-        u->socks = socks;
+        u->inos = inos;
+        memset(u->socks + u->nsocks, 0, (n - u->nsocks) * sizeof *u->socks);
         u->nsocks = n;
     }
-    /* A slot still in use means curl closed that descriptor without telling us (a losing
-     * connect attempt): its watch, if any, is stale. */
-    usock_free(u->socks[s]);
+    struct stat st;
+    if (fstat(s, &st) != 0) {
+        close(s);
+        return CURL_SOCKET_BAD;
+    }
+    /* A slot still in use means curl closed that descriptor without telling us (an abandoned
+     * connect attempt): its watch, if any, is stale, and it is no longer open. */
+    if (u->socks[s] != NULL) {
+        usock_free(u->socks[s]);
+        sock_lost(u, &u->socks[s]);
+    }
     u->socks[s] = &sock_opened;
+    u->inos[s] = st.st_ino;
     metrics_gauge_add(&u->metrics->upstream_connections_open, 1);
     metrics_add(&u->metrics->upstream_connections_opened, 1);
     return s;
@@ -500,6 +541,7 @@ void upstream_destroy(struct upstream *u)
     for (size_t i = 0; i < u->nsocks; i++)
         usock_free(u->socks[i]); /* every multi is gone: nothing refers to these any more */
     free(u->socks);
+    free(u->inos);
     urls_clear(u);
     free(u->urls);
     free(u->pools);
