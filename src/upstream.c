@@ -100,7 +100,8 @@ static const char user_agent[] = "User-Agent: gatherd/" GATHERD_VERSION;
  * close_cb. That is only safe for sockets whose closing we are told of: those opened through
  * open_cb and past their TCP connect. curl 7.88 closes a connect attempt that loses the
  * happy-eyeballs race or is cancelled without the close callback, but such a socket was only
- * ever watched for writing, and its CURL_POLL_REMOVE forgets it. */
+ * ever watched for writing; when curl stops watching it, an fstat tells whether it is still
+ * the socket open_cb made (sock_still_ours). */
 struct usock {
     struct event *ev;
     struct pool *pool;
