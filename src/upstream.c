@@ -15,8 +15,16 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
-/* Easy handles kept for reuse: creating one costs a few allocations and option resets. */
+/* Easy handles kept for reuse, per receive buffer size: creating one costs more than reusing
+ * it (bench/RESULTS.md). */
 #define POOL_MAX 256
+
+/* curl's receive buffer, allocated once per easy handle: 16 KiB by default, which is most of a
+ * transfer's memory when thousands wait on slow upstreams. A URL gets a handle with a buffer
+ * of SMALL_BUFFER until one of its answers (head and body) has been larger; a larger answer
+ * takes a few more reads into it. */
+#define SMALL_BUFFER 2048L
+enum { BUF_SMALL, BUF_DEFAULT, BUF_CLASSES };
 
 /* Parsed URLs kept per worker (a power of two). A transfer's easy handle points at its entry
  * until it ends (curl parses again from it on a retry), so the table only starts over, once
@@ -54,8 +62,8 @@ struct upstream {
     size_t npools, pools_cap;
     struct parsed_url *urls; /* URLS_CAP slots, open addressing on the URL's hash */
     size_t nurls;
-    CURL *spare[POOL_MAX]; /* easy handles kept for reuse */
-    size_t nspare;
+    CURL *spare[BUF_CLASSES][POOL_MAX]; /* easy handles kept for reuse, by buffer size */
+    size_t nspare[BUF_CLASSES];
 };
 
 /* curl 7.88 parses a transfer's URL string on every transfer (about 6 % of a K=3 request's
@@ -64,6 +72,7 @@ struct parsed_url {
     uint64_t hash;
     char *url;
     CURLU *h;
+    size_t largest; /* largest answer seen, head and body */
 };
 
 /* One per transfer; tied to its easy handle through CURLOPT_PRIVATE. */
@@ -71,6 +80,10 @@ struct upstream_xfer {
     struct upstream *u;
     struct pool *pool;
     CURL *easy;
+    int buf_class;
+    struct parsed_url *url; /* NULL when curl parses the URL string */
+    int requests;           /* times curl was about to send the request: 2 or more on a retry */
+    bool reusable;          /* the handle may serve another transfer as it is */
     upstream_done_fn done;
     void *arg;
     struct buf body;
@@ -349,8 +362,6 @@ static void unlink_xfer(struct upstream_xfer *x)
     u->active--;
 }
 
-static void easy_defaults(struct upstream *u, CURL *e);
-
 /* Detaches the easy handle from the multi and returns it to the pool, then frees x. */
 /* Hands x to curl. Its timeout is what remains of its own: time spent queued counts, as it
  * would in curl's own queue. */
@@ -421,13 +432,15 @@ static void release(struct upstream_xfer *x)
         curl_multi_remove_handle(p->multi, x->easy);
         p->running--;
     }
-    if (u->nspare < POOL_MAX) {
-        /* curl_easy_reset() is not optional: the handle keeps per-transfer state that later
-         * transfers would inherit, such as the count of retries on dead reused connections
-         * (after five in the handle's whole life, a sixth stale connection would fail). */
-        curl_easy_reset(x->easy);
-        easy_defaults(u, x->easy);
-        u->spare[u->nspare++] = x->easy;
+    /* A handle is reused as it is, without curl_easy_reset() (which would put its buffer size
+     * back to 16 KiB over a smaller buffer, and costs 4 % of a request), only after a plain
+     * success or when it never ran: curl keeps per-handle state such as the count of retries
+     * on dead reused connections (after five in a handle's life, a sixth stale connection
+     * would fail), so a handle that retried, failed or was cancelled is closed instead. */
+    size_t *n = &u->nspare[x->buf_class];
+    if ((x->reusable || x->requests == 0) && *n < POOL_MAX) {
+        curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, NULL); /* x->errbuf goes with x */
+        u->spare[x->buf_class][(*n)++] = x->easy;
     } else {
         curl_easy_cleanup(x->easy);
     }
@@ -473,12 +486,20 @@ static void check_done(struct pool *p)
         struct upstream_result res = {AGG_E_NONE, 0, NULL, 0, NULL};
         char message[CURL_ERROR_SIZE + 64];
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &res.status);
+        x->reusable = rc == CURLE_OK && x->requests == 1;
         if (res.status != 0 && !is_success(res.status)) {
             /* The status line decides: a 503 stays a 503 even if its body then ran over the
              * cap or was cut short. */
         } else if (rc == CURLE_OK) {
             res.len = x->body.len;
             res.body = buf_steal(&x->body, NULL);
+            if (x->url != NULL) {
+                long head = 0;
+                curl_easy_getinfo(easy, CURLINFO_HEADER_SIZE, &head);
+                size_t size = x->seen + (size_t)head;
+                if (size > x->url->largest)
+                    x->url->largest = size;
+            }
         } else {
             res.status = 0;
             res.error = classify(rc, x->too_large);
@@ -534,8 +555,9 @@ void upstream_destroy(struct upstream *u)
     u->destroying = true;
     while (u->xfers != NULL)
         release(u->xfers);
-    for (size_t i = 0; i < u->nspare; i++)
-        curl_easy_cleanup(u->spare[i]);
+    for (int c = 0; c < BUF_CLASSES; c++)
+        for (size_t i = 0; i < u->nspare[c]; i++)
+            curl_easy_cleanup(u->spare[c][i]);
     for (size_t i = 0; i < u->pools_cap; i++)
         if (u->pools[i] != NULL)
             pool_destroy(u->pools[i]);
@@ -627,13 +649,7 @@ static struct pool *pool_for(struct upstream *u, const char *url)
     return p;
 }
 
-/* The options every transfer shares; the rest are set per transfer.
- *
- * Not CURLOPT_BUFFERSIZE, though a smaller receive buffer than curl's 16 KiB would save memory
- * with thousands of transfers in flight: curl 7.88 allocates the buffer once per handle and
- * refuses the option afterwards, while curl_easy_reset() puts the size back to 16 KiB, so a
- * reused handle would read 16 KiB into a smaller buffer. Fresh handles instead of reused ones
- * cost 13 % more instructions per request (bench/RESULTS.md). */
+/* The options every transfer shares; the rest are set per transfer. */
 static void easy_defaults(struct upstream *u, CURL *e)
 {
     curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
@@ -652,11 +668,27 @@ static void easy_defaults(struct upstream *u, CURL *e)
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, u);
 }
 
-static CURL *easy_new(struct upstream *u)
+/* Counts how often curl is about to send the request: more than once means it retried. */
+static int prereq_cb(void *arg, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+    struct upstream_xfer *x = arg;
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    x->requests++;
+    return CURL_PREREQFUNC_OK;
+}
+
+static CURL *easy_new(struct upstream *u, int buf_class)
 {
     CURL *e = curl_easy_init();
-    if (e != NULL)
-        easy_defaults(u, e);
+    if (e == NULL)
+        return NULL;
+    easy_defaults(u, e);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, prereq_cb);
+    if (buf_class == BUF_SMALL)
+        curl_easy_setopt(e, CURLOPT_BUFFERSIZE, SMALL_BUFFER);
     return e;
 }
 
@@ -671,7 +703,7 @@ static void urls_clear(struct upstream *u)
 }
 
 /* The parsed form of url, owned by u; NULL when it cannot be had, and curl then parses. */
-static CURLU *parsed_url(struct upstream *u, const char *url)
+static struct parsed_url *parsed_url(struct upstream *u, const char *url)
 {
     if (u->urls == NULL && (u->urls = calloc(URLS_CAP, sizeof *u->urls)) == NULL)
         return NULL;
@@ -680,7 +712,7 @@ static CURLU *parsed_url(struct upstream *u, const char *url)
     size_t i = hash & (URLS_CAP - 1);
     for (; u->urls[i].url != NULL; i = (i + 1) & (URLS_CAP - 1))
         if (u->urls[i].hash == hash && strcmp(u->urls[i].url, url) == 0)
-            return u->urls[i].h;
+            return &u->urls[i];
     if (u->nurls + 1 > URLS_CAP / 2) {
         if (u->active > 0)
             return NULL;
@@ -695,9 +727,9 @@ static CURLU *parsed_url(struct upstream *u, const char *url)
         free(copy);
         return NULL;
     }
-    u->urls[i] = (struct parsed_url){hash, copy, h};
+    u->urls[i] = (struct parsed_url){hash, copy, h, 0};
     u->nurls++;
-    return h;
+    return &u->urls[i];
 }
 
 struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_req *req,
@@ -717,11 +749,15 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
     struct upstream_xfer *x = calloc(1, sizeof *x + nnodes * sizeof x->nodes[0]);
     if (x == NULL)
         return NULL;
-    CURL *e = u->nspare > 0 ? u->spare[--u->nspare] : easy_new(u);
+    struct parsed_url *url = parsed_url(u, req->url);
+    int cls = url != NULL && url->largest <= (size_t)SMALL_BUFFER ? BUF_SMALL : BUF_DEFAULT;
+    CURL *e = u->nspare[cls] > 0 ? u->spare[cls][--u->nspare[cls]] : easy_new(u, cls);
     if (e == NULL) {
         free(x);
         return NULL;
     }
+    x->buf_class = cls;
+    x->url = url;
     x->u = u;
     x->pool = pool;
     x->easy = e;
@@ -741,12 +777,17 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
         x->nodes[nnodes - 1].next = NULL;
     }
 
-    CURLU *h = parsed_url(u, req->url);
-    if (h != NULL)
-        curl_easy_setopt(e, CURLOPT_CURLU, h);
-    else
+    /* A reused handle still holds the last transfer's URL, set or rebuilt by curl: curl would
+     * prefer that string to a new CURLU (and retry with it), so it goes first. */
+    if (url != NULL) {
+        curl_easy_setopt(e, CURLOPT_URL, NULL);
+        curl_easy_setopt(e, CURLOPT_CURLU, url->h);
+    } else {
+        curl_easy_setopt(e, CURLOPT_CURLU, NULL);
         curl_easy_setopt(e, CURLOPT_URL, req->url);
+    }
     curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
     curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, &x->nodes[0]);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);

@@ -29,6 +29,8 @@ class KeepAliveTest(unittest.TestCase):
             ], timeout_ms=10000),
             endpoint("/slow", [("s", u("/ok?id=slow&delay_ms=300"))], timeout_ms=10000),
             endpoint("/raced", [("r", u("/ok?id=r&reset_next=1"))], timeout_ms=10000),
+            endpoint("/cycle", [("c", u("/cycle?sizes=100,6000,300,40000,20"))],
+                     timeout_ms=10000),
         )
         cls.gd = Gatherd(cls.gd_cfg)
 
@@ -81,6 +83,19 @@ class KeepAliveTest(unittest.TestCase):
         status, _, body = http_get(self.gd.url("/stale"))
         self.assertEqual(status, 200, body)
         self.assertEqual(json.loads(body)["errors"], [])
+
+    def test_answers_outgrow_the_small_receive_buffer(self):
+        # Handles are kept per receive-buffer size and a URL gets a small buffer until one of
+        # its answers was larger (upstream.c): answers that grow and shrink on the same URL,
+        # on reused handles and connections, arrive whole.
+        sizes = [100, 6000, 300, 40000, 20]
+        for i in range(3 * len(sizes)):
+            status, _, body = http_get(self.gd.url("/cycle"))
+            self.assertEqual(status, 200, body)
+            doc = json.loads(body)
+            self.assertEqual(doc["errors"], [], f"request {i}")
+            got = doc["results"][0]
+            self.assertEqual(len(got["pad"]), sizes[got["n"] % len(sizes)], f"request {i}")
 
     def test_reused_connection_reset_is_retried(self):
         # Deterministic form of the stale keep-alive race: every time gatherd reuses the pooled

@@ -275,6 +275,7 @@ class Server:
     def __init__(self, fixtures):
         self.fixtures = fixtures
         self.stats = Stats()
+        self.cycles = {}  # /cycle query -> requests answered
 
     async def handle(self, reader, writer):
         conn = Conn(self, reader, writer)
@@ -427,6 +428,13 @@ class Server:
             except ValueError:
                 code = 400
             return await r(json_bytes({"error": code}), code)
+        if path == "/cycle":
+            # The same URL answers bodies of changing size: the nth request for this query
+            # gets {"n": n, "pad": "xx..."} with a pad of sizes[n % len(sizes)] bytes.
+            sizes = [int(v) for v in q.get("sizes", "0").split(",")]
+            n = self.cycles.get(rawq, 0)
+            self.cycles[rawq] = n + 1
+            return await r(json_bytes({"n": n, "pad": "x" * sizes[n % len(sizes)]}))
         if path == "/empty":
             return await r(b"")
         if path == "/truncated":
