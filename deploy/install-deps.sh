@@ -7,7 +7,8 @@ pkgs=(build-essential meson ninja-build pkg-config python3 ca-certificates curl
       libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libevent-dev)
 if [ "${1:-}" = "--test" ]; then
     pkgs+=(clang libclang-rt-14-dev nginx-light wrk iproute2 procps prometheus valgrind
-           podman runc debootstrap uidmap fuse-overlayfs slirp4netns)
+           podman runc debootstrap uidmap fuse-overlayfs slirp4netns catatonit podman-compose
+           golang-github-containernetworking-plugin-dnsname)
 fi
 missing=()
 for p in "${pkgs[@]}"; do

@@ -25,7 +25,7 @@ ct_cleanup_extra() {
   podman network rm -f "${PROJECT}_default" >/dev/null 2>&1 || true
 }
 
-ct_setup podman-compose
+ct_setup podman-compose golang-github-containernetworking-plugin-dnsname
 ct_base_image
 ct_build_image || { summary; exit 1; }
 
