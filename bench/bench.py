@@ -825,6 +825,44 @@ def strip_ipc(line):
     return re.sub(r"(\s+-)+\s*$", "", line)
 
 
+def served(port):
+    """Requests gatherd has answered on /agg, from its own metrics."""
+    _, body = http_get(f"http://127.0.0.1:{port}/metrics")
+    return sum(float(l.rsplit(" ", 1)[1]) for l in body.decode().splitlines()
+               if l.startswith('gatherd_requests_total{endpoint="/agg"'))
+
+
+SYSCALLS = ("epoll_wait", "epoll_ctl", "poll", "recvfrom", "sendto", "sendmsg", "read",
+            "write", "accept4", "close", "setsockopt")
+
+
+def count_syscalls(wrk, pid, secs, total):
+    """Counts gatherd's system calls and context switches per request under load, with perf's
+    syscall tracepoints: the kernel's share of a request is mostly these."""
+    events = ["raw_syscalls:sys_enter", "context-switches"] + [
+        f"syscalls:sys_enter_{name}" for name in SYSCALLS]
+    n0 = served(GATHERD_PORT)
+    rec = subprocess.run(["perf", "stat", "-x", ",", "-e", ",".join(events), "-p", str(pid),
+                          "--", "sleep", str(secs)], capture_output=True, text=True,
+                         timeout=secs + 60)
+    n = max(served(GATHERD_PORT) - n0, 1)  # a little more than perf saw: an upper bound
+    out, _ = wrk.communicate(timeout=total + 60)
+    PROCS.stop(wrk)
+    w = parse_wrk(out)
+    if rec.returncode != 0:
+        print(f"perf stat failed:\n{rec.stderr}")
+        return 3
+    print(f"load: {w['rps']:,.0f} req/s, p50 {fmt_ms(w['p50'])}, p99 {fmt_ms(w['p99'])}; "
+          f"per request ({n:,.0f} requests):")
+    for line in rec.stderr.splitlines():
+        f = line.split(",")
+        if len(f) > 2 and f[0].replace(".", "").isdigit():
+            name = f[2].replace("syscalls:sys_enter_", "").replace("raw_syscalls:sys_enter",
+                                                                   "all system calls")
+            print(f"  {name:<18} {float(f[0]) / n:8.2f}")
+    return 0
+
+
 def profile(runner, sc, secs):
     env = runner.env
     p, d, cfg = runner.start_gatherd(sc, sc.get("access_log", False))
@@ -837,6 +875,8 @@ def profile(runner, sc, secs):
                           stderr=subprocess.STDOUT, text=True)
         time.sleep(warm)
         data = os.path.join(d, "perf.data")
+        if runner.args.syscalls:
+            return count_syscalls(wrk, p.pid, secs, total)
         if runner.args.valgrind:
             time.sleep(secs)
             out, _ = wrk.communicate(timeout=total + 60)
@@ -906,6 +946,8 @@ def main():
     ap.add_argument("--profile-seconds", type=int, default=5)
     ap.add_argument("--top", type=int, default=45, help="profile: symbols to print")
     ap.add_argument("--valgrind", action="store_true", help="profile under callgrind")
+    ap.add_argument("--syscalls", action="store_true",
+                    help="profile: count system calls per request (perf stat) instead")
     ap.add_argument("--command", default=" ".join(sys.argv), help=argparse.SUPPRESS)
     args = ap.parse_args()
     if args.list:

@@ -6,6 +6,7 @@
 # Without a working perf it runs the scenario under valgrind --tool=callgrind instead.
 #
 #   bench/profile.sh [SCENARIO] [--profile-seconds N] [--top N] [--keep] [--valgrind]
+#   bench/profile.sh k3 --syscalls     system calls and context switches per request instead
 set -euo pipefail
 . "$(dirname "${BASH_SOURCE[0]}")/lib.sh"
 
