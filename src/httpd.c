@@ -55,6 +55,15 @@ struct httpd {
     struct metrics_endpoint *m_unmatched, *m_healthz, *m_readyz, *m_metrics;
 };
 
+/* One per client connection, registered with the loop for the connection's whole life:
+ * registering only while a request is suspended cost an epoll_ctl ADD and DEL and an event
+ * allocation per request. Created and freed in on_connection(). */
+struct conn_watch {
+    struct event *ev;
+    struct request *parked; /* the request suspended on this connection, if any */
+    bool gone;              /* a hang-up was seen while nothing was suspended */
+};
+
 /* Everything one request owns; freed in on_completed() only. */
 struct request {
     struct httpd *h;
@@ -71,7 +80,7 @@ struct request {
     size_t body_seen;
     size_t bytes_out;
     struct fanout *fanout;
-    struct event *watch; /* client departure while suspended */
+    struct conn_watch *watch; /* its connection's, while suspended */
     int answer_status;
     char *answer;
     size_t answer_len;
@@ -123,7 +132,7 @@ static void unlink_waiting(struct request *r)
 static void resume(struct request *r, enum phase phase)
 {
     if (r->watch != NULL) {
-        event_free(r->watch);
+        r->watch->parked = NULL;
         r->watch = NULL;
     }
     unlink_waiting(r);
@@ -141,13 +150,24 @@ static void on_join_ready(void *arg, int status, char *body, size_t len)
     resume(r, PH_READY);
 }
 
-/* The suspended connection's socket is watched edge-triggered for both data and hang-up:
- * pipelined bytes wake us once and are left for the daemon; EOF, a reset or a half-close
- * means the client left (nginx treats a half-close the same way), so its upstream transfers
- * are cancelled at once. */
+/* The connection's socket is watched edge-triggered for hang-up (EV_CLOSED: a FIN, whether
+ * the client closed or half-closed) and for EV_WRITE, which is how libevent delivers a reset
+ * (EPOLLHUP|EPOLLERR) to an event that does not ask for EV_READ. Not asking for EV_READ keeps
+ * a request's own bytes, and pipelined ones, from waking us: the daemon reads those.
+ *
+ * While a request is suspended, a hang-up means the client left (nginx treats a half-close
+ * the same way), so its upstream transfers are cancelled at once; a bare EV_WRITE is either a
+ * reset or the send buffer draining after an earlier answer, and a peek tells which.
+ * Otherwise the daemon sees a reset itself, and a half-close is remembered so that a request
+ * dispatched after it (the edge does not come again) counts as abandoned. */
 static void on_client_event(evutil_socket_t fd, short what, void *arg)
 {
-    struct request *r = arg;
+    struct conn_watch *cw = arg;
+    struct request *r = cw->parked;
+    if (r == NULL) {
+        cw->gone |= (what & EV_CLOSED) != 0;
+        return;
+    }
     if (!(what & EV_CLOSED)) {
         char c;
         ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
@@ -360,18 +380,22 @@ static enum MHD_Result dispatch(struct request *r)
     if (w->drain_expired)
         return answer_error(r, 503, "draining", "the server is shutting down", NULL);
 
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct conn_watch *cw = ci != NULL ? ci->socket_context : NULL;
+    if (cw != NULL && cw->gone) {
+        r->phase = PH_GONE; /* answered 499 by on_completed() when the daemon closes */
+        return MHD_NO;
+    }
     struct fanout_env env = {w->base, w->upstream, w->id};
     r->fanout = fanout_start(&env, r->ep, r->rid, on_join_ready, r);
     if (r->fanout == NULL)
         return answer_error(r, 500, "internal", "out of memory", NULL);
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-    if (ci != NULL)
-        r->watch = event_new(w->base, ci->connect_fd, EV_READ | EV_CLOSED | EV_ET | EV_PERSIST,
-                             on_client_event, r);
     MHD_suspend_connection(r->conn);
-    if (r->watch != NULL)
-        event_add(r->watch, NULL);
+    if (cw != NULL) {
+        cw->parked = r;
+        r->watch = cw;
+    }
     r->phase = PH_WAITING;
     r->next = h->waiting;
     if (h->waiting != NULL)
@@ -476,7 +500,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
 
     unlink_waiting(r);
     if (r->watch != NULL)
-        event_free(r->watch);
+        r->watch->parked = NULL;
     fanout_destroy(r->fanout);
     free(r->answer);
     config_unref(r->cfg);
@@ -487,17 +511,39 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     worker_request_finished(h->w);
 }
 
+/* Creates the connection's watch (without one, a client leaving is only noticed when its
+ * answer is sent) and frees it when libmicrohttpd lets go of the connection, before it closes
+ * the descriptor. */
 static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_ctx,
                           enum MHD_ConnectionNotificationCode code)
 {
     struct httpd *h = cls;
-    (void)conn;
-    (void)socket_ctx;
+    struct conn_watch *cw = *socket_ctx;
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         metrics_gauge_add(&h->w->metrics->http_connections_open, 1);
         metrics_add(&h->w->metrics->http_connections_opened, 1);
+        const union MHD_ConnectionInfo *ci =
+            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+        if (ci == NULL || (cw = calloc(1, sizeof *cw)) == NULL)
+            return;
+        cw->ev = event_new(h->w->base, ci->connect_fd, EV_WRITE | EV_CLOSED | EV_ET | EV_PERSIST,
+                           on_client_event, cw);
+        if (cw->ev == NULL || event_add(cw->ev, NULL) != 0) {
+            if (cw->ev != NULL)
+                event_free(cw->ev);
+            free(cw);
+            return;
+        }
+        *socket_ctx = cw;
     } else {
         metrics_gauge_add(&h->w->metrics->http_connections_open, -1);
+        if (cw != NULL) {
+            if (cw->parked != NULL)
+                cw->parked->watch = NULL;
+            event_free(cw->ev);
+            free(cw);
+            *socket_ctx = NULL;
+        }
     }
 }
 
