@@ -17,7 +17,7 @@ import time
 import unittest
 
 import gd
-from gd import FakeUpstream, Gatherd, http_get
+from gd import FakeUpstream, Gatherd, http_get, wait_until  # noqa: F401 (re-exported)
 
 
 def join(url, timeout=15, headers=None):
@@ -38,18 +38,6 @@ def metrics(g):
 
 def metric(g, name):
     return gd.metric_sum(metrics(g), name)
-
-
-def wait_until(pred, timeout, what, interval=0.02):
-    """Poll pred() until it is truthy (return its value) or raise after timeout seconds."""
-    deadline = time.monotonic() + timeout
-    while True:
-        v = pred()
-        if v:
-            return v
-        if time.monotonic() > deadline:
-            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
-        time.sleep(interval)
 
 
 def recv_until_closed(s, timeout):

@@ -746,3 +746,16 @@ def metric_sum(text, name):
             total += float(m.group(3))
             found = True
     return total if found else None
+
+
+def wait_until(pred, timeout, what, interval=0.02):
+    """Poll pred() until it is truthy (return its value) or raise after timeout seconds.  For
+    conditions nothing announces, such as a counter gatherd updates just after an answer."""
+    deadline = time.monotonic() + timeout
+    while True:
+        v = pred()
+        if v:
+            return v
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout}s waiting for {what}")
+        time.sleep(interval)
