@@ -759,3 +759,205 @@ def wait_until(pred, timeout, what, interval=0.02):
         if time.monotonic() > deadline:
             raise AssertionError(f"timed out after {timeout}s waiting for {what}")
         time.sleep(interval)
+
+
+# ---------------------------------------------------------------------------------------------
+# Prometheus text exposition format 0.0.4, parsed strictly
+
+
+class ExpositionError(AssertionError):
+    """The text is not a valid exposition; the message names the line."""
+
+
+METRIC_TYPES = ("counter", "gauge", "histogram", "summary", "untyped")
+_NAME = re.compile(r"[a-zA-Z_:][a-zA-Z0-9_:]*")
+_LABEL_NAME = re.compile(r"[a-zA-Z_][a-zA-Z0-9_]*")
+# Go's ParseFloat forms as Prometheus writes them; Python's float() also takes "1_0", "inf",
+# "infinity" and "nan" in any case, which the format does not.
+FLOAT = re.compile(r"[+-]?(?:[0-9]+\.?[0-9]*|\.[0-9]+)(?:[eE][+-]?[0-9]+)?|[+-]?Inf|NaN")
+_TIMESTAMP = re.compile(r"-?[0-9]+")
+_BLANKS = re.compile(r"[ \t]*")
+_META = re.compile(r"#[ \t]+(HELP|TYPE)(?:[ \t]+([^ \t]*)(?:[ \t]+(.*))?)?$")
+_SUFFIXES = {"histogram": ("_bucket", "_sum", "_count"), "summary": ("", "_sum", "_count")}
+
+
+class Exposition:
+    """A parsed exposition: ``types`` and ``helps`` by family name; ``samples`` maps
+    (sample name, frozenset of label pairs) to the value, in the order written."""
+
+    def __init__(self):
+        self.types = {}
+        self.helps = {}
+        self.samples = {}
+        self.family = {}  # sample key -> family name
+
+    def get(self, name, **labels):
+        """The value of the series with exactly these labels, or None."""
+        return self.samples.get((name, frozenset(labels.items())))
+
+    def series(self, name):
+        """[(labels dict, value)] of every sample called ``name``."""
+        return [(dict(k[1]), v) for k, v in self.samples.items() if k[0] == name]
+
+    def of_family(self, family):
+        """[(sample name, labels dict, value)] of every sample of a family."""
+        return [(k[0], dict(k[1]), v) for k, v in self.samples.items()
+                if self.family[k] == family]
+
+
+def _unescape(s, i, escapes, fail, quote=None):
+    """Read s from i to an unescaped ``quote`` (to the end when None), undoing the backslash
+    escapes in ``escapes`` (``n`` is a line feed) and refusing any other; (text, index after)."""
+    out = []
+    while True:
+        if i >= len(s):
+            if quote is not None:
+                fail("unterminated label value")
+            return "".join(out), i
+        c = s[i]
+        if c == "\\":
+            esc = s[i + 1:i + 2]
+            if esc not in escapes:
+                fail(f"bad escape \\{esc}")
+            out.append("\n" if esc == "n" else esc)
+            i += 2
+        elif c == quote:
+            return "".join(out), i + 1
+        else:
+            out.append(c)
+            i += 1
+
+
+def _family_of(types, name):
+    if name in types:
+        return name
+    for t, suffixes in _SUFFIXES.items():
+        for s in suffixes:
+            if s and name.endswith(s) and types.get(name[:-len(s)]) == t:
+                return name[:-len(s)]
+    return None
+
+
+def _parse_labels(s, i, fail):
+    """Parse '{...}' starting at s[i] == '{'; return (labels dict, index after '}')."""
+    def blanks(i):
+        return _BLANKS.match(s, i).end()
+
+    labels = {}
+    i = blanks(i + 1)
+    while s[i:i + 1] != "}":
+        m = _LABEL_NAME.match(s, i)
+        if not m:
+            fail("bad label name")
+        name = m.group(0)
+        if name.startswith("__"):
+            fail(f"reserved label name {name}")
+        if name in labels:
+            fail(f"label {name} twice")
+        i = blanks(m.end())
+        if s[i:i + 1] != "=":
+            fail(f"no '=' after label {name}")
+        i = blanks(i + 1)
+        if s[i:i + 1] != '"':
+            fail(f"label {name}: value not quoted")
+        labels[name], i = _unescape(s, i + 1, ("\\", '"', "n"), fail, quote='"')
+        i = blanks(i)
+        if s[i:i + 1] == ",":
+            i = blanks(i + 1)
+        elif s[i:i + 1] != "}":
+            fail("expected ',' or '}' after a label")
+    return labels, i + 1
+
+
+def parse_metrics(text):
+    """Parse ``text`` (str or UTF-8 bytes) as the text format 0.0.4 and return an Exposition.
+    Raises ExpositionError on: a malformed line or escape, a sample whose family has no TYPE
+    before it, a sample name its family's type does not have, a second TYPE or HELP for a
+    family, a family whose lines are not one group, a duplicate series, a missing final line
+    feed."""
+    if isinstance(text, bytes):
+        try:
+            text = text.decode("utf-8")
+        except UnicodeDecodeError as e:
+            raise ExpositionError(f"not UTF-8: {e}")
+    if text and not text.endswith("\n"):
+        raise ExpositionError("the last line does not end with a line feed")
+    exp = Exposition()
+    done = set()      # families whose group has ended
+    current = None
+
+    def enter(family, fail):
+        nonlocal current
+        if family != current:
+            if family in done:
+                fail(f"lines of {family} are not one group")
+            if current is not None:
+                done.add(current)
+            current = family
+
+    for n, line in enumerate(text.split("\n")[:-1] if text else [], 1):
+        def fail(why, n=n, line=line):
+            raise ExpositionError(f"line {n}: {why}: {line!r}")
+
+        if line.strip(" \t") == "":
+            continue
+        if line.startswith("#"):
+            m = _META.match(line)
+            if not m:
+                continue  # a plain comment
+            kind, name, rest = m.group(1), m.group(2) or "", m.group(3) or ""
+            if not _NAME.fullmatch(name):
+                fail(f"{kind} without a valid metric name")
+            enter(name, fail)
+            if kind == "TYPE":
+                if name in exp.types:
+                    fail(f"second TYPE for {name}")
+                if rest not in METRIC_TYPES:
+                    fail(f"unknown type {rest!r}")
+                exp.types[name] = rest
+            else:
+                if name in exp.helps:
+                    fail(f"second HELP for {name}")
+                exp.helps[name] = _unescape(rest, 0, ("\\", "n"), fail)[0]
+            continue
+        m = _NAME.match(line)
+        if not m:
+            fail("bad metric name")
+        name = m.group(0)
+        i = m.end()
+        labels = {}
+        if line[i:i + 1] == "{":
+            labels, i = _parse_labels(line, i, fail)
+        fields = re.fullmatch(r"[ \t]+([^ \t]+)(?:[ \t]+([^ \t]+))?", line[i:])
+        if not fields:
+            fail("expected blanks, a value and at most a timestamp")
+        value, timestamp = fields.groups()
+        if not FLOAT.fullmatch(value):
+            fail(f"bad value {value!r}")
+        if timestamp is not None and not _TIMESTAMP.fullmatch(timestamp):
+            fail(f"bad timestamp {timestamp!r}")
+        family = _family_of(exp.types, name)
+        if family is None:
+            fail(f"sample {name} has no TYPE")
+        t = exp.types[family]
+        if t in _SUFFIXES and name[len(family):] not in _SUFFIXES[t]:
+            fail(f"{name} is not a sample of {t} {family}")
+        if t == "histogram" and name.endswith("_bucket") and "le" not in labels:
+            fail("bucket without le")
+        if t == "summary" and name == family and "quantile" not in labels:
+            fail("summary sample without quantile")
+        enter(family, fail)
+        key = (name, frozenset(labels.items()))
+        if key in exp.samples:
+            fail("duplicate series")
+        exp.samples[key] = float(value)
+        exp.family[key] = family
+    return exp
+
+
+def scrape(g, timeout=10):
+    """GET /metrics from a Gatherd and parse it strictly: an Exposition."""
+    status, headers, body = http_get(g.url("/metrics"), timeout=timeout)
+    if status != 200:
+        raise HarnessError(f"/metrics answered {status}: {body[:300]!r}")
+    return parse_metrics(body)
