@@ -75,8 +75,9 @@ int access_format(struct buf *b, const struct access_entry *e)
         rc = jsonv_append_string(b, e->path, strlen(e->path));
     if (rc == 0)
         rc = buf_printf(b,
-                        ",\"status\":%d,\"duration_ms\":%.2f,\"bytes\":%zu,\"client\":", e->status,
-                        (double)e->usec / 1e3, e->bytes);
+                        ",\"status\":%d,\"duration_ms\":%.2f,\"bytes\":%zu,\"worker\":%d,"
+                        "\"client\":",
+                        e->status, (double)e->usec / 1e3, e->bytes, e->worker);
     if (rc == 0)
         rc = jsonv_append_string(b, e->client, strlen(e->client));
     if (rc == 0 && e->fanout != NULL && e->ep != NULL)

@@ -19,6 +19,7 @@ bool access_rid_valid(const char *rid);
 struct access_entry {
     const char *request_id, *method, *path, *client;
     int status;
+    int worker; /* the loop that served it */
     uint64_t usec;
     size_t bytes;
     const struct config_endpoint *ep; /* NULL for gatherd's own paths */

@@ -242,6 +242,33 @@ static const char *framing_problem(struct MHD_Connection *conn, const char *vers
     return NULL;
 }
 
+/* Every X-Forwarded-For line of a request, in order, as one list: a proxy may add a line of
+ * its own instead of appending to the client's (RFC 9110 makes both mean the same), and
+ * reading only the first line would leave the client's own claim as the rightmost hop. */
+struct xff {
+    const char *first;
+    unsigned n;
+    struct buf joined; /* used from the second line on */
+    bool failed;
+};
+
+static enum MHD_Result join_xff(void *cls, enum MHD_ValueKind kind, const char *key,
+                                const char *value)
+{
+    struct xff *x = cls;
+    (void)kind;
+    if (value == NULL || strcasecmp(key, "X-Forwarded-For") != 0)
+        return MHD_YES;
+    if (x->n++ == 0) {
+        x->first = value;
+        return MHD_YES;
+    }
+    if ((x->n == 2 && buf_appends(&x->joined, x->first) < 0) ||
+        buf_appends(&x->joined, ", ") < 0 || buf_appends(&x->joined, value) < 0)
+        x->failed = true;
+    return x->failed ? MHD_NO : MHD_YES;
+}
+
 static struct request *request_new(struct httpd *h, struct MHD_Connection *conn, const char *url,
                                    const char *method)
 {
@@ -265,9 +292,13 @@ static struct request *request_new(struct httpd *h, struct MHD_Connection *conn,
     if (r->cfg->access_log) {
         const union MHD_ConnectionInfo *ci =
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        const char *xff = MHD_lookup_connection_value(conn, MHD_HEADER_KIND, "X-Forwarded-For");
+        struct xff x = {NULL, 0, BUF_INIT, false};
+        MHD_get_connection_values(conn, MHD_HEADER_KIND, join_xff, &x);
+        /* Out of memory joining them: the peer's own address, which is at least true. */
+        const char *xff = x.failed ? NULL : x.n > 1 ? x.joined.data : x.first;
         netacl_client_addr(r->cfg->trusted_proxies, ci ? ci->client_addr : NULL, xff, r->client,
                            sizeof r->client);
+        buf_finish(&x.joined);
     }
 
     if ((r->ep = config_find(r->cfg, url)) != NULL) {
@@ -463,6 +494,7 @@ static void log_access_line(struct request *r, uint64_t usec)
         .method = r->method,
         .path = r->path,
         .status = r->status,
+        .worker = r->h->w->id,
         .usec = usec,
         .bytes = r->bytes_out,
         .client = r->client,

@@ -7,6 +7,7 @@ import http.client
 import json
 import re
 import signal
+import socket
 import time
 import unittest
 
@@ -44,8 +45,9 @@ class AccessLogTest(unittest.TestCase):
         self.assertEqual(status, 200)
         line = self.gd.wait_access_id("al-1")
         for key in ["time", "request_id", "method", "path", "status", "duration_ms", "bytes",
-                    "client", "backends"]:
+                    "worker", "client", "backends"]:
             self.assertIn(key, line)
+        self.assertIn(line["worker"], range(gd.DEFAULT_WORKERS))
         self.assertRegex(line["time"], TIME)
         self.assertEqual(line["method"], "GET")
         self.assertEqual(line["path"], "/mix")
@@ -100,6 +102,17 @@ class AccessLogTest(unittest.TestCase):
         http_get(self.gd.url("/healthz"), headers={"X-Request-Id": "xff-1",
                                                    "X-Forwarded-For": "203.0.113.9"})
         self.assertEqual(self.gd.wait_access_id("xff-1")["client"], "203.0.113.9")
+
+    def test_forwarded_for_several_lines(self):
+        # Two X-Forwarded-For lines are one list: a client's forged line first, then the one a
+        # trusted proxy added. The client is the rightmost untrusted hop of the whole list.
+        with socket.create_connection(("127.0.0.1", self.gd.port), timeout=10) as s:
+            s.sendall(b"GET /healthz HTTP/1.1\r\nHost: t\r\nX-Request-Id: xff-lines\r\n"
+                      b"X-Forwarded-For: 198.51.100.7\r\n"
+                      b"X-Forwarded-For: 203.0.113.9, 127.0.0.1\r\n"
+                      b"Connection: close\r\n\r\n")
+            self.assertIn(b" 200 ", s.recv(4096))
+        self.assertEqual(self.gd.wait_access_id("xff-lines")["client"], "203.0.113.9")
 
     def test_forwarded_for_untrusted(self):
         g = Gatherd(config(*self.cfg["endpoints"]))
