@@ -41,18 +41,23 @@ int app_listen_spec(const struct config *cfg, const char *cli, char *out, size_t
                     size_t errlen)
 {
     const char *port = getenv("PORT");
-    if (cli != NULL)
-        snprintf(out, outlen, "%s", cli);
-    else if (cfg->listen != NULL)
-        snprintf(out, outlen, "%s", cfg->listen);
-    else if (port != NULL && port[0] != '\0') {
-        char *end;
-        long p = strtol(port, &end, 10);
-        if (*end != '\0' || p < 0 || p > 65535) {
-            snprintf(err, errlen, "PORT: \"%s\" is not a port number", port);
+    const char *problem = NULL;
+    if (cli != NULL) {
+        if ((problem = listen_check(cli)) != NULL) {
+            snprintf(err, errlen, "--listen: \"%s\": %s", cli, problem);
             return -EINVAL;
         }
-        snprintf(out, outlen, "0.0.0.0:%ld", p);
+        snprintf(out, outlen, "%s", cli);
+    } else if (cfg->listen != NULL) {
+        snprintf(out, outlen, "%s", cfg->listen); /* config_parse() checked it */
+    } else if (port != NULL && port[0] != '\0') {
+        /* The same parser as every other address: the host is fixed, so what it finds wrong
+         * is the port. */
+        int n = snprintf(out, outlen, "0.0.0.0:%s", port);
+        if (n < 0 || (size_t)n >= outlen || listen_check(out) != NULL) {
+            snprintf(err, errlen, "PORT: \"%s\" is not a port number from 0 to 65535", port);
+            return -EINVAL;
+        }
     } else
         snprintf(out, outlen, "0.0.0.0:5042");
     return 0;

@@ -16,7 +16,8 @@ struct app_opts {
 };
 
 /* The listen address in force: --listen, the config's key, $PORT, then 0.0.0.0:5042. Writes it
- * to out; -EINVAL with a reason in err if $PORT is not a port number. */
+ * to out (a valid address is at most 112 bytes); -EINVAL with a reason naming the
+ * setting in err if --listen is not an address (listen_check()) or $PORT not a port number. */
 int app_listen_spec(const struct config *cfg, const char *cli, char *out, size_t outlen, char *err,
                     size_t errlen);
 

@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include "envsubst.h"
+#include "listen.h"
 #include "netacl.h"
 #include "validate.h"
 
@@ -323,6 +324,9 @@ static int parse_top(struct ctx *c, json_t *root, struct config *cfg)
     if (s != NULL) {
         if (s[0] == '\0')
             return fail(c, "listen", "must not be empty");
+        const char *problem = listen_check(s);
+        if (problem != NULL)
+            return fail(c, "listen", "\"%s\": %s", s, problem);
         if ((cfg->listen = strdup(s)) == NULL)
             return -ENOMEM;
     }

@@ -12,8 +12,14 @@ struct listener {
     char *unix_path; /* removed again on close */
 };
 
-/* Accepts "HOST:PORT" (an IPv4 literal, "*" or "localhost"), "[IPV6]:PORT" and "unix:PATH".
- * Opens a non-blocking listening socket. 0, or a negative errno with the reason in err. */
+/* Whether spec is a listen address: "HOST:PORT" (HOST an IPv4 literal, "*", "localhost" or
+ * empty; PORT 0-65535), "[IPV6]:PORT" or "unix:PATH" (1 to 107 bytes). Syntax only: nothing is
+ * bound and no name is resolved, so configuration checks can use it. NULL when acceptable, else
+ * a constant reason for the error message. */
+const char *listen_check(const char *spec);
+
+/* Opens a non-blocking listening socket on an address listen_check() accepts. 0, or a negative
+ * errno with the reason in err (-EINVAL for a spec listen_check() refuses). */
 int listen_open(const char *spec, struct listener *l, char *err, size_t errlen);
 
 /* Closes the socket (and removes a Unix socket's file); safe to call twice. */

@@ -4,6 +4,7 @@
  * headers), and reference counting must free it (LeakSanitizer checks). */
 #include "config.h"
 #include "fuzz.h"
+#include "listen.h"
 #include "netacl.h"
 
 #include <errno.h>
@@ -44,7 +45,8 @@ static void check_config(const struct config *cfg)
           "upstream_max_host_connections");
     CHECK(cfg->upstream_idle_connections >= 1 && cfg->upstream_idle_connections <= 100000,
           "upstream_idle_connections");
-    CHECK(cfg->listen == NULL || cfg->listen[0] != '\0', "empty listen accepted");
+    CHECK(cfg->listen == NULL || listen_check(cfg->listen) == NULL, "bad listen %s accepted",
+          cfg->listen);
     CHECK(cfg->nendpoints >= 1, "no endpoints accepted");
     size_t total = 0;
     for (size_t i = 0; i < cfg->nendpoints; i++) {

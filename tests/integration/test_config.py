@@ -27,6 +27,24 @@ def valid():
     }
 
 
+# Malformed listen addresses and the start of the reason given for each.
+BAD_LISTEN = [
+    ("nonsense", "must be HOST:PORT, [IPV6]:PORT or unix:PATH"),
+    ("1.2.3.4:99999", "PORT must be a number"),
+    ("127.0.0.1:http", "PORT must be a number"),
+    ("127.0.0.1:", "PORT must be a number"),
+    ("127.0.0.1:-1", "PORT must be a number"),
+    ("[::1", "has no ']'"),
+    ("[::1]5042", "needs :PORT"),
+    ("[not-v6]:5042", "is not a valid IPv6 address"),
+    ("example.com:5042", "HOST must be an IPv4 literal"),
+    ("unix:", "unix socket path must be 1 to 107 bytes"),
+    ("unix:/" + "a" * 107, "unix socket path must be 1 to 107 bytes"),
+]
+GOOD_LISTEN = ["127.0.0.1:0", "0.0.0.0:65535", "*:5042", ":5042", "localhost:5042", "[::1]:0",
+               "[::]:5042", "unix:/run/gatherd/gatherd.sock"]
+
+
 def with_(mutate):
     c = valid()
     mutate(c)
@@ -245,6 +263,19 @@ class CheckConfigTest(unittest.TestCase):
         self.assert_rejected(with_(lambda c: c.update(trusted_proxies=["not-an-ip"])),
                              "trusted_proxies")
 
+    def test_bad_listen(self):
+        for spec, reason in BAD_LISTEN:
+            with self.subTest(listen=spec):
+                self.assert_rejected(with_(lambda c: c.update(listen=spec)),
+                                     f'listen: "{spec}": {reason}')
+
+    def test_listen_forms_accepted(self):
+        for spec in GOOD_LISTEN:
+            with self.subTest(listen=spec):
+                rc, out, err, _ = run_check_config(with_(lambda c: c.update(listen=spec)))
+                self.assertEqual(rc, 0, err)
+                self.assertIn(f"listen {spec},", out)
+
     def test_top_level_not_object(self):
         self.assert_rejected("[1, 2]")
 
@@ -286,6 +317,40 @@ class CommandLineTest(unittest.TestCase):
             g = Gatherd(valid(), args=["--listen", f"127.0.0.1:{port}"], wait_listening=False)
             self.assertEqual(g.wait_exit(15), 1, g.stderr_text())
             g.stop()
+
+    def test_bad_listen_flag(self):
+        # A syntax error in --listen is a usage error (2), caught by --check-config too; only
+        # failing to bind is a runtime failure (1).
+        for spec, reason in BAD_LISTEN:
+            with self.subTest(listen=spec):
+                rc, out, err = run_bin(["--check-config", "--listen", spec])
+                self.assertEqual(rc, 2, out + err)
+                self.assertIn(f'--listen: "{spec}": {reason}', err)
+        g = Gatherd(valid(), args=["--listen", "nonsense"], wait_listening=False)
+        self.assertEqual(g.wait_exit(15), 2, g.stderr_text())
+        self.assertIn('--listen: "nonsense"', g.stderr_text())
+        g.stop()
+
+    def test_bad_listen_at_start(self):
+        g = Gatherd(with_(lambda c: c.update(listen="1.2.3.4:99999")), listen=None,
+                    wait_listening=False)
+        self.assertEqual(g.wait_exit(15), 2, g.stderr_text())
+        self.assertIn('listen: "1.2.3.4:99999": PORT must be a number', g.stderr_text())
+        g.stop()
+
+    def test_bad_port_env(self):
+        no_listen = with_(lambda c: c.pop("listen"))
+        for port in ["http", "99999", "-1", " 80", "1:2", "0x50"]:
+            with self.subTest(PORT=port):
+                rc, out, err, _ = run_check_config(no_listen, env={"PORT": port})
+                self.assertEqual(rc, 2, out + err)
+                self.assertIn(f'PORT: "{port}" is not a port number', err)
+        rc, out, err, _ = run_check_config(no_listen, env={"PORT": "8080"})
+        self.assertEqual(rc, 0, err)
+        self.assertIn("listen 0.0.0.0:8080,", out)
+        g = Gatherd(no_listen, listen=None, env={"PORT": "http"}, wait_listening=False)
+        self.assertEqual(g.wait_exit(15), 2, g.stderr_text())
+        g.stop()
 
     def test_bad_workers_flag(self):
         rc, out, err = run_bin(["--check-config", "--workers", "-1"])

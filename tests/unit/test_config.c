@@ -110,6 +110,18 @@ int main(void)
     rejects("{\"trusted_proxies\":[\"10.0.0.0/33\"]," EPS, "trusted_proxies[0]");
     rejects("{\"access_log\":1," EPS, "access_log: must be true or false");
     rejects("{\"listen\":\"\"," EPS, "listen: must not be empty");
+    rejects("{\"listen\":\"nonsense\"," EPS, "listen: \"nonsense\": must be HOST:PORT");
+    rejects("{\"listen\":\"1.2.3.4:99999\"," EPS, "listen: \"1.2.3.4:99999\": PORT must be");
+    rejects("{\"listen\":\"127.0.0.1:x\"," EPS, "listen: \"127.0.0.1:x\": PORT must be");
+    rejects("{\"listen\":\"[::1\"," EPS, "listen: \"[::1\": has no ']'");
+    rejects("{\"listen\":\"unix:\"," EPS, "listen: \"unix:\": unix socket path must be");
+    rejects("{\"listen\":\"example.com:80\"," EPS, "listen: \"example.com:80\": HOST must be");
+    cfg = parse("{\"listen\":\"[::1]:0\"," EPS);
+    ok(cfg != NULL && strcmp(cfg->listen, "[::1]:0") == 0, "an IPv6 listen address (%s)", err);
+    config_unref(cfg);
+    cfg = parse("{\"listen\":\"unix:/run/g.sock\"," EPS);
+    ok(cfg != NULL, "a unix socket listen address (%s)", err);
+    config_unref(cfg);
     rejects("{\"endpoints\":[{\"path\":\"/t\",\"path\":\"/u\",\"backends\":[" BE "]}]}",
             "duplicate object key");
 
