@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Configuration validation through --check-config: exit 2 and a message naming the key path for
 every kind of mistake; exit 0 and a one-line summary for a valid file.  Plus the command line
-(--version, --help, unknown flags, a port in use)."""
+(--version, --help, unknown flags, a port in use, --log-level over the config's log_level)."""
 
 import os
 import re
@@ -9,7 +9,7 @@ import socket
 import unittest
 
 import gd
-from gd import Gatherd, run_bin, run_check_config
+from gd import Gatherd, free_port, http_get, raw_request, run_bin, run_check_config
 
 
 def valid():
@@ -355,6 +355,60 @@ class CommandLineTest(unittest.TestCase):
     def test_bad_workers_flag(self):
         rc, out, err = run_bin(["--check-config", "--workers", "-1"])
         self.assertEqual(rc, 2)
+
+
+class LogLevelTest(unittest.TestCase):
+    """--log-level sets the lowest level of the stderr lines, over the config's log_level; the
+    access log on stdout is not a level and stays."""
+
+    # libmicrohttpd answers this 400 itself and reports it, at debug: a client's mistake.
+    BAD_HEADER = b"GET /healthz HTTP/1.1\r\nHost: t\r\nNo colon here\r\n\r\n"
+
+    def test_error_hides_info_and_debug(self):
+        port = free_port()
+        # At error nothing announces the start: wait on the socket instead of `listening`.
+        g = Gatherd(with_(lambda c: c.update(log_level="debug")), args=["--log-level", "error"],
+                    listen=f"127.0.0.1:{port}", wait_listening=False)
+        try:
+            g.wait_accepting(port)
+            self.assertEqual(http_get(g.url("/healthz"), headers={"X-Request-Id": "lvl-1"})[0],
+                             200)
+            self.assertTrue(raw_request(port, self.BAD_HEADER).startswith(b"HTTP/1.1 400"))
+            self.assertEqual(g.wait_access_id("lvl-1")["status"], 200)
+        finally:
+            rc = g.stop()
+        self.assertEqual(rc, 0, g.stderr_text())
+        lines = g.log_lines()
+        self.assertEqual([o for o in lines if o.get("level") != "error"], [],
+                         "only error lines at --log-level error")
+        self.assertNotIn("listening", [o.get("msg") for o in lines])
+
+    def test_debug_shows_debug(self):
+        # The config asks for error; the flag wins, so `listening` (info) is there too.
+        with Gatherd(with_(lambda c: c.update(log_level="error")),
+                     args=["--log-level", "debug"]) as g:
+            self.assertEqual(g.listening.get("level"), "info")
+            self.assertTrue(raw_request(g.port, self.BAD_HEADER).startswith(b"HTTP/1.1 400"))
+            line = g.wait_log("http", pred=lambda o: o.get("level") == "debug")
+            self.assertEqual(line.get("source"), "libmicrohttpd")
+
+    def test_info_hides_debug(self):
+        with Gatherd(valid(), args=["--log-level", "info"]) as g:
+            self.assertTrue(raw_request(g.port, self.BAD_HEADER).startswith(b"HTTP/1.1 400"))
+        self.assertEqual([o for o in g.log_lines() if o.get("level") == "debug"], [])
+        self.assertEqual(g.log_lines()[-1].get("msg"), "stopped")
+
+    def test_invalid_flag(self):
+        for bad in ["loud", ""]:
+            with self.subTest(level=bad):
+                rc, out, err = run_bin(["--check-config", "--log-level", bad])
+                self.assertEqual(rc, 2, out + err)
+                self.assertIn("--log-level", err)
+                self.assertIn("debug, info, warn or error", err)
+        g = Gatherd(valid(), args=["--log-level", "loud"], wait_listening=False)
+        self.assertEqual(g.wait_exit(15), 2, g.stderr_text())
+        self.assertIn("--log-level", g.stderr_text())
+        g.stop()
 
 
 if __name__ == "__main__":

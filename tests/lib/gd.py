@@ -272,6 +272,24 @@ class Gatherd:
             if m:
                 self.port = int(m.group(1))
 
+    def wait_accepting(self, port, timeout=15):
+        """For a gatherd whose log level hides the ``listening`` line: wait until ``port``
+        accepts a connection (the socket is the event; the poll interval only paces the
+        retries) and make it this instance's port."""
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.proc.poll() is not None:
+                raise HarnessError(f"gatherd exited {self.proc.returncode} before accepting; "
+                                   f"stderr:\n{self.err.text()}")
+            try:
+                socket.create_connection(("127.0.0.1", port), timeout=timeout).close()
+                self.port = port
+                return
+            except ConnectionRefusedError:
+                if time.monotonic() > deadline:
+                    raise HarnessError(f"gatherd did not accept on {port} within {timeout}s")
+                time.sleep(0.02)
+
     # config --------------------------------------------------------------------------------
 
     def write_config(self, config):
