@@ -21,7 +21,8 @@ struct app_opts {
 int app_listen_spec(const struct config *cfg, const char *cli, char *out, size_t outlen, char *err,
                     size_t errlen);
 
-/* Resolves a workers setting (0: online CPUs). */
+/* Resolves a workers setting (0: one per usable CPU, see usable_cpus() in app.c; at most
+ * 256). */
 int app_worker_count(int configured);
 
 /* Serves until SIGTERM or SIGINT has drained every worker. Takes the reference on cfg.

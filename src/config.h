@@ -38,7 +38,7 @@ struct config_endpoint {
 struct config {
     atomic_int refs;
     char *listen; /* NULL: not given, the caller applies $PORT or the default */
-    int workers;  /* 0: one per online CPU */
+    int workers;  /* 0: one per usable CPU (app_worker_count()) */
     enum log_level log_level;
     bool access_log;
     struct netacl *trusted_proxies; /* NULL when empty */

@@ -21,7 +21,7 @@ static void usage(FILE *f)
           "\n"
           "  --config FILE    JSON configuration (default: the built-in /tickers example)\n"
           "  --listen ADDR    HOST:PORT, [IPV6]:PORT or unix:PATH (overrides config and $PORT)\n"
-          "  --workers N      event loops; 0 = one per CPU (overrides config)\n"
+          "  --workers N      event loops; 0 = one per usable CPU (overrides config)\n"
           "  --log-level L    debug, info, warn or error (overrides config)\n"
           "  --check-config   validate the configuration, print a summary, exit\n"
           "\n"

@@ -1,10 +1,11 @@
 #!/usr/bin/env python3
 """Listen address forms and precedence: --listen, config `listen`, $PORT, IPv6 literal, unix
-socket (mode 0660, stale file replaced); several workers."""
+socket (mode 0660, stale file replaced); several workers, and how many by default."""
 
 import concurrent.futures
 import json
 import os
+import shutil
 import socket
 import stat
 import tempfile
@@ -21,6 +22,22 @@ def ipv6_loopback():
         return True
     except OSError:
         return False
+
+
+def usable_cpus():
+    """What gatherd runs with workers 0 (src/app.c usable_cpus()): the CPUs of the affinity
+    mask, capped by a cgroup v2 CPU quota rounded up, at most 256."""
+    n = len(os.sched_getaffinity(0))
+    try:
+        with open("/sys/fs/cgroup/cpu.max") as f:
+            quota, period = f.read().split()[:2]
+        if quota != "max" and int(period) > 0:
+            c = -(-int(quota) // int(period))
+            if 1 <= c < n:
+                n = c
+    except (OSError, ValueError):
+        pass
+    return min(n, 256)
 
 
 class ListenTest(unittest.TestCase):
@@ -93,10 +110,18 @@ class ListenTest(unittest.TestCase):
         os.unlink(path) if os.path.exists(path) else None
         os.rmdir(d)
 
-    def test_default_workers_is_cpu_count(self):
-        # Neither the config nor the command line sets workers: one per online CPU.
+    def test_default_workers_is_usable_cpus(self):
+        # Neither the config nor the command line sets workers: one per usable CPU.
         with Gatherd(config(*self.eps), workers=None) as g:
-            self.assertEqual(g.listening.get("workers"), os.cpu_count())
+            self.assertEqual(g.listening.get("workers"), usable_cpus())
+
+    @unittest.skipUnless(shutil.which("taskset"), "no taskset")
+    def test_default_workers_follow_affinity(self):
+        # One CPU in the affinity mask, however many the machine has: one worker.
+        cpu = str(min(os.sched_getaffinity(0)))
+        with Gatherd(config(*self.eps), workers=None, prefix=["taskset", "-c", cpu]) as g:
+            self.assertEqual(g.listening.get("workers"), 1)
+            self.check(g)
 
     def test_workers_flag_beats_config(self):
         with Gatherd(config(*self.eps, workers=1), workers=2) as g:
@@ -104,9 +129,9 @@ class ListenTest(unittest.TestCase):
         with Gatherd(config(*self.eps, workers=2), workers=None) as g:
             self.assertEqual(g.listening.get("workers"), 2)
 
-    def test_workers_zero_is_cpu_count(self):
+    def test_workers_zero_is_usable_cpus(self):
         with Gatherd(config(*self.eps), workers=0) as g:
-            self.assertEqual(g.listening.get("workers"), os.cpu_count())
+            self.assertEqual(g.listening.get("workers"), usable_cpus())
             self.check(g)
 
     def test_several_workers(self):

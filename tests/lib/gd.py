@@ -222,14 +222,15 @@ class Gatherd:
 
     ``config`` is a dict (written as JSON), a str (written as is) or None (built-in default).
     Unless ``args`` contains ``--listen`` or ``listen`` is None, it runs with ``--listen
-    127.0.0.1:0``; the real address is taken from the ``listening`` log line.
+    127.0.0.1:0``; the real address is taken from the ``listening`` log line.  ``prefix`` is a
+    command that execs the binary (``["taskset", "-c", "0"]``), so the process is still gatherd.
     """
 
     def __init__(self, config=None, args=(), env=None, workers=DEFAULT_WORKERS, start_timeout=15,
-                 wait_listening=True, listen="127.0.0.1:0", read_stdout=True):
+                 wait_listening=True, listen="127.0.0.1:0", read_stdout=True, prefix=()):
         self.dir = tempfile.mkdtemp(prefix="gatherd-test-")
         self.config_path = None
-        cmd = [BIN]
+        cmd = [*prefix, BIN]
         if config is not None:
             self.config_path = os.path.join(self.dir, "gatherd.json")
             self.write_config(config)
