@@ -29,8 +29,9 @@ struct app {
     struct metrics *metrics;
     struct listener listener;
     struct event_base *base;
-    struct event *sig_term, *sig_int, *sig_hup, *on_quiesced, *on_exit;
+    struct event *sig_term, *sig_int, *sig_hup, *on_quiesced, *on_idle, *on_exit;
     atomic_int draining;
+    bool stopping;
     struct worker_shared shared;
     struct worker *workers;
     unsigned nworkers, started;
@@ -149,6 +150,20 @@ static void on_quiesced(evutil_socket_t fd, short what, void *arg)
     log_event(a->log, LOG_INFO, "draining", f);
 }
 
+/* A draining worker has nothing in flight. The drain is over when no worker has: until then
+ * every worker keeps its open connections (see worker_post_drain()). */
+static void on_idle(evutil_socket_t fd, short what, void *arg)
+{
+    struct app *a = arg;
+    (void)fd;
+    (void)what;
+    if (a->stopping || in_flight(a) != 0)
+        return; /* the worker still busy reports again when it is done */
+    a->stopping = true;
+    for (unsigned i = 0; i < a->started; i++)
+        worker_post_stop(&a->workers[i]);
+}
+
 static void on_exit_notice(evutil_socket_t fd, short what, void *arg)
 {
     struct app *a = arg;
@@ -252,7 +267,8 @@ static void teardown(struct app *a)
         worker_finish(&a->workers[i]);
     free(a->workers);
     listen_close(&a->listener);
-    struct event *evs[] = {a->sig_term, a->sig_int, a->sig_hup, a->on_quiesced, a->on_exit};
+    struct event *evs[] = {a->sig_term,    a->sig_int, a->sig_hup,
+                           a->on_quiesced, a->on_idle, a->on_exit};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i] != NULL)
             event_free(evs[i]);
@@ -294,15 +310,16 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     a.sig_int = evsignal_new(a.base, SIGINT, on_stop_signal, &a);
     a.sig_hup = evsignal_new(a.base, SIGHUP, on_hup, &a);
     a.on_quiesced = event_new(a.base, -1, 0, on_quiesced, &a);
+    a.on_idle = event_new(a.base, -1, 0, on_idle, &a);
     a.on_exit = event_new(a.base, -1, 0, on_exit_notice, &a);
-    if (!a.sig_term || !a.sig_int || !a.sig_hup || !a.on_quiesced || !a.on_exit ||
+    if (!a.sig_term || !a.sig_int || !a.sig_hup || !a.on_quiesced || !a.on_idle || !a.on_exit ||
         evsignal_add(a.sig_term, NULL) || evsignal_add(a.sig_int, NULL) ||
         evsignal_add(a.sig_hup, NULL)) {
         fprintf(stderr, "gatherd: cannot install signal handlers\n");
         goto out;
     }
-    a.shared = (struct worker_shared){a.listener.fd, &a.draining,   a.metrics,
-                                      a.logger,      a.on_quiesced, a.on_exit};
+    a.shared = (struct worker_shared){a.listener.fd, &a.draining, a.metrics, a.logger,
+                                      a.on_quiesced, a.on_idle,   a.on_exit};
     if (start_workers(&a, err, sizeof err) < 0) {
         fprintf(stderr, "gatherd: %s\n", err);
         /* Workers already running must drain before they can be joined. */

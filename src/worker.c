@@ -26,13 +26,17 @@ static void on_drain_timer(evutil_socket_t fd, short what, void *arg)
     struct worker *w = arg;
     (void)fd;
     (void)what;
+    /* A worker with nothing in flight is only waiting for the others: nothing to report. */
+    bool busy = httpd_in_flight(w->httpd) > 0;
     if (w->drain_expired) {
-        log_event(w->log, LOG_WARN, "drain_forced", NULL);
+        if (busy)
+            log_event(w->log, LOG_WARN, "drain_forced", NULL);
         stop_loop(w);
         return;
     }
     w->drain_expired = true;
-    log_event(w->log, LOG_WARN, "drain_limit", NULL);
+    if (busy)
+        log_event(w->log, LOG_WARN, "drain_limit", NULL);
     httpd_expire_all(w->httpd, "drain limit reached");
     struct timeval tv = {DRAIN_GRACE_MS / 1000, (DRAIN_GRACE_MS % 1000) * 1000};
     evtimer_add(w->drain_timer, &tv);
@@ -62,12 +66,22 @@ static void on_mail(evutil_socket_t fd, short what, void *arg)
     }
     if (atomic_load(&w->drain_requested) && !w->draining)
         begin_drain(w);
+    if (atomic_load(&w->stop_requested) && !w->stopping) {
+        w->stopping = true;
+        worker_request_finished(w);
+    }
 }
 
 void worker_request_finished(struct worker *w)
 {
-    if (w->draining && httpd_in_flight(w->httpd) == 0)
+    if (!w->draining || httpd_in_flight(w->httpd) != 0)
+        return;
+    /* Idle connections stay open until every worker is done, so that a client holding one can
+     * still see /readyz answer 503 whichever worker it landed on. */
+    if (w->stopping)
         stop_loop(w);
+    else
+        event_active(w->shared->on_idle, EV_READ, 0);
 }
 
 int worker_init(struct worker *w, unsigned id, const struct worker_shared *shared,
@@ -80,6 +94,7 @@ int worker_init(struct worker *w, unsigned id, const struct worker_shared *share
     w->cfg = config_ref(cfg);
     atomic_init(&w->next_cfg, NULL);
     atomic_init(&w->drain_requested, false);
+    atomic_init(&w->stop_requested, false);
     atomic_init(&w->quiesced, false);
     atomic_init(&w->exited, false);
     if (getrandom(&w->rid_state, sizeof w->rid_state, GRND_NONBLOCK) != sizeof w->rid_state)
@@ -141,6 +156,12 @@ void worker_post_config(struct worker *w, struct config *cfg)
 void worker_post_drain(struct worker *w)
 {
     atomic_store(&w->drain_requested, true);
+    event_active(w->mail, EV_READ, 0);
+}
+
+void worker_post_stop(struct worker *w)
+{
+    atomic_store(&w->stop_requested, true);
     event_active(w->mail, EV_READ, 0);
 }
 

@@ -28,6 +28,7 @@ struct worker_shared {
     struct logger *logger;
     struct event
         *on_quiesced;      /* activated (in the control loop) when this worker stopped accepting */
+    struct event *on_idle; /* activated when a draining worker has nothing in flight */
     struct event *on_exit; /* activated when this worker's loop has ended */
 };
 
@@ -44,6 +45,7 @@ struct worker {
     struct log_sink *log;
     struct config *cfg; /* current configuration; requests take their own reference */
     bool draining;
+    bool stopping; /* the control thread said the drain is over */
     bool drain_expired;
     struct event *drain_timer;
     uint64_t rid_state;
@@ -52,6 +54,7 @@ struct worker {
     struct event *mail;
     _Atomic(struct config *) next_cfg;
     atomic_bool drain_requested;
+    atomic_bool stop_requested;
     atomic_bool quiesced; /* read by the control thread */
     atomic_bool exited;   /* the loop ended and the thread tore its parts down */
 
@@ -68,14 +71,20 @@ int worker_init(struct worker *w, unsigned id, const struct worker_shared *share
 int worker_start(struct worker *w);
 
 /* From the control thread: hand over a new configuration (a reference is taken), or ask the
- * worker to drain: stop accepting, finish what is in flight, then end its loop. */
+ * worker to drain: stop accepting, finish what is in flight, and keep serving the connections
+ * already open (answers carry Connection: close) until worker_post_stop(). A draining worker
+ * activates shared->on_idle whenever nothing is left in flight, so the control thread can tell
+ * when the whole process has drained; then worker_post_stop() ends the loop (at once, or when
+ * what arrived meanwhile on open connections is done), which closes those connections. */
 void worker_post_config(struct worker *w, struct config *cfg);
 void worker_post_drain(struct worker *w);
+void worker_post_stop(struct worker *w);
 
 /* Joins the thread (if started) and frees what worker_init built. */
 void worker_finish(struct worker *w);
 
-/* From the loop: a request finished; ends the loop if draining and nothing is left. */
+/* From the loop: a request finished; when draining and nothing is left, reports it to the
+ * control thread or, once it said stop, ends the loop. */
 void worker_request_finished(struct worker *w);
 
 #endif
