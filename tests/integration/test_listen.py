@@ -12,7 +12,7 @@ import tempfile
 import unittest
 
 from gd import FakeUpstream, Gatherd, config, endpoint, free_port, http_get, parse_response, \
-    unix_request
+    unix_request, wait_until
 
 
 def ipv6_loopback():
@@ -140,6 +140,13 @@ class ListenTest(unittest.TestCase):
             with concurrent.futures.ThreadPoolExecutor(16) as ex:
                 got = list(ex.map(lambda _: http_get(g.url("/t")), range(64)))
             self.assertEqual([s for s, _, _ in got], [200] * 64)
+            # Both loops took connections (each request above had its own): the access lines
+            # say which worker served each. 64 connections all landing on one of two loops
+            # would mean the other never accepts.
+            lines = wait_until(lambda: [l for l in g.access_lines() if l.get("path") == "/t"]
+                               if len(g.access_lines()) >= 64 else None, 10, "64 access lines")
+            workers = {l["worker"] for l in lines}
+            self.assertEqual(workers, {0, 1}, "connections were not spread over both loops")
 
 
 if __name__ == "__main__":
