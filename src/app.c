@@ -318,8 +318,8 @@ int app_run(struct config *cfg, const struct app_opts *opts)
         fprintf(stderr, "gatherd: cannot install signal handlers\n");
         goto out;
     }
-    a.shared = (struct worker_shared){a.listener.fd, &a.draining, a.metrics, a.logger,
-                                      a.on_quiesced, a.on_idle,   a.on_exit};
+    a.shared = (struct worker_shared){a.listener.fd, a.nworkers,    &a.draining, a.metrics,
+                                      a.logger,      a.on_quiesced, a.on_idle,   a.on_exit};
     if (start_workers(&a, err, sizeof err) < 0) {
         fprintf(stderr, "gatherd: %s\n", err);
         /* Workers already running must drain before they can be joined. */

@@ -23,6 +23,7 @@ struct upstream;
 /* What the control thread provides every worker. Borrowed; outlives the workers. */
 struct worker_shared {
     int listen_fd;
+    unsigned nworkers;          /* how many share listen_fd */
     const atomic_int *draining; /* /readyz answers 503 once set */
     struct metrics *metrics;
     struct logger *logger;

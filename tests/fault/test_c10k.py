@@ -20,6 +20,8 @@ import asyncio
 import json
 import os
 import resource
+import shutil
+import socket
 import sys
 import threading
 import time
@@ -29,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
 
 import faultlib  # noqa: E402
 
-from gd import config, endpoint, http_get  # noqa: E402
+from gd import FakeUpstream, Gatherd, config, endpoint, http_get  # noqa: E402
 from faultlib import FaultTest, metric, wait_until  # noqa: E402
 
 N = 10000
@@ -170,6 +172,37 @@ class C10kTest(FaultTest):
         wait_until(lambda: metric(self.gd, "gatherd_http_connections_open") == 1, 60,
                    "every client connection released")
         self.assert_healthy()
+
+
+class DescriptorsExhaustedTest(unittest.TestCase):
+    """Out of descriptors, gatherd stops accepting for a moment (the listening socket stays
+    readable, so retrying at once would spin the loop), says so, and serves again once
+    descriptors are free; connections beyond what it can hold wait in the backlog."""
+
+    def test_emfile_pauses_accepting_and_recovers(self):
+        if shutil.which("prlimit") is None:
+            self.skipTest("prlimit (util-linux) is not installed")
+        up = FakeUpstream()
+        g = Gatherd(config(endpoint("/f", [("f", up.url("/ok?id=f"))])), workers=1,
+                    prefix=("prlimit", "--nofile=64:64", "--"))
+        socks = []
+        try:
+            socks = [socket.create_connection(("127.0.0.1", g.port), timeout=10)
+                     for _ in range(100)]
+            line = g.wait_log("accept_paused", timeout=20)
+            self.assertEqual(line.get("level"), "warn", line)
+            self.assertIn("accept", line.get("error", ""), line)
+            for s in socks:
+                s.close()
+            socks = []
+            status, _, body = http_get(g.url("/f"), timeout=20)
+            self.assertEqual(status, 200, body)
+            self.assertEqual(json.loads(body)["errors"], [])
+        finally:
+            for s in socks:
+                s.close()
+            self.assertEqual(g.stop(), 0, g.stderr_text())
+            up.stop()
 
 
 if __name__ == "__main__":

@@ -4,10 +4,11 @@ with three backends delayed 200 ms each finish in a small multiple of 200 ms, no
 
 import asyncio
 import json
+import socket
 import time
 import unittest
 
-from gd import FakeUpstream, Gatherd, config, endpoint, parse_response
+from gd import FakeUpstream, Gatherd, config, endpoint, http_get, parse_response
 
 CLIENTS = 300
 
@@ -95,6 +96,39 @@ class ConcurrencyTest(unittest.TestCase):
         self.assertEqual(health[0], 200)
         self.assertEqual([r[0] if not isinstance(r, BaseException) else r for r in done],
                          [200] * 100)
+
+
+class ConnectionLimitTest(unittest.TestCase):
+    def test_full_worker_leaves_new_connections_waiting(self):
+        # At worker_connections a new connection waits in the listen backlog (nginx does the
+        # same) and is served once a slot frees; it is not accepted and closed.
+        up = FakeUpstream()
+        g = Gatherd(config(endpoint("/f", [("f", up.url("/ok?id=f"))]), worker_connections=3),
+                    workers=1)
+        held = []
+        try:
+            for i in range(3):
+                s = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+                s.sendall(f"GET /f HTTP/1.1\r\nHost: t\r\nX-Request-Id: held-{i}\r\n\r\n".encode())
+                g.wait_access_id(f"held-{i}")
+                held.append(s)
+            extra = socket.create_connection(("127.0.0.1", g.port), timeout=10)
+            extra.sendall(b"GET /f HTTP/1.1\r\nHost: t\r\nX-Request-Id: extra\r\n"
+                          b"Connection: close\r\n\r\n")
+            held.pop().close()
+            raw = b""
+            while chunk := extra.recv(65536):
+                raw += chunk
+            extra.close()
+            status, _, body = parse_response(raw)
+            self.assertEqual(status, 200, raw[:300])
+            self.assertEqual(json.loads(body)["errors"], [])
+            self.assertEqual(http_get(g.url("/healthz"))[0], 200)
+        finally:
+            for s in held:
+                s.close()
+            self.assertEqual(g.stop(), 0, g.stderr_text())
+            up.stop()
 
 
 if __name__ == "__main__":
