@@ -3,7 +3,10 @@
 #
 # The caller sets CT_NAME (log prefix) and may define ct_cleanup_extra; then calls
 #   ct_setup [extra Debian packages...]; ct_base_image; ct_build_image
-# Variables: SRC, IMAGE, BASE, WORK; counters PASSED/FAILED via ok/fail; skip exits 77.
+# Variables: SRC, IMAGE, BASE, WORK; counters PASSED/FAILED via ok/fail.
+# Exit 77 (skip) only where this cannot be tested at all: not root, or podman cannot run a
+# container here. Anything else that stops the set-up (an apt-get install, debootstrap) is a
+# failure: on a machine where podman runs, a skip there would hide a missing install step.
 
 T0=$(date +%s.%N)
 SRC="${GATHERD_SRC:-$(cd "$(dirname "${BASH_SOURCE[0]}")/../.." && pwd)}"
@@ -18,6 +21,7 @@ say()   { printf '[%s %6ss] %s\n' "${CT_NAME:-container}" "$(since "$T0")" "$*";
 fail()  { say "FAIL: $*"; FAILED=$((FAILED + 1)); }
 ok()    { say "ok: $*"; PASSED=$((PASSED + 1)); }
 skip()  { say "SKIP: $*"; echo "SKIP: $*"; exit 77; }
+die()   { fail "$*"; summary; exit 1; }
 summary() { say "total $(since "$T0")s"; echo "${CT_NAME:-container}: $PASSED passed, $FAILED failed"; [ "$FAILED" = 0 ]; }
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mb() { awk -v s="$1" 'BEGIN{printf "%.1f MB", s/1e6}'; }
@@ -38,7 +42,7 @@ ct_setup() {
     say "installing ${need[*]}"
     if ! { apt-get update -qq && DEBIAN_FRONTEND=noninteractive \
            apt-get install -y -qq --no-install-recommends "${need[@]}" >/dev/null; }; then
-      skip "cannot install ${need[*]} with apt-get"
+      die "cannot install ${need[*]} with apt-get (a failure, not a skip: the test needs them)"
     fi
   fi
   # Private containers.conf (never /etc): runc as runtime, cgroupfs (no systemd here), and
@@ -64,6 +68,29 @@ CONF
   podman info >"$WORK/podman-info.txt" 2>&1 \
     || skip "podman info fails: $(tail -n 3 "$WORK/podman-info.txt" | tr '\n' ' ')"
   say "podman $(podman version --format '{{.Client.Version}}'), runtime runc, storage $(podman info --format '{{.Store.GraphDriverName}}')"
+  ct_probe_run
+}
+
+# Can podman run a container here at all? If not, that is a skip, not a failure. Asked before
+# the base image is made, of a tiny image of the host's own /bin/true and its libraries, so
+# that a failure to make the base (debootstrap) is known to be one on a machine where podman
+# runs.
+PROBE=localhost/gatherd-ctest-probe:latest
+ct_probe_run() {
+  local root="$WORK/probe-root" f
+  if ! podman image exists "$PROBE"; then
+    mkdir -p "$root/bin"
+    cp -L /bin/true "$root/bin/true"
+    for f in $(ldd /bin/true | grep -oE '/[^ ]+'); do
+      mkdir -p "$root$(dirname "$f")"; cp -L "$f" "$root$f"
+    done
+    tar --numeric-owner -C "$root" -c . | podman import - "$PROBE" >"$WORK/probe.log" 2>&1 \
+      || skip "podman cannot store an image here: $(grep -v '^time=' "$WORK/probe.log" | tail -n 2 | tr '\n' ' ')"
+    rm -rf "$root"
+  fi
+  if ! podman run --rm --network none "$PROBE" /bin/true >"$WORK/probe.log" 2>&1; then
+    skip "podman cannot run a container here: $(grep -v '^time=' "$WORK/probe.log" | tail -n 2 | tr '\n' ' ')"
+  fi
 }
 
 # Stands in for the registry's debian:bookworm-slim: a debootstrap minbase with the same
@@ -73,7 +100,6 @@ ct_base_image() {
   if [ "${REBUILD_BASE:-0}" = 1 ]; then podman rmi -f "$BASE" >/dev/null 2>&1 || true; fi
   if podman image exists "$BASE"; then
     say "base $BASE cached"
-    ct_probe_run
     return 0
   fi
   local mirror root
@@ -85,7 +111,7 @@ ct_base_image() {
   root="$WORK/rootfs"
   if ! debootstrap --variant=minbase bookworm "$root" "$mirror" >"$WORK/debootstrap.log" 2>&1; then
     tail -n 20 "$WORK/debootstrap.log"
-    skip "debootstrap failed (no Debian mirror reachable?)"
+    die "debootstrap of the $BASE base failed (podman runs here, so this is a failure; mirror $mirror, log above)"
   fi
   printf 'deb %s bookworm main\ndeb %s bookworm-updates main\n' "$mirror" "$mirror" > "$root/etc/apt/sources.list"
   printf '%s\n' 'path-exclude /usr/share/doc/*' 'path-include /usr/share/doc/*/copyright' \
@@ -99,17 +125,10 @@ ct_base_image() {
   rm -rf "$root"/usr/share/{man,info,groff,lintian,linda}/* "$root"/var/lib/apt/lists/* \
          "$root"/var/cache/apt/*.bin "$root"/var/cache/apt/archives/*.deb "$root"/var/log/* \
          "$root"/usr/share/locale/*
-  tar --numeric-owner -C "$root" -c . | podman import --change 'CMD ["bash"]' - "$BASE" >/dev/null
+  tar --numeric-owner -C "$root" -c . | podman import --change 'CMD ["bash"]' - "$BASE" >"$WORK/import.log" 2>&1 \
+    || die "podman import of the debootstrapped $BASE: $(grep -v '^time=' "$WORK/import.log" | tail -n 2 | tr '\n' ' ')"
   rm -rf "$root"
   say "base imported: $(mb "$(podman image inspect --format '{{.Size}}' "$BASE")")"
-  ct_probe_run
-}
-
-# Can podman run a container here at all? If not, that is a skip, not a failure.
-ct_probe_run() {
-  if ! podman run --rm --network none "$BASE" true >"$WORK/probe.log" 2>&1; then
-    skip "podman cannot run a container here: $(grep -v '^time=' "$WORK/probe.log" | tail -n 2 | tr '\n' ' ')"
-  fi
 }
 
 # podman build --format docker (keeps HEALTHCHECK) of the repository's Dockerfile as $IMAGE.
