@@ -24,7 +24,7 @@ ct_cleanup_extra() {
 PY=""
 for p in python3 /usr/bin/python3; do "$p" -c 'import yaml' 2>/dev/null && { PY="$p"; break; }; done
 if [ -n "$PY" ]; then ct_setup catatonit; else ct_setup catatonit python3-yaml; PY=/usr/bin/python3; fi
-"$PY" -c 'import yaml' 2>/dev/null || skip "no python with a yaml module"
+"$PY" -c 'import yaml' 2>/dev/null || die "python3-yaml installed, yet $PY cannot import yaml"
 ct_base_image
 ct_build_image || { summary; exit 1; }
 
