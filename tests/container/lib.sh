@@ -131,11 +131,12 @@ ct_base_image() {
   say "base imported: $(mb "$(podman image inspect --format '{{.Size}}' "$BASE")")"
 }
 
-# podman build --format docker (keeps HEALTHCHECK) of the repository's Dockerfile as $IMAGE.
+# podman build --format docker (keeps HEALTHCHECK) of the repository's Dockerfile as $IMAGE;
+# sets IMAGE_SIZE and BASE_SIZE (bytes).
 ct_build_image() {
   [ -f "$SRC/Dockerfile" ] || { fail "no Dockerfile in $SRC"; return 1; }
   say "podman build --format docker -t $IMAGE $SRC"
-  local tb old_id new_id size base_size
+  local tb old_id new_id
   tb=$(date +%s)
   old_id=$(podman image inspect --format '{{.Id}}' "$IMAGE" 2>/dev/null || true)
   if ! podman build --format docker --network host --pull=never -t "$IMAGE" -f "$SRC/Dockerfile" "$SRC" \
@@ -148,7 +149,7 @@ ct_build_image() {
   # drop the previous build's final image (intermediate layers stay: they are the build cache)
   new_id=$(podman image inspect --format '{{.Id}}' "$IMAGE")
   if [ -n "$old_id" ] && [ "$old_id" != "$new_id" ]; then podman rmi "$old_id" >/dev/null 2>&1 || true; fi
-  size=$(podman image inspect --format '{{.Size}}' "$IMAGE")
-  base_size=$(podman image inspect --format '{{.Size}}' "$BASE")
-  say "image size: $(mb "$size") (base $(mb "$base_size"), gatherd layers +$(mb $((size - base_size))))"
+  IMAGE_SIZE=$(podman image inspect --format '{{.Size}}' "$IMAGE")
+  BASE_SIZE=$(podman image inspect --format '{{.Size}}' "$BASE")
+  say "image size: $(mb "$IMAGE_SIZE") (base $(mb "$BASE_SIZE"), gatherd layers +$(mb $((IMAGE_SIZE - BASE_SIZE))))"
 }

@@ -22,6 +22,33 @@ ct_setup
 ct_base_image
 ct_build_image || { summary; exit 1; }
 
+# ---------------------------------------------------------------- image size and contents
+# "As small as Debian allows": what gatherd's layers add on top of the base (today ~15 MB: the
+# runtime libraries and gatherd) must stay under a bound with headroom, so that a build
+# toolchain or a dev package slipping into the runtime stage fails here.
+MAX_ADDED=${GATHERD_MAX_ADDED_BYTES:-25000000}
+added=$((IMAGE_SIZE - BASE_SIZE))
+if [ "$added" -le "$MAX_ADDED" ]; then ok "gatherd layers add $(mb "$added") (bound $(mb "$MAX_ADDED"))"
+else fail "gatherd layers add $(mb "$added") over the base, more than $(mb "$MAX_ADDED") (image $(mb "$IMAGE_SIZE"), base $(mb "$BASE_SIZE"))"; fi
+# No compiler, linker or build tool, and no -dev package (build-essential pulls dpkg-dev too).
+# The package listing must name the runtime libraries, or the check would prove nothing.
+podman run --rm --network none --health-interval=disable --entrypoint sh "$IMAGE" -c '
+  for t in cc c++ gcc g++ cpp clang tcc ld as make meson ninja pkg-config pkgconf; do
+    p=$(command -v "$t") && echo "tool $t: $p"
+  done
+  dpkg-query -W -f="\${db:Status-Abbrev} \${Package}\n" | awk "\$1 ~ /^.i/ {print \"pkg \" \$2}"
+' >"$WORK/contents.txt" 2>"$WORK/contents.err" || true
+if ! grep -q '^pkg libmicrohttpd12' "$WORK/contents.txt"; then
+  fail "cannot list the image's packages: $(tail -n 3 "$WORK/contents.err" | tr '\n' ' ')"
+else
+  tools=$(sed -n 's/^tool //p' "$WORK/contents.txt" | tr '\n' ' ')
+  [ -z "$tools" ] && ok "no compiler or build tool in the image" || fail "build tools in the runtime image: $tools"
+  devs=$(awk '$1 == "pkg" && ($2 ~ /-dev(:|$)/ || $2 ~ /^(build-essential|binutils|gcc|g\+\+|cpp|make|meson|ninja-build|pkgconf?)(-[0-9]+)?(:|$)/) {print $2}' \
+         "$WORK/contents.txt" | tr '\n' ' ')
+  [ -z "$devs" ] && ok "no -dev or toolchain package among $(grep -c '^pkg ' "$WORK/contents.txt") installed" \
+    || fail "dev/toolchain packages in the runtime image: $devs"
+fi
+
 # ---------------------------------------------------------------- image metadata
 hc=$(podman image inspect --format '{{json .Config.Healthcheck}}' "$IMAGE" 2>/dev/null || echo null)
 if echo "$hc" | grep -q 'gatherd-healthcheck'; then ok "HEALTHCHECK in image: $hc"; else fail "no HEALTHCHECK in image config: $hc"; fi
