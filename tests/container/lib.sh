@@ -26,6 +26,18 @@ summary() { say "total $(since "$T0")s"; echo "${CT_NAME:-container}: $PASSED pa
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
 mb() { awk -v s="$1" 'BEGIN{printf "%.1f MB", s/1e6}'; }
 
+# ct_await_log CTR ERE SECONDS: follows CTR's log (podman logs -f) until a line matches, at
+# most SECONDS; sets LOG_LINE to it. Non-zero if none came (time out, or the log ended).
+ct_await_log() {
+  local fd pid rc=0
+  exec {fd}< <(exec podman logs -f "$1" 2>&1)
+  pid=$!
+  LOG_LINE=$(timeout "$3" grep -m1 -E -- "$2" <&"$fd") || rc=1
+  exec {fd}<&-
+  kill "$pid" 2>/dev/null || true
+  return "$rc"
+}
+
 ct_cleanup() {
   if declare -F ct_cleanup_extra >/dev/null; then ct_cleanup_extra || true; fi
   [ -n "$WORK" ] && rm -rf "$WORK"

@@ -14,8 +14,10 @@ set -euo pipefail
 CT_NAME=container
 . "$(dirname "$0")/lib.sh"
 CTR="gatherd-ctest-$$"
+FAKEUP_PID=""
 ct_cleanup_extra() {
-  for c in "$CTR" "$CTR-ro" "$CTR-hc"; do podman rm -f -t 0 "$c" >/dev/null 2>&1 || true; done
+  for c in "$CTR" "$CTR-ro" "$CTR-hc" "$CTR-drain"; do podman rm -f -t 0 "$c" >/dev/null 2>&1 || true; done
+  [ -z "$FAKEUP_PID" ] || kill "$FAKEUP_PID" 2>/dev/null || true
 }
 
 ct_setup
@@ -155,5 +157,81 @@ podman logs "$CTR" >"$WORK/ctr.log" 2>&1 || true
 if grep -q '"msg":"draining"' "$WORK/ctr.log"; then ok "log has draining"; else fail "log lacks \"msg\":\"draining\""; fi
 if grep -q '"msg":"stopped"' "$WORK/ctr.log"; then ok "log has stopped: $(grep -m1 '"msg":"stopped"' "$WORK/ctr.log")"
 else tail -n 10 "$WORK/ctr.log"; fail "log lacks \"msg\":\"stopped\""; fi
+
+# ---------------------------------------------------------------- stop with a request in flight
+# gatherd on the host network, one endpoint whose only backend is fakeup (on the host's
+# loopback) answering after 2 s. A request is sent, fakeup is asked (long poll) until it has
+# the upstream request, then `podman stop -t 20`: the drain must let the request finish with
+# its whole 200 answer, refuse new connections meanwhile, and exit 0. Nothing sleeps.
+drain="$CTR-drain"
+SLOW_MS=2000
+exec {fu}< <(exec python3 "$SRC/tests/upstream/fakeup.py" --host 127.0.0.1 --port 0 2>"$WORK/fakeup.err")
+FAKEUP_PID=$!
+fline=""; read -r -t 20 -u "$fu" fline || true
+exec {fu}<&-
+fport=$(printf '%s' "$fline" | sed -n 's/.*"port": *\([0-9][0-9]*\).*/\1/p')
+dport=$(free_port)
+mkdir -p "$WORK/drain"; chmod 0755 "$WORK/drain"
+cat > "$WORK/drain/gatherd.json" <<JSON
+{"endpoints": [{"path": "/slow", "timeout_ms": 15000,
+  "backends": [{"name": "slow", "url": "http://127.0.0.1:$fport/ok?delay_ms=$SLOW_MS&id=drain"}]}]}
+JSON
+chmod 0644 "$WORK/drain/gatherd.json"
+if [ -z "$fport" ]; then
+  fail "fakeup did not start: $(tail -n 3 "$WORK/fakeup.err" | tr '\n' ' ')"
+elif ! podman run -d --name "$drain" --network host --health-interval=disable \
+       -v "$WORK/drain:/etc/gatherd-drain:ro" "$IMAGE" \
+       --config /etc/gatherd-drain/gatherd.json --listen "127.0.0.1:$dport" >"$WORK/drain-run.log" 2>&1; then
+  fail "podman run (in-flight stop): $(tail -n 2 "$WORK/drain-run.log" | tr '\n' ' ')"
+elif ! ct_await_log "$drain" '"msg":"listening"' 20; then
+  fail "in-flight stop: gatherd did not log listening: $(podman logs "$drain" 2>&1 | tail -n 3 | tr '\n' ' ')"
+else
+  curl -s -o "$WORK/slow.body" -w '%{http_code}' --max-time 30 "http://127.0.0.1:$dport/slow" \
+    >"$WORK/slow.code" 2>"$WORK/slow.err" &
+  slow_pid=$!
+  stop_s=""
+  # the upstream request is at fakeup (its head read, the 2 s delay begun): in flight now
+  got=$(curl -s -o /dev/null -w '%{http_code}' --max-time 20 -H 'X-Fakeup-Control: 1' \
+        "http://127.0.0.1:$fport/_wait?path:/ok=1&timeout_ms=15000" || true)
+  if [ "$got" != 200 ]; then
+    fail "the request never reached fakeup (/_wait: '$got')"
+  else
+    ts=$(date +%s.%N)
+    podman stop -t 20 "$drain" >/dev/null 2>"$WORK/drain-stop.err" &
+    stop_pid=$!
+    if ct_await_log "$drain" '"msg":"draining"' 20; then
+      # the listener is closed once `draining` is logged: a new connection must be refused
+      refused=0; curl -s -o /dev/null --max-time 5 "http://127.0.0.1:$dport/healthz" 2>/dev/null || refused=$?
+      pending=0; kill -0 "$slow_pid" 2>/dev/null && pending=1
+      if echo "$LOG_LINE" | grep -q '"in_flight":1'; then ok "draining with the request in flight: $LOG_LINE"
+      else fail "draining line does not count the request in flight: $LOG_LINE"; fi
+      if [ "$refused" = 7 ] && [ "$pending" = 1 ]; then ok "new connection refused during the drain (request still in flight)"
+      elif [ "$refused" = 7 ]; then say "new connection refused, but the request had already finished: not counted"
+      else fail "new connection during the drain: curl exit $refused (7 = refused)"; fi
+    else
+      fail "no draining line after podman stop: $(podman logs "$drain" 2>&1 | tail -n 3 | tr '\n' ' ')"
+    fi
+    stop_rc=0; wait "$stop_pid" || stop_rc=$?
+    stop_s=$(since "$ts")
+    [ "$stop_rc" = 0 ] || fail "podman stop -t 20 (in flight): exit $stop_rc $(cat "$WORK/drain-stop.err")"
+  fi
+  wait "$slow_pid" || true
+  code=$(cat "$WORK/slow.code")
+  if [ "$code" = 200 ] && python3 -c '
+import json, sys
+j = json.load(open(sys.argv[1]))
+sys.exit(0 if j["results"] == [{"ok": True, "id": "drain"}] and j["errors"] == [] else 1)' "$WORK/slow.body" 2>/dev/null
+  then ok "in-flight request answered in full during the drain: 200 $(cat "$WORK/slow.body")"
+  else fail "in-flight request: '$code' $(cat "$WORK/slow.body" "$WORK/slow.err" 2>/dev/null | head -c 300)"; fi
+  exit_code=$(podman inspect --format '{{.State.ExitCode}}' "$drain")
+  say "podman stop with a request in flight took ${stop_s:-?}s, exit code $exit_code"
+  [ "$exit_code" = 0 ] && ok "exit code 0 after draining a request in flight" \
+    || fail "exit code $exit_code after podman stop -t 20 with a request in flight (137 = SIGKILL)"
+  podman logs "$drain" >"$WORK/drain.log" 2>&1 || true
+  if grep -q '"msg":"draining"' "$WORK/drain.log" && grep -q '"msg":"stopped"' "$WORK/drain.log"; then
+    ok "log has draining and stopped"
+  else tail -n 10 "$WORK/drain.log"; fail "in-flight stop: log lacks draining or stopped"; fi
+fi
+podman rm -f -t 0 "$drain" >/dev/null 2>&1 || true
 
 summary
