@@ -32,7 +32,8 @@ class KeepAliveTest(unittest.TestCase):
             endpoint("/cycle", [("c", u("/cycle?sizes=100,6000,300,40000,20"))],
                      timeout_ms=10000),
         )
-        cls.gd = Gatherd(cls.gd_cfg)
+        # Upstream pools are per worker, and these tests count one pool's connections.
+        cls.gd = Gatherd(cls.gd_cfg, workers=1)
 
     @classmethod
     def tearDownClass(cls):
