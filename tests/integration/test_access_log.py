@@ -12,7 +12,7 @@ import time
 import unittest
 
 import gd
-from gd import FakeUpstream, Gatherd, config, endpoint, http_get, metric_sum
+from gd import FakeUpstream, Gatherd, config, endpoint, http_get, metric_sum, stop_checked
 
 TIME = re.compile(r"^\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z$")
 
@@ -34,11 +34,7 @@ class AccessLogTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            rc = cls.gd.stop()
-            assert rc == 0, f"gatherd exit {rc}: {cls.gd.stderr_text()}"
-        finally:
-            cls.up.stop()
+        stop_checked(cls.gd, cls.up)
 
     def test_fields(self):
         status, headers, body = http_get(self.gd.url("/mix"), headers={"X-Request-Id": "al-1"})

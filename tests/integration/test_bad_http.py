@@ -6,7 +6,8 @@ import json
 import socket
 import unittest
 
-from gd import FakeUpstream, Gatherd, config, endpoint, http_get, parse_response, raw_request
+from gd import FakeUpstream, Gatherd, config, endpoint, http_get, parse_response, raw_request, \
+    stop_checked
 
 
 class BadHttpTest(unittest.TestCase):
@@ -22,11 +23,7 @@ class BadHttpTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            rc = cls.gd.stop()
-            assert rc == 0, f"gatherd exit {rc}: {cls.gd.stderr_text()}"
-        finally:
-            cls.up.stop()
+        stop_checked(cls.gd, cls.up)
 
     def tearDown(self):
         # After every bad input the service still answers.

@@ -6,7 +6,7 @@ import re
 import unittest
 
 from gd import FakeUpstream, Gatherd, config, endpoint, http_get, metric_sum, parse_response, \
-    raw_request
+    raw_request, stop_checked
 
 
 class BuiltinTest(unittest.TestCase):
@@ -21,11 +21,7 @@ class BuiltinTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            rc = cls.gd.stop()
-            assert rc == 0, f"gatherd exit {rc}: {cls.gd.stderr_text()}"
-        finally:
-            cls.up.stop()
+        stop_checked(cls.gd, cls.up)
 
     def test_healthz(self):
         status, headers, body = http_get(self.gd.url("/healthz"))

@@ -8,7 +8,7 @@ import socket
 import time
 import unittest
 
-from gd import FakeUpstream, Gatherd, config, endpoint, http_get
+from gd import FakeUpstream, Gatherd, config, endpoint, http_get, stop_checked
 
 
 class CancelTest(unittest.TestCase):
@@ -33,11 +33,7 @@ class CancelTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            rc = cls.gd.stop()
-            assert rc == 0, f"gatherd exit {rc}: {cls.gd.stderr_text()}"
-        finally:
-            cls.up.stop()
+        stop_checked(cls.gd, cls.up)
 
     def setUp(self):
         self.up.reset()

@@ -8,7 +8,7 @@ import socket
 import time
 import unittest
 
-from gd import FakeUpstream, Gatherd, config, endpoint, http_get, parse_response
+from gd import FakeUpstream, Gatherd, config, endpoint, http_get, parse_response, stop_checked
 
 CLIENTS = 300
 
@@ -49,11 +49,7 @@ class ConcurrencyTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            rc = cls.gd.stop()
-            assert rc == 0, f"gatherd exit {rc}: {cls.gd.stderr_text()}"
-        finally:
-            cls.up.stop()
+        stop_checked(cls.gd, cls.up)
 
     def test_300_concurrent_clients(self):
         t0 = time.monotonic()

@@ -6,7 +6,7 @@ import json
 import time
 import unittest
 
-from gd import FakeUpstream, Gatherd, config, endpoint, http_get
+from gd import FakeUpstream, Gatherd, config, endpoint, http_get, stop_checked
 
 
 class DeadlineTest(unittest.TestCase):
@@ -36,11 +36,7 @@ class DeadlineTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            rc = cls.gd.stop()
-            assert rc == 0, f"gatherd exit {rc}: {cls.gd.stderr_text()}"
-        finally:
-            cls.up.stop()
+        stop_checked(cls.gd, cls.up)
 
     def setUp(self):
         self.up.reset()

@@ -7,7 +7,7 @@ import time
 import unittest
 
 import gd
-from gd import FakeUpstream, Gatherd, config, endpoint, http_get
+from gd import FakeUpstream, Gatherd, config, endpoint, http_get, stop_checked
 
 OK_BODY = {"ok": True, "id": "good"}
 
@@ -92,11 +92,7 @@ class ErrorKindsTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            rc = cls.gd.stop()
-            assert rc == 0, f"gatherd exit {rc}: {cls.gd.stderr_text()}"
-        finally:
-            cls.up.stop()
+        stop_checked(cls.gd, cls.up)
 
     def get(self, path, want_status=200):
         status, headers, body = http_get(self.gd.url(path), timeout=30)

@@ -7,7 +7,7 @@ import time
 import unittest
 
 import gd
-from gd import FakeUpstream, Gatherd, config, endpoint, http_get
+from gd import FakeUpstream, Gatherd, config, endpoint, http_get, stop_checked
 
 
 class JoinTest(unittest.TestCase):
@@ -51,11 +51,7 @@ class JoinTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            rc = cls.gd.stop()
-            assert rc == 0, f"gatherd exit {rc}: {cls.gd.stderr_text()}"
-        finally:
-            cls.up.stop()
+        stop_checked(cls.gd, cls.up)
 
     def test_order_and_bytes(self):
         want = [gd.fixture_bytes(n).strip() for n in gd.FIXTURE_NAMES]

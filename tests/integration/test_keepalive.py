@@ -9,7 +9,8 @@ import socket
 import time
 import unittest
 
-from gd import FakeUpstream, Gatherd, config, endpoint, http_get, read_response, read_responses
+from gd import FakeUpstream, Gatherd, config, endpoint, http_get, read_response, read_responses, \
+    stop_checked
 
 
 class KeepAliveTest(unittest.TestCase):
@@ -37,11 +38,7 @@ class KeepAliveTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            rc = cls.gd.stop()
-            assert rc == 0, f"gatherd exit {rc}: {cls.gd.stderr_text()}"
-        finally:
-            cls.up.stop()
+        stop_checked(cls.gd, cls.up)
 
     def test_upstream_connections_reused(self):
         self.up.reset()

@@ -21,7 +21,7 @@ import urllib.parse
 
 import gd
 from gd import FakeUpstream, Gatherd, config, endpoint, http_get, parse_metrics, scrape, \
-    wait_until
+    stop_checked, wait_until
 
 WORKERS = 2
 KINDS = ("timeout", "connect", "http_status", "invalid_json", "too_large", "transfer")
@@ -196,11 +196,7 @@ class MetricsTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            rc = cls.gd.stop()
-            assert rc == 0, f"gatherd exit {rc}: {cls.gd.stderr_text()}"
-        finally:
-            cls.up.stop()
+        stop_checked(cls.gd, cls.up)
 
     def scrape_when(self, pred, what, timeout=10, get=None):
         """Scrape (with get(), by default on a new connection) until pred(exposition) holds;

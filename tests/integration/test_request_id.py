@@ -9,7 +9,7 @@ import re
 import unittest
 
 from gd import FakeUpstream, Gatherd, config, endpoint, get_json, http_get, parse_response, \
-    raw_request
+    raw_request, stop_checked
 
 HEX16 = re.compile(r"^[0-9a-f]{16}$")
 ALLOWED = "AZaz09._:@/+=-"
@@ -31,11 +31,7 @@ class RequestIdTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            rc = cls.gd.stop()
-            assert rc == 0, f"gatherd exit {rc}: {cls.gd.stderr_text()}"
-        finally:
-            cls.up.stop()
+        stop_checked(cls.gd, cls.up)
 
     def echo(self, headers=None):
         status, h, doc = get_json(self.gd.url("/echo2"), headers=headers or {})

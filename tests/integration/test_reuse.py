@@ -6,7 +6,7 @@ and body caps alternate on one worker and each must get exactly its own configur
 import json
 import unittest
 
-from gd import FakeUpstream, Gatherd, config, endpoint, http_get
+from gd import FakeUpstream, Gatherd, config, endpoint, http_get, stop_checked
 
 
 class ReuseTest(unittest.TestCase):
@@ -43,11 +43,7 @@ class ReuseTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            rc = cls.gd.stop()
-            assert rc == 0, f"gatherd exit {rc}: {cls.gd.stderr_text()}"
-        finally:
-            cls.up.stop()
+        stop_checked(cls.gd, cls.up)
 
     def get(self, path, want=200):
         status, _, body = http_get(self.gd.url(path), timeout=30)

@@ -7,7 +7,7 @@ import json
 import unittest
 
 import gd
-from gd import FakeUpstream, Gatherd, config, endpoint, free_port, http_get
+from gd import FakeUpstream, Gatherd, config, endpoint, free_port, http_get, stop_checked
 
 
 class SelfCallTest(unittest.TestCase):
@@ -38,11 +38,7 @@ class SelfCallTest(unittest.TestCase):
 
     @classmethod
     def tearDownClass(cls):
-        try:
-            rc = cls.gd.stop()
-            assert rc == 0, f"gatherd exit {rc}: {cls.gd.stderr_text()}"
-        finally:
-            cls.up.stop()
+        stop_checked(cls.gd, cls.up)
 
     def test_self_call(self):
         status, _, body = http_get(self.gd.url("/all"), timeout=30)

@@ -767,6 +767,17 @@ def metric_sum(text, name):
     return total if found else None
 
 
+def stop_checked(g, *others):
+    """Stops gatherd and then ``others`` (fakeups), whatever happens; fails unless gatherd
+    exited 0, which is also how a sanitizer report or a leak fails a test."""
+    try:
+        rc = g.stop()
+        assert rc == 0, f"gatherd exit {rc}: {g.stderr_text()}"
+    finally:
+        for o in others:
+            o.stop()
+
+
 def wait_until(pred, timeout, what, interval=0.02):
     """Poll pred() until it is truthy (return its value) or raise after timeout seconds.  For
     conditions nothing announces, such as a counter gatherd updates just after an answer."""
