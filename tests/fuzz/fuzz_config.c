@@ -87,8 +87,7 @@ static void check_config(const struct config *cfg)
             }
         }
     }
-    CHECK(total == cfg->nbackends_total, "nbackends_total %zu != %zu", cfg->nbackends_total,
-          total);
+    CHECK(total == cfg->nbackends_total, "nbackends_total %zu != %zu", cfg->nbackends_total, total);
 }
 
 int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
