@@ -1,5 +1,6 @@
 #include "httpd.h"
 
+#include "acceptor.h"
 #include "access.h"
 #include "agg.h"
 #include "buf.h"
@@ -48,12 +49,9 @@ enum route { RT_ENDPOINT, RT_HEALTHZ, RT_READYZ, RT_METRICS, RT_NOT_FOUND };
 struct httpd {
     struct worker *w;
     struct MHD_Daemon *daemon;
-    struct event *io;       /* the daemon's epoll descriptor, level-triggered */
-    struct event *tick;     /* the daemon's own timeout; activated by hand to make it run */
-    struct event *listen;   /* the shared listening socket, level-triggered */
-    struct event *deferred; /* accept again after yielding to a less busy worker, or EMFILE */
-    bool accepting;         /* false once quiesced */
-    int_fast64_t max_connections;
+    struct event *io;        /* the daemon's epoll descriptor, level-triggered */
+    struct event *tick;      /* the daemon's own timeout; activated by hand to make it run */
+    struct acceptor *accept; /* new connections off the shared socket; the daemon has none */
     size_t in_flight;
     struct request *waiting; /* suspended requests, for the drain limit and shutdown */
     struct metrics_endpoint *m_unmatched, *m_healthz, *m_readyz, *m_metrics;
@@ -583,92 +581,13 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     }
 }
 
-/* Accepting. Every worker watches the one listening socket, and the kernel wakes them all for
- * a new connection. Left to libmicrohttpd, whichever loop ran first took it, so a burst of
- * connections (a client pool opening, a proxy's keep-alive pool) stuck to one worker: wrk's 64
- * connections split 52/12 over two, and the busy loop's answers took 4x longer. gatherd
- * accepts itself and hands the socket to its daemon (MHD_add_connection). A worker holding
- * more connections than the least busy one plus SPREAD_SLACK steps back for SPREAD_YIELD_MS
- * so that one can take the connection; if nobody has by then, it takes it anyway. */
-#define SPREAD_SLACK 1
-#define SPREAD_YIELD_MS 1
-/* Connections taken per wakeup: one at a time while there are several workers, so that a
- * burst is shared; more for one worker, which has nobody to share with. */
-#define ACCEPT_BATCH_ALONE 64
-/* After EMFILE and the like, the socket stays readable: wait instead of spinning. */
-#define ACCEPT_PAUSE_MS 100
-/* At worker_connections, new connections wait in the backlog (as with nginx) rather than
- * being accepted and closed; look again this often. */
-#define ACCEPT_FULL_MS 10
-
-static bool over_share(const struct httpd *h)
-{
-    const struct worker_shared *s = h->w->shared;
-    int_fast64_t mine = atomic_load(&h->w->metrics->http_connections_open), least = mine;
-    for (unsigned i = 0; i < s->nworkers; i++) {
-        int_fast64_t n = atomic_load(&metrics_worker(s->metrics, i)->http_connections_open);
-        if (n < least)
-            least = n;
-    }
-    return mine > least + SPREAD_SLACK;
-}
-
-static void pause_accepting(struct httpd *h, long ms)
-{
-    event_del(h->listen);
-    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
-    evtimer_add(h->deferred, &tv);
-}
-
-static void accept_some(struct httpd *h, bool may_yield)
-{
-    if (!h->accepting)
-        return;
-    if (may_yield && h->w->shared->nworkers > 1 && over_share(h)) {
-        pause_accepting(h, SPREAD_YIELD_MS);
-        return;
-    }
-    int batch = h->w->shared->nworkers > 1 ? 1 : ACCEPT_BATCH_ALONE;
-    for (int i = 0; i < batch; i++) {
-        if (atomic_load(&h->w->metrics->http_connections_open) >= h->max_connections) {
-            pause_accepting(h, ACCEPT_FULL_MS);
-            break;
-        }
-        struct sockaddr_storage addr;
-        socklen_t len = sizeof addr;
-        int fd = accept4(h->w->shared->listen_fd, (struct sockaddr *)&addr, &len,
-                         SOCK_NONBLOCK | SOCK_CLOEXEC);
-        if (fd == -1) {
-            if (errno == EMFILE || errno == ENFILE || errno == ENOBUFS || errno == ENOMEM) {
-                char f[96];
-                snprintf(f, sizeof f, "\"error\":\"accept: %s\"", strerror(errno));
-                log_event(h->w->log, LOG_WARN, "accept_paused", f);
-                pause_accepting(h, ACCEPT_PAUSE_MS);
-            }
-            break; /* EAGAIN: another worker took it; ECONNABORTED and the like: gone */
-        }
-        /* On failure (the connection limit, out of memory) the daemon closes it. */
-        MHD_add_connection(h->daemon, fd, (struct sockaddr *)&addr, len);
-    }
-    kick(h); /* added connections are read on the daemon's next run */
-}
-
-static void on_listen(evutil_socket_t fd, short what, void *arg)
-{
-    (void)fd;
-    (void)what;
-    accept_some(arg, true);
-}
-
-static void on_deferred(evutil_socket_t fd, short what, void *arg)
+/* A connection the acceptor took goes to the daemon, which closes it on failure (its
+ * connection limit, out of memory); it is read on the daemon's next run. */
+static void on_accepted(void *arg, int fd, const struct sockaddr *addr, socklen_t len)
 {
     struct httpd *h = arg;
-    (void)fd;
-    (void)what;
-    if (!h->accepting)
-        return;
-    event_add(h->listen, NULL);
-    accept_some(h, false);
+    MHD_add_connection(h->daemon, fd, addr, len);
+    kick(h);
 }
 
 /* libmicrohttpd reports both what clients did wrong (malformed requests: noise an attacker can
@@ -732,12 +651,19 @@ struct httpd *httpd_create(struct worker *w, char *err, size_t errlen)
     const union MHD_DaemonInfo *di = MHD_get_daemon_info(h->daemon, MHD_DAEMON_INFO_EPOLL_FD);
     h->io = event_new(w->base, di->epoll_fd, EV_READ | EV_PERSIST, on_daemon_event, h);
     h->tick = evtimer_new(w->base, on_daemon_event, h);
-    h->listen = event_new(w->base, w->shared->listen_fd, EV_READ | EV_PERSIST, on_listen, h);
-    h->deferred = evtimer_new(w->base, on_deferred, h);
-    h->accepting = true;
-    h->max_connections = w->cfg->worker_connections;
-    if (h->io == NULL || h->tick == NULL || h->listen == NULL || h->deferred == NULL ||
-        event_add(h->io, NULL) != 0 || event_add(h->listen, NULL) != 0) {
+    struct acceptor_opts ao = {
+        .base = w->base,
+        .listen_fd = w->shared->listen_fd,
+        .worker = w->id,
+        .nworkers = w->shared->nworkers,
+        .metrics = w->shared->metrics,
+        .max_connections = (long)w->cfg->worker_connections,
+        .log = w->log,
+        .take = on_accepted,
+        .arg = h,
+    };
+    h->accept = acceptor_create(&ao);
+    if (h->io == NULL || h->tick == NULL || h->accept == NULL || event_add(h->io, NULL) != 0) {
         snprintf(err, errlen, "cannot register the daemon with the event loop");
         httpd_destroy(h);
         return NULL;
@@ -750,9 +676,7 @@ void httpd_quiesce(struct httpd *h)
 {
     /* The listening socket is shared by every worker and closed by the control thread once
      * all have let go of it. */
-    h->accepting = false;
-    event_del(h->listen);
-    event_del(h->deferred);
+    acceptor_stop(h->accept);
     kick(h);
 }
 
@@ -782,9 +706,10 @@ void httpd_destroy(struct httpd *h)
         MHD_run(h->daemon);
         MHD_stop_daemon(h->daemon);
     }
-    struct event *evs[] = {h->io, h->tick, h->listen, h->deferred};
-    for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
-        if (evs[i] != NULL)
-            event_free(evs[i]);
+    acceptor_destroy(h->accept);
+    if (h->io != NULL)
+        event_free(h->io);
+    if (h->tick != NULL)
+        event_free(h->tick);
     free(h);
 }
