@@ -29,7 +29,10 @@ struct app {
     struct metrics *metrics;
     struct listener listener;
     struct event_base *base;
-    struct event *sig_term, *sig_int, *sig_hup, *on_quiesced, *on_idle, *on_exit;
+    struct event *sig_term, *sig_int, *sig_hup, *on_quiesced, *on_idle, *on_applied, *on_exit;
+    unsigned reload_gen; /* configurations posted to the workers so far */
+    bool reload_pending; /* "reloaded" is logged once every worker serves reload_gen */
+    size_t reload_endpoints;
     atomic_int draining;
     bool stopping;
     struct worker_shared shared;
@@ -218,13 +221,32 @@ static void reload(struct app *a)
                   "effect on restart\"");
     if (a->opts->log_level < 0)
         logger_set_level(a->logger, next->log_level);
+    a->reload_gen++;
     for (unsigned i = 0; i < a->started; i++)
-        worker_post_config(&a->workers[i], next);
+        worker_post_config(&a->workers[i], next, a->reload_gen);
     config_unref(a->cfg);
     a->cfg = next;
     metrics_reload(a->metrics, 1);
+    a->reload_pending = true;
+    a->reload_endpoints = next->nendpoints;
+}
+
+/* A worker took a configuration. "reloaded" waits for every running worker, so that once it
+ * is logged every new request is served under the new configuration. */
+static void on_applied(evutil_socket_t fd, short what, void *arg)
+{
+    struct app *a = arg;
+    (void)fd;
+    (void)what;
+    if (!a->reload_pending)
+        return;
+    for (unsigned i = 0; i < a->started; i++)
+        if (!atomic_load(&a->workers[i].exited) &&
+            atomic_load(&a->workers[i].applied_gen) < a->reload_gen)
+            return;
+    a->reload_pending = false;
     char f[64];
-    snprintf(f, sizeof f, "\"endpoints\":%zu", next->nendpoints);
+    snprintf(f, sizeof f, "\"endpoints\":%zu", a->reload_endpoints);
     log_event(a->log, LOG_INFO, "reloaded", f);
 }
 
@@ -267,8 +289,8 @@ static void teardown(struct app *a)
         worker_finish(&a->workers[i]);
     free(a->workers);
     listen_close(&a->listener);
-    struct event *evs[] = {a->sig_term,    a->sig_int, a->sig_hup,
-                           a->on_quiesced, a->on_idle, a->on_exit};
+    struct event *evs[] = {a->sig_term, a->sig_int,    a->sig_hup, a->on_quiesced,
+                           a->on_idle,  a->on_applied, a->on_exit};
     for (size_t i = 0; i < sizeof evs / sizeof evs[0]; i++)
         if (evs[i] != NULL)
             event_free(evs[i]);
@@ -311,15 +333,25 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     a.sig_hup = evsignal_new(a.base, SIGHUP, on_hup, &a);
     a.on_quiesced = event_new(a.base, -1, 0, on_quiesced, &a);
     a.on_idle = event_new(a.base, -1, 0, on_idle, &a);
+    a.on_applied = event_new(a.base, -1, 0, on_applied, &a);
     a.on_exit = event_new(a.base, -1, 0, on_exit_notice, &a);
-    if (!a.sig_term || !a.sig_int || !a.sig_hup || !a.on_quiesced || !a.on_idle || !a.on_exit ||
-        evsignal_add(a.sig_term, NULL) || evsignal_add(a.sig_int, NULL) ||
+    if (!a.sig_term || !a.sig_int || !a.sig_hup || !a.on_quiesced || !a.on_idle || !a.on_applied ||
+        !a.on_exit || evsignal_add(a.sig_term, NULL) || evsignal_add(a.sig_int, NULL) ||
         evsignal_add(a.sig_hup, NULL)) {
         fprintf(stderr, "gatherd: cannot install signal handlers\n");
         goto out;
     }
-    a.shared = (struct worker_shared){a.listener.fd, a.nworkers,    &a.draining, a.metrics,
-                                      a.logger,      a.on_quiesced, a.on_idle,   a.on_exit};
+    a.shared = (struct worker_shared){
+        .listen_fd = a.listener.fd,
+        .nworkers = a.nworkers,
+        .draining = &a.draining,
+        .metrics = a.metrics,
+        .logger = a.logger,
+        .on_quiesced = a.on_quiesced,
+        .on_idle = a.on_idle,
+        .on_applied = a.on_applied,
+        .on_exit = a.on_exit,
+    };
     if (start_workers(&a, err, sizeof err) < 0) {
         fprintf(stderr, "gatherd: %s\n", err);
         /* Workers already running must drain before they can be joined. */

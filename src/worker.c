@@ -59,10 +59,15 @@ static void on_mail(evutil_socket_t fd, short what, void *arg)
     struct worker *w = arg;
     (void)fd;
     (void)what;
+    /* The generation is read before the configuration: worker_post_config() stores them the
+     * other way round, so the configuration taken is at least that new. */
+    unsigned gen = atomic_load(&w->posted_gen);
     struct config *cfg = atomic_exchange(&w->next_cfg, NULL);
     if (cfg != NULL) {
         config_unref(w->cfg);
         w->cfg = cfg;
+        atomic_store(&w->applied_gen, gen);
+        event_active(w->shared->on_applied, EV_READ, 0);
     }
     if (atomic_load(&w->drain_requested) && !w->draining)
         begin_drain(w);
@@ -93,6 +98,8 @@ int worker_init(struct worker *w, unsigned id, const struct worker_shared *share
     w->metrics = metrics_worker(shared->metrics, id);
     w->cfg = config_ref(cfg);
     atomic_init(&w->next_cfg, NULL);
+    atomic_init(&w->posted_gen, 0);
+    atomic_init(&w->applied_gen, 0);
     atomic_init(&w->drain_requested, false);
     atomic_init(&w->stop_requested, false);
     atomic_init(&w->quiesced, false);
@@ -147,9 +154,10 @@ int worker_start(struct worker *w)
     return 0;
 }
 
-void worker_post_config(struct worker *w, struct config *cfg)
+void worker_post_config(struct worker *w, struct config *cfg, unsigned gen)
 {
     config_unref(atomic_exchange(&w->next_cfg, config_ref(cfg)));
+    atomic_store(&w->posted_gen, gen);
     event_active(w->mail, EV_READ, 0);
 }
 

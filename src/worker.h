@@ -30,7 +30,8 @@ struct worker_shared {
     struct event
         *on_quiesced;      /* activated (in the control loop) when this worker stopped accepting */
     struct event *on_idle; /* activated when a draining worker has nothing in flight */
-    struct event *on_exit; /* activated when this worker's loop has ended */
+    struct event *on_applied; /* activated when a worker has taken a posted configuration */
+    struct event *on_exit;    /* activated when this worker's loop has ended */
 };
 
 struct worker {
@@ -54,6 +55,8 @@ struct worker {
     /* Mailbox, written by the control thread. */
     struct event *mail;
     _Atomic(struct config *) next_cfg;
+    atomic_uint posted_gen;  /* generation of the newest configuration posted */
+    atomic_uint applied_gen; /* a generation at most as new as the one this worker serves */
     atomic_bool drain_requested;
     atomic_bool stop_requested;
     atomic_bool quiesced; /* read by the control thread */
@@ -71,13 +74,14 @@ int worker_init(struct worker *w, unsigned id, const struct worker_shared *share
 /* Runs the loop on a new thread. */
 int worker_start(struct worker *w);
 
-/* From the control thread: hand over a new configuration (a reference is taken), or ask the
- * worker to drain: stop accepting, finish what is in flight, and keep serving the connections
- * already open (answers carry Connection: close) until worker_post_stop(). A draining worker
- * activates shared->on_idle whenever nothing is left in flight, so the control thread can tell
- * when the whole process has drained; then worker_post_stop() ends the loop (at once, or when
+/* From the control thread: hand over a new configuration (a reference is taken) numbered
+ * gen, which the worker stores in applied_gen, activating shared->on_applied, once it serves
+ * it; or ask the worker to drain: stop accepting, finish what is in flight, and keep serving the
+ * connections already open (answers carry Connection: close) until worker_post_stop(). A draining
+ * worker activates shared->on_idle whenever nothing is left in flight, so the control thread can
+ * tell when the whole process has drained; then worker_post_stop() ends the loop (at once, or when
  * what arrived meanwhile on open connections is done), which closes those connections. */
-void worker_post_config(struct worker *w, struct config *cfg);
+void worker_post_config(struct worker *w, struct config *cfg, unsigned gen);
 void worker_post_drain(struct worker *w);
 void worker_post_stop(struct worker *w);
 

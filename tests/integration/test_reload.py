@@ -3,6 +3,7 @@
 the old one, nothing is dropped); an invalid one is logged as reload_failed and the old one
 keeps serving."""
 
+import concurrent.futures
 import http.client
 import json
 import signal
@@ -34,9 +35,9 @@ class ReloadTest(unittest.TestCase):
         finally:
             self.up.stop()
 
-    def wait_nth_log(self, msg, n, timeout=10):
+    def wait_nth_log(self, msg, n, timeout=10, g=None):
         seen = []
-        self.gd.wait_log(msg, timeout, pred=lambda o: seen.append(o) or len(seen) >= n)
+        (g or self.gd).wait_log(msg, timeout, pred=lambda o: seen.append(o) or len(seen) >= n)
 
     def ids(self, path):
         status, _, body = http_get(self.gd.url(path))
@@ -70,6 +71,25 @@ class ReloadTest(unittest.TestCase):
         t.join(30)
         self.assertEqual(got["a"][0], 200)
         self.assertEqual(got["a"][1]["results"], [{"ok": True, "id": "v1"}])
+
+    def test_reloaded_means_every_worker_serves_it(self):
+        # "reloaded" is logged once every worker has taken the new configuration: from then
+        # on no connection, on whichever worker, is served under the old one.
+        g = Gatherd(self.v1, workers=2)
+        try:
+            for round_ in range(5):
+                new, old = (self.v2, "v1") if round_ % 2 == 0 else (self.v1, "v2")
+                g.write_config(new)
+                g.signal(signal.SIGHUP)
+                self.wait_nth_log("reloaded", round_ + 1, g=g)
+                with concurrent.futures.ThreadPoolExecutor(16) as ex:
+                    got = list(ex.map(lambda _: http_get(g.url("/fast")), range(32)))
+                served = {json.loads(body)["results"][0]["id"] for _, _, body in got}
+                self.assertNotIn(old, served, f"round {round_}: old configuration served")
+            workers = {l["worker"] for l in g.access_lines() if l.get("path") == "/fast"}
+            self.assertEqual(workers, {0, 1}, "both workers must have served")
+        finally:
+            self.assertEqual(g.stop(), 0, g.stderr_text())
 
     def test_reload_invalid_keeps_old(self):
         self.gd.write_config('{"endpoints": [ this is not json')
