@@ -60,12 +60,15 @@ static void on_mail(evutil_socket_t fd, short what, void *arg)
     (void)fd;
     (void)what;
     /* The generation is read before the configuration: worker_post_config() stores them the
-     * other way round, so the configuration taken is at least that new. */
+     * other way round, so what this worker serves after the exchange is at least that new,
+     * whether the exchange took it now or (NULL) an earlier wakeup already did. */
     unsigned gen = atomic_load(&w->posted_gen);
     struct config *cfg = atomic_exchange(&w->next_cfg, NULL);
     if (cfg != NULL) {
         config_unref(w->cfg);
         w->cfg = cfg;
+    }
+    if (gen > atomic_load(&w->applied_gen)) {
         atomic_store(&w->applied_gen, gen);
         event_active(w->shared->on_applied, EV_READ, 0);
     }
