@@ -153,6 +153,7 @@ int listen_open(const char *spec, struct listener *l, char *err, size_t errlen)
     l->fd = fd;
     return 0;
 }
+
 void listen_close(struct listener *l)
 {
     if (l->fd != -1) {
