@@ -52,7 +52,9 @@ static int format_backends(struct buf *b, const struct access_entry *e)
         if (rc == 0 && agg_status_of(a, i) != 0)
             rc = buf_printf(b, ",\"status\":%ld", agg_status_of(a, i));
         if (rc == 0)
-            rc = buf_printf(b, ",\"ms\":%.2f}", (double)fanout_backend_usec(e->fanout, i) / 1e3);
+            rc = buf_printf(b, ",\"ms\":%.2f", (double)fanout_backend_usec(e->fanout, i) / 1e3);
+        if (rc == 0)
+            rc = buf_appends(b, fanout_backend_joined(e->fanout, i) ? ",\"joined\":true}" : "}");
     }
     if (rc == 0)
         rc = buf_appendc(b, ']');

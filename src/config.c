@@ -88,6 +88,20 @@ static int get_int(struct ctx *c, json_t *obj, const char *path, const char *key
     return 0;
 }
 
+/* Reads an optional boolean; leaves *out alone when absent. */
+static int get_bool(struct ctx *c, json_t *obj, const char *path, const char *key, bool *out)
+{
+    json_t *v = json_object_get(obj, key);
+    char k[256];
+    if (v == NULL)
+        return 0;
+    join_key(k, sizeof k, path, key);
+    if (!json_is_boolean(v))
+        return fail(c, k, "must be true or false");
+    *out = json_is_true(v);
+    return 0;
+}
+
 static int get_string(struct ctx *c, json_t *obj, const char *path, const char *key, bool required,
                       const char **out)
 {
@@ -183,8 +197,8 @@ static int parse_headers(struct ctx *c, json_t *obj, const char *path, struct co
     return 0;
 }
 
-static const char *const backend_keys[] = {"name",           "url", "timeout_ms", "headers",
-                                           "max_body_bytes", NULL};
+static const char *const backend_keys[] = {"name",           "url",      "timeout_ms", "headers",
+                                           "max_body_bytes", "coalesce", NULL};
 
 static int parse_backend(struct ctx *c, json_t *obj, const char *path,
                          const struct config_endpoint *ep, size_t ep_max_body,
@@ -225,14 +239,17 @@ static int parse_backend(struct ctx *c, json_t *obj, const char *path,
     if ((rc = get_int(c, obj, path, "max_body_bytes", 1, 1LL << 30, &n)) < 0)
         return rc;
     be->max_body_bytes = (size_t)n;
+    be->coalesce = ep->coalesce;
+    if ((rc = get_bool(c, obj, path, "coalesce", &be->coalesce)) < 0)
+        return rc;
     json_t *h = json_object_get(obj, "headers");
     if (h != NULL && (rc = parse_headers(c, h, path, be)) < 0)
         return rc;
     return 0;
 }
 
-static const char *const endpoint_keys[] = {"path", "timeout_ms", "backends", "max_body_bytes",
-                                            NULL};
+static const char *const endpoint_keys[] = {"path",           "timeout_ms", "backends",
+                                            "max_body_bytes", "coalesce",   NULL};
 
 static int parse_endpoint(struct ctx *c, json_t *obj, const char *path, struct config *cfg,
                           struct config_endpoint *ep)
@@ -260,6 +277,8 @@ static int parse_endpoint(struct ctx *c, json_t *obj, const char *path, struct c
     if ((rc = get_int(c, obj, path, "max_body_bytes", 1, 1LL << 30, &n)) < 0)
         return rc;
     size_t max_body = (size_t)n;
+    if ((rc = get_bool(c, obj, path, "coalesce", &ep->coalesce)) < 0)
+        return rc;
 
     json_t *arr = json_object_get(obj, "backends");
     join_key(k, sizeof k, path, "backends");
@@ -338,13 +357,9 @@ static int parse_top(struct ctx *c, json_t *root, struct config *cfg)
         return rc;
     if (s != NULL && config_log_level_parse(s, &cfg->log_level) < 0)
         return fail(c, "log_level", "must be one of debug, info, warn, error");
-    json_t *v = json_object_get(root, "access_log");
-    if (v != NULL) {
-        if (!json_is_boolean(v))
-            return fail(c, "access_log", "must be true or false");
-        cfg->access_log = json_is_true(v);
-    }
-    v = json_object_get(root, "trusted_proxies");
+    if ((rc = get_bool(c, root, "", "access_log", &cfg->access_log)) < 0)
+        return rc;
+    json_t *v = json_object_get(root, "trusted_proxies");
     if (v != NULL) {
         if (!json_is_array(v))
             return fail(c, "trusted_proxies", "must be an array of IP addresses or CIDRs");

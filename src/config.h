@@ -22,6 +22,7 @@ struct config_backend {
     char *url;
     long timeout_ms;
     size_t max_body_bytes;
+    bool coalesce;  /* concurrent requests share one transfer (flight.h) */
     char **headers; /* "Name: value" lines, ${VAR} already expanded */
     size_t nheaders;
     struct metrics_backend *stats; /* set by metrics_bind() */
@@ -30,6 +31,7 @@ struct config_backend {
 struct config_endpoint {
     char *path;
     long timeout_ms;
+    bool coalesce; /* the default for its backends */
     size_t nbackends;
     struct config_backend *backends;
     struct metrics_endpoint *stats; /* set by metrics_bind() */

@@ -4,6 +4,7 @@
 #include "buf.h"
 #include "clock.h"
 #include "config.h"
+#include "flight.h"
 #include "metrics.h"
 #include "upstream.h"
 
@@ -16,7 +17,8 @@
 struct leg {
     struct fanout *f;
     size_t index;
-    struct upstream_xfer *xfer; /* NULL once finished or cancelled */
+    struct flight_wait wait; /* wait.active until finished or cancelled */
+    bool joined;             /* shares a transfer another request started */
     uint64_t t0, usec;
 };
 
@@ -48,7 +50,6 @@ static void on_leg_done(void *arg, struct upstream_result *res)
 {
     struct leg *leg = arg;
     struct fanout *f = leg->f;
-    leg->xfer = NULL;
     if (res->error == AGG_E_NONE)
         agg_complete(f->agg, leg->index, res->status, res->body, res->len);
     else
@@ -63,9 +64,8 @@ static void stop_legs(struct fanout *f, enum agg_error kind, const char *why)
 {
     for (size_t i = 0; i < agg_count(f->agg); i++) {
         struct leg *leg = &f->legs[i];
-        if (leg->xfer != NULL) {
-            upstream_cancel(leg->xfer);
-            leg->xfer = NULL;
+        if (leg->wait.active) {
+            flight_leave(&leg->wait);
             if (kind != AGG_E_NONE)
                 record(f, leg, kind);
             else
@@ -129,11 +129,13 @@ struct fanout *fanout_start(const struct fanout_env *env, const struct config_en
         leg->index = i;
         leg->t0 = clock_us();
         agg_start(f->agg, i);
-        leg->xfer = upstream_start(env->upstream, &req, on_leg_done, leg);
-        if (leg->xfer == NULL) {
+        if (flight_join(env->flights, &leg->wait, be->coalesce ? be : NULL, &req, on_leg_done, leg,
+                        &leg->joined) < 0) {
             agg_fail(f->agg, i, AGG_E_TRANSFER, "could not start the upstream request");
             record(f, leg, AGG_E_TRANSFER);
         }
+        if (leg->joined)
+            metrics_backend_joined(be->stats, env->worker);
     }
     maybe_finish(f);
     return f;
@@ -161,7 +163,7 @@ void fanout_destroy(struct fanout *f)
     if (f == NULL)
         return;
     for (size_t i = 0; f->agg != NULL && i < agg_count(f->agg); i++)
-        upstream_cancel(f->legs[i].xfer);
+        flight_leave(&f->legs[i].wait);
     if (f->ev != NULL)
         event_free(f->ev);
     agg_destroy(f->agg);
@@ -176,5 +178,10 @@ const struct agg *fanout_agg(const struct fanout *f)
 uint64_t fanout_backend_usec(const struct fanout *f, size_t i)
 {
     const struct leg *leg = &f->legs[i];
-    return leg->xfer != NULL ? clock_us() - leg->t0 : leg->usec;
+    return leg->wait.active ? clock_us() - leg->t0 : leg->usec;
+}
+
+bool fanout_backend_joined(const struct fanout *f, size_t i)
+{
+    return f->legs[i].joined;
 }

@@ -5,18 +5,19 @@
 #ifndef GATHERD_FANOUT_H
 #define GATHERD_FANOUT_H
 
+#include <stdbool.h>
 #include <stddef.h>
 #include <stdint.h>
 
 struct agg;
 struct config_endpoint;
 struct event_base;
-struct upstream;
+struct flights;
 
 struct fanout_env {
     struct event_base *base;
-    struct upstream *upstream;
-    unsigned worker; /* metrics block to record into */
+    struct flights *flights; /* every leg starts through it, shared or not */
+    unsigned worker;         /* metrics block to record into */
 };
 
 struct fanout;
@@ -44,5 +45,7 @@ void fanout_destroy(struct fanout *f);
 const struct agg *fanout_agg(const struct fanout *f);
 /* Microseconds backend i took (so far, if it has not finished). */
 uint64_t fanout_backend_usec(const struct fanout *f, size_t i);
+/* Whether backend i joined a transfer another request had started (flight.h). */
+bool fanout_backend_joined(const struct fanout *f, size_t i);
 
 #endif

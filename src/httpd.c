@@ -420,7 +420,7 @@ static enum MHD_Result dispatch(struct request *r)
         r->phase = PH_GONE; /* answered 499 by on_completed() when the daemon closes */
         return MHD_NO;
     }
-    struct fanout_env env = {w->base, w->upstream, w->id};
+    struct fanout_env env = {w->base, w->flights, w->id};
     r->fanout = fanout_start(&env, r->ep, r->rid, on_join_ready, r);
     if (r->fanout == NULL)
         return answer_error(r, 500, "internal", "out of memory", NULL);

@@ -35,6 +35,7 @@ struct ep_block {
 struct be_block {
     _Alignas(64) struct hist latency;
     atomic_uint_fast64_t errors[AGG_E_COUNT];
+    atomic_uint_fast64_t joined;
 };
 
 struct metrics_endpoint {
@@ -230,6 +231,11 @@ void metrics_backend_done(struct metrics_backend *b, unsigned w, enum agg_error 
     hist_observe(&b->w[w].latency, usec);
 }
 
+void metrics_backend_joined(struct metrics_backend *b, unsigned w)
+{
+    metrics_add(&b->w[w].joined, 1);
+}
+
 void metrics_reload(struct metrics *m, int ok)
 {
     atomic_fetch_add(ok ? &m->reloads_ok : &m->reloads_failed, 1);
@@ -344,12 +350,18 @@ static int render_backend(struct metrics *m, struct buf *out, struct metrics_bac
             rc = buf_printf(out, "gatherd_upstream_errors_total{%s,kind=\"%s\"} %llu\n", lb.data,
                             agg_error_name((enum agg_error)k), (unsigned long long)n);
         }
-    } else if (rc == 0) {
+    } else if (rc == 0 && pass == 1) {
         struct hist h;
         memset(&h, 0, sizeof h);
         for (unsigned w = 0; w < m->nworkers; w++)
             hist_sum(&h, &b->w[w].latency);
         rc = render_hist(out, "gatherd_upstream_duration_seconds", lb.data, &h);
+    } else if (rc == 0) {
+        uint64_t n = 0;
+        for (unsigned w = 0; w < m->nworkers; w++)
+            n += ld(&b->w[w].joined);
+        rc = buf_printf(out, "gatherd_upstream_joined_total{%s} %llu\n", lb.data,
+                        (unsigned long long)n);
     }
     buf_finish(&lb);
     return rc;
@@ -393,6 +405,12 @@ int metrics_render(struct metrics *m, struct buf *out)
                               "gatherd_upstream_duration_seconds histogram\n");
     for (struct metrics_backend *b = m->backends; rc == 0 && b != NULL; b = b->next)
         rc = render_backend(m, out, b, 1);
+    if (rc == 0)
+        rc = buf_appends(out, "# HELP gatherd_upstream_joined_total Backend calls answered by a "
+                              "transfer another request had started (coalesce), by endpoint and "
+                              "backend.\n# TYPE gatherd_upstream_joined_total counter\n");
+    for (struct metrics_backend *b = m->backends; rc == 0 && b != NULL; b = b->next)
+        rc = render_backend(m, out, b, 2);
     pthread_mutex_unlock(&m->mu);
 
     uint64_t opened = 0, up_opened = 0;

@@ -45,6 +45,8 @@ struct metrics_worker *metrics_worker(struct metrics *m, unsigned worker);
 void metrics_request_done(struct metrics_endpoint *e, unsigned w, int status, uint64_t usec);
 void metrics_backend_done(struct metrics_backend *b, unsigned w, enum agg_error kind,
                           uint64_t usec);
+/* A backend call joined a transfer another request had started (flight.h). */
+void metrics_backend_joined(struct metrics_backend *b, unsigned w);
 
 /* Control-plane counters, from any thread. */
 void metrics_reload(struct metrics *m, int ok);

@@ -4,6 +4,7 @@
 #include "httpd.h"
 #include "log.h"
 #include "metrics.h"
+#include "flight.h"
 #include "upstream.h"
 
 #include <errno.h>
@@ -125,9 +126,11 @@ int worker_init(struct worker *w, unsigned id, const struct worker_shared *share
     struct upstream_opts uo = {cfg->upstream_max_host_connections, cfg->upstream_idle_connections,
                                w->metrics};
     w->upstream = upstream_create(w->base, &uo);
+    w->flights = w->upstream ? flights_create(w->upstream) : NULL;
     w->mail = event_new(w->base, -1, 0, on_mail, w);
     w->drain_timer = evtimer_new(w->base, on_drain_timer, w);
-    if (w->log == NULL || w->upstream == NULL || w->mail == NULL || w->drain_timer == NULL) {
+    if (w->log == NULL || w->upstream == NULL || w->flights == NULL || w->mail == NULL ||
+        w->drain_timer == NULL) {
         snprintf(err, errlen, "out of memory setting up worker %u", id);
         return -ENOMEM;
     }
@@ -142,6 +145,8 @@ static void *worker_main(void *arg)
     event_base_dispatch(w->base);
     httpd_destroy(w->httpd); /* before the upstream client: it cancels transfers */
     w->httpd = NULL;
+    flights_destroy(w->flights);
+    w->flights = NULL;
     upstream_destroy(w->upstream);
     w->upstream = NULL;
     atomic_store(&w->exited, true);
@@ -181,6 +186,7 @@ void worker_finish(struct worker *w)
     if (w->thread)
         pthread_join(w->thread, NULL);
     httpd_destroy(w->httpd);
+    flights_destroy(w->flights);
     upstream_destroy(w->upstream);
     if (w->mail != NULL)
         event_free(w->mail);

@@ -18,6 +18,7 @@ struct logger;
 struct log_sink;
 struct metrics;
 struct metrics_worker;
+struct flights;
 struct upstream;
 
 /* What the control thread provides every worker. Borrowed; outlives the workers. */
@@ -43,6 +44,7 @@ struct worker {
     /* Loop-thread only. */
     struct event_base *base;
     struct upstream *upstream;
+    struct flights *flights; /* over upstream: every leg starts through it */
     struct httpd *httpd;
     struct log_sink *log;
     struct config *cfg; /* current configuration; requests take their own reference */

@@ -41,6 +41,20 @@ int main(void)
     ok(config_find(cfg, "/t") == &cfg->endpoints[0] && config_find(cfg, "/u") == NULL, "find");
     config_unref(cfg);
 
+    cfg = parse("{\"endpoints\":[{\"path\":\"/t\",\"backends\":[" BE "]},{\"path\":\"/c\","
+                "\"coalesce\":true,\"backends\":[" BE ",{\"name\":\"b\",\"url\":\"http://h/\","
+                "\"coalesce\":false}]}]}");
+    ok(cfg != NULL, "coalesce accepted (%s)", err);
+    if (cfg != NULL)
+        ok(!cfg->endpoints[0].backends[0].coalesce && cfg->endpoints[1].backends[0].coalesce &&
+               !cfg->endpoints[1].backends[1].coalesce,
+           "coalesce: off by default, inherited from the endpoint, overridden by a backend");
+    config_unref(cfg);
+    rejects("{\"endpoints\":[{\"path\":\"/t\",\"coalesce\":1,\"backends\":[" BE "]}]}",
+            "endpoints[0].coalesce: must be true or false");
+    rejects(EP("{\"name\":\"a\",\"url\":\"http://h/\",\"coalesce\":\"yes\"}"),
+            "endpoints[0].backends[0].coalesce: must be true or false");
+
     setenv("GD_TEST_TOKEN", "s3cret", 1);
     cfg = parse("{\"listen\":\"127.0.0.1:9\",\"workers\":2,\"log_level\":\"warn\","
                 "\"trusted_proxies\":[\"10.0.0.0/8\",\"::1\"],\"max_body_bytes\":100,"
