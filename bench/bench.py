@@ -120,6 +120,12 @@ SCENARIOS = [
          cmp="r2-d50", label="gatherd K=3, 50 ms, 256 conns, default pool caps"),
     dict(name="inflight1000", kind="gatherd", k=3, workers=2, conns=1000, delay=1000,
          pool=LIFTED_POOL, target="inflight", label="gatherd 1,000 in flight, K=3, 1 s"),
+    # The same load with coalescing on: the 1,000 share one transfer per backend and worker.
+    dict(name="inflight1000-co", kind="gatherd", k=3, workers=2, conns=1000, delay=1000,
+         coalesce=True, target="inflight",
+         label="gatherd 1,000 in flight, K=3, 1 s, coalesce on"),
+    dict(name="k3-co", kind="gatherd", k=3, workers=2, conns=64, cmp="r2", coalesce=True,
+         label="gatherd K=3, 0 ms, coalesce on"),
     dict(name="fanout1", kind="single", k=1, workers=2, delay=500, target="fanout",
          label="gatherd fan-out 1, 500 ms, 1 request"),
     dict(name="fanout10", kind="single", k=10, workers=2, delay=500, target="fanout",
@@ -425,6 +431,8 @@ http {{
             "access_log": bool(access_log),
             "endpoints": [{"path": "/agg", "timeout_ms": 10000, "backends": backends}],
         }
+        if sc.get("coalesce"):
+            cfg["endpoints"][0]["coalesce"] = True
         cfg.update(sc.get("pool", {}))
         return cfg
 

@@ -2,7 +2,8 @@
 """Soak: gatherd (2 workers) under a steady mixed load for SOAK_SECONDS, loopback only.
 
 Upstreams (fakeup) mix healthy backends with delays, 503s, resets before and during the body,
-hangs cut off by backend timeouts, stalled bodies and bodies over max_body_bytes.  A pool of
+hangs cut off by backend timeouts, stalled bodies and bodies over max_body_bytes, and one
+endpoint whose calls are coalesced (shared by concurrent clients).  A pool of
 client threads (keep-alive and fresh connections) sends requests for the whole duration
 (bounded by SOAK_MAX_REQUESTS too), and one more client keeps abandoning requests mid-flight
 (the cancel path).  Every few seconds gatherd's VmRSS and open descriptors are sampled.
@@ -66,6 +67,12 @@ def build_config(up):
             ("stall", u("/stall_body"), {"timeout_ms": 250}),
             ("big", u("/huge_chunked?bytes=200000"), {"max_body_bytes": 100000}),
         ], timeout_ms=5000),
+        # Coalesced: concurrent clients share these calls, and leave them mid-flight.
+        endpoint("/shared", [
+            ("ok", u("/ok?id=sh&delay_ms=50")),
+            ("reset", u("/reset_mid?hold_ms=20")),
+            ("hang", u("/hang"), {"timeout_ms": 300}),
+        ], timeout_ms=5000, coalesce=True),
         endpoint("/allbad", [
             ("s503", u("/status/503")),
             ("reset", u("/reset_before")),
@@ -82,11 +89,12 @@ EXPECT = {
     "/flaky": (200, ["transfer"]),
     "/slow": (200, ["timeout", "too_large"]),
     "/allbad": (502, ["http_status", "timeout", "transfer"]),
+    "/shared": (200, ["timeout", "transfer"]),
     "/healthz": (200, None),
 }
 # The request mix, cycled by each client from its own offset.
 MIX = ["/healthy", "/healthy", "/mixed", "/healthy", "/flaky", "/slow", "/healthy", "/allbad",
-       "/healthz", "/mixed"]
+       "/healthz", "/mixed", "/shared", "/healthy", "/shared"]
 
 
 class Tally:
@@ -158,13 +166,15 @@ def client(idx, port, deadline, tally, stop):
 
 
 def abandoner(port, deadline, tally, stop):
-    """Sends /mixed and leaves (RST) 50 ms later, while it is parked on its hanging backend."""
+    """Sends /mixed or /shared and leaves (RST) 50 ms later, while it is parked on its hanging
+    backend (on /shared, often a flight other clients still wait on)."""
     n = 0
     while not stop.is_set() and time.monotonic() < deadline:
         try:
             s = socket.create_connection(("127.0.0.1", port), timeout=10)
-            s.sendall(b"GET /mixed HTTP/1.1\r\nHost: soak\r\nX-Request-Id: soak-abandon-%d\r\n\r\n"
-                      % n)
+            path = b"/shared" if n % 2 else b"/mixed"
+            s.sendall(b"GET %s HTTP/1.1\r\nHost: soak\r\nX-Request-Id: soak-abandon-%d\r\n\r\n"
+                      % (path, n))
             stop.wait(0.05)
             s.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, b"\x01\x00\x00\x00\x00\x00\x00\x00")
             s.close()
