@@ -5,6 +5,7 @@ the last one to leave cancels the transfer, and nothing is cached once it ends. 
 real upstream (fakeup), so "one transfer" means one request on the wire."""
 
 import json
+import signal
 import socket
 import time
 import unittest
@@ -166,6 +167,33 @@ class CoalesceTest(unittest.TestCase):
         ns = [get_json(self.gd.url("/cycle"))[2]["results"][0]["n"] for _ in range(3)]
         self.assertEqual(ns, sorted(set(ns)))  # a fresh upstream answer each time
         self.assertEqual(self.up.stats()["requests"], 3)
+
+
+class CoalesceReloadTest(unittest.TestCase):
+    """A flight belongs to its configuration: after a reload, new requests start their own
+    call (with the new backend settings) even while the old flight still runs."""
+
+    def test_generations_do_not_mix(self):
+        with FakeUpstream() as up:
+            u = up.url
+
+            def gen(tag):
+                return config(endpoint("/co", [("e", u(f"/ok?id={tag}&delay_ms={SLOW}"))],
+                                       timeout_ms=20000, coalesce=True))
+
+            with Gatherd(gen("v1"), workers=1) as g:
+                old = send(g.port, "/co", "gen-old")
+                up.wait("requests", 1, timeout=10)
+                g.write_config(gen("v2"))
+                g.signal(signal.SIGHUP)
+                g.wait_log("reloaded", timeout=10)
+                new = send(g.port, "/co", "gen-new")
+                up.wait("requests", 2, timeout=10)
+                self.assertEqual(answer(old)[1]["results"], [{"ok": True, "id": "v1"}])
+                self.assertEqual(answer(new)[1]["results"], [{"ok": True, "id": "v2"}])
+                self.assertNotIn("joined", g.wait_access_id("gen-new")["backends"][0])
+                self.assertEqual(up.stats()["requests"], 2)
+                g.stop()
 
 
 class CoalesceWorkersTest(unittest.TestCase):
