@@ -1,4 +1,5 @@
-/* One aggregate request in flight: starts a transfer per backend, feeds outcomes into the
+/* One aggregate request in flight: starts a transfer per backend (or, for a backend that
+ * coalesces, joins one already running: flight.h), feeds outcomes into the
  * aggregation state machine, enforces the endpoint deadline, and hands back the rendered join.
  * Everything runs on the worker's loop; the completion callback always arrives from the loop,
  * never from inside fanout_start(), so callers need not guard against re-entry. */
