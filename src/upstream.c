@@ -1,8 +1,8 @@
 #include "upstream.h"
+#include "upstream_int.h"
 
 #include "buf.h"
 #include "clock.h"
-#include "metrics.h"
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -11,60 +11,11 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <sys/socket.h>
-#include <sys/stat.h>
-#include <unistd.h>
-
-/* Easy handles kept for reuse, per receive buffer size: creating one costs more than reusing
- * it (bench/RESULTS.md). */
-#define POOL_MAX 256
-
-/* curl's receive buffer, allocated once per easy handle: 16 KiB by default, which is most of a
- * transfer's memory when thousands wait on slow upstreams. A URL gets a handle with a buffer
- * of SMALL_BUFFER until one of its answers (head and body) has been larger; a larger answer
- * takes a few more reads into it. */
-#define SMALL_BUFFER 2048L
-enum { BUF_SMALL, BUF_DEFAULT, BUF_CLASSES };
 
 /* Parsed URLs kept per worker (a power of two). A transfer's easy handle points at its entry
  * until it ends (curl parses again from it on a retry), so the table only starts over, once
  * half full, at a moment no transfer runs; until then new URLs are parsed by curl. */
 #define URLS_CAP 1024
-
-/* One curl multi handle per upstream origin (scheme, authority). Each keeps its own connection
- * cache, so a cache only ever holds connections that this origin's transfers can reuse, and it
- * stays small: curl 7.88 walks a multi's whole cache on every curl_multi_remove_handle(). */
-struct pool {
-    struct upstream *u;
-    CURLM *multi;
-    struct event *timer;
-    uint64_t hash;
-    char *origin;
-    /* Transfers beyond the connection cap wait here, not in curl: curl 7.88 walks its whole
-     * pending list every time a transfer ends, which with thousands queued stalled the loop for
-     * seconds (tests/fault/test_c10k.py). Here a queued transfer costs nothing until its turn. */
-    size_t running; /* handed to curl */
-    struct upstream_xfer *queue_head, *queue_tail;
-};
-
-struct upstream {
-    struct event_base *base;
-    bool destroying;
-    bool proxy_env; /* a proxy variable was set at start: let curl read the environment */
-    struct metrics_worker *metrics;
-    long max_host_connections, idle_connections;
-    size_t active;
-    struct upstream_xfer *xfers; /* every running transfer, for destroy */
-    struct usock **socks;        /* by descriptor: sockets opened through open_cb */
-    ino_t *inos;                 /* by descriptor: which socket open_cb opened there */
-    size_t nsocks;
-    struct pool **pools; /* open addressing on the origin's hash; never shrinks */
-    size_t npools, pools_cap;
-    struct parsed_url *urls; /* URLS_CAP slots, open addressing on the URL's hash */
-    size_t nurls;
-    CURL *spare[BUF_CLASSES][POOL_MAX]; /* easy handles kept for reuse, by buffer size */
-    size_t nspare[BUF_CLASSES];
-};
 
 /* curl 7.88 parses a transfer's URL string on every transfer (about 6 % of a K=3 request's
  * instructions); handed a parsed CURLU (CURLOPT_CURLU) it only copies it. */
@@ -103,49 +54,7 @@ struct upstream_xfer {
 
 static const char user_agent[] = "User-Agent: gatherd/" GATHERD_VERSION;
 
-/* One per socket curl asks us to watch; tied to it with curl_multi_assign, and found by
- * descriptor in upstream.socks while curl has forgotten it.
- *
- * curl 7.88 drops a kept-alive connection's socket from its watch list when a transfer ends
- * (CURL_POLL_REMOVE) and asks for it again when the next transfer reuses the connection: two
- * epoll_ctl calls and an event allocated and freed per transfer. Instead an established
- * socket stays registered while its connection idles in curl's cache ("parked"), until
- * close_cb. That is only safe for sockets whose closing we are told of: those opened through
- * open_cb and past their TCP connect. curl 7.88 closes a connect attempt that loses the
- * happy-eyeballs race or is cancelled without the close callback, but such a socket was only
- * ever watched for writing; when curl stops watching it, an fstat tells whether it is still
- * the socket open_cb made (sock_still_ours). */
-struct usock {
-    struct event *ev;
-    struct pool *pool;
-    short kind;       /* what ev watches; 0 when it is not added */
-    bool established; /* curl waited to read from it: connected, closed through close_cb */
-    bool parked;      /* curl no longer watches it; its connection idles in the cache */
-};
-
-/* A non-NULL slot of upstream.socks without a usock yet: opened by open_cb, not watched. */
-static struct usock sock_opened;
-
-static void check_done(struct pool *p);
 static void urls_clear(struct upstream *u);
-
-static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
-{
-    struct usock *us = arg;
-    struct pool *p = us->pool;
-    int running;
-    if (us->parked) {
-        /* An idle connection became readable: the upstream closed it or misbehaves. curl
-         * finds out when it next tries to reuse or prune it; stop waking up for it. */
-        event_del(us->ev);
-        us->kind = 0;
-        return;
-    }
-    int action =
-        ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-    curl_multi_socket_action(p->multi, fd, action, &running);
-    check_done(p);
-}
 
 static void on_timer(evutil_socket_t fd, short kind, void *arg)
 {
@@ -154,101 +63,7 @@ static void on_timer(evutil_socket_t fd, short kind, void *arg)
     (void)fd;
     (void)kind;
     curl_multi_socket_action(p->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    check_done(p);
-}
-
-static struct usock **sock_slot(struct upstream *u, curl_socket_t s)
-{
-    return s >= 0 && (size_t)s < u->nsocks ? &u->socks[s] : NULL;
-}
-
-/* Whether s is still the socket open_cb opened under that number. Asked only when curl may
- * have closed it without the close callback, which happens to connect attempts, not per
- * transfer. */
-static bool sock_still_ours(struct upstream *u, curl_socket_t s)
-{
-    struct stat st;
-    return fstat(s, &st) == 0 && st.st_ino == u->inos[s];
-}
-
-/* curl closed a socket of ours without the close callback: account for it. */
-static void sock_lost(struct upstream *u, struct usock **slot)
-{
-    *slot = NULL;
-    metrics_gauge_add(&u->metrics->upstream_connections_open, -1);
-}
-
-static void usock_free(struct usock *us)
-{
-    if (us != NULL && us != &sock_opened) {
-        event_free(us->ev);
-        free(us);
-    }
-}
-
-static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
-{
-    struct pool *p = userp;
-    struct usock *us = socketp;
-    struct usock **slot = sock_slot(p->u, s);
-    (void)easy;
-
-    if (what == CURL_POLL_REMOVE) {
-        if (us == NULL)
-            return 0;
-        if (slot != NULL && *slot == us && us->established) {
-            us->parked = true; /* keep watching for reading: the usual next interest */
-            return 0;
-        }
-        /* Not established: a connect attempt. curl may close one without the close callback
-         * (a losing or cancelled attempt), so the descriptor is no longer treated as ours. */
-        if (slot != NULL && *slot == us) {
-            if (sock_still_ours(p->u, s))
-                *slot = &sock_opened;
-            else
-                sock_lost(p->u, slot);
-        }
-        usock_free(us);
-        return 0;
-    }
-    short kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) |
-                         ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
-    if (us == NULL && slot != NULL && *slot != NULL && *slot != &sock_opened) {
-        if ((*slot)->pool == p && (*slot)->parked) {
-            us = *slot; /* the parked socket of a reused connection */
-        } else {
-            usock_free(*slot); /* cannot happen; never keep a watch we cannot account for */
-            *slot = &sock_opened;
-        }
-    }
-    if (us == NULL) {
-        us = calloc(1, sizeof *us);
-        if (us == NULL)
-            return -1;
-        us->pool = p;
-        us->ev = event_new(p->u->base, s, kind, on_socket_event, us);
-        if (us->ev == NULL) {
-            free(us);
-            return -1;
-        }
-        if (slot != NULL && *slot == &sock_opened) {
-            if (sock_still_ours(p->u, s))
-                *slot = us;
-            else
-                sock_lost(p->u, slot); /* this descriptor is now curl's resolver's, say */
-        }
-    }
-    if (us->parked || socketp == NULL)
-        curl_multi_assign(p->multi, s, us);
-    us->parked = false;
-    us->established |= (what & CURL_POLL_IN) != 0;
-    if (us->kind == kind)
-        return 0; /* same interest: spare the epoll_ctl */
-    if (us->kind != 0)
-        event_del(us->ev);
-    event_assign(us->ev, p->u->base, s, kind, on_socket_event, us);
-    us->kind = kind;
-    return event_add(us->ev, NULL) == 0 ? 0 : -1;
+    upstream__check_done(p);
 }
 
 static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
@@ -285,69 +100,6 @@ static size_t write_cb(char *data, size_t size, size_t n, void *arg)
     if (!x->discard && buf_append(&x->body, data, len) < 0)
         return CURL_WRITEFUNC_ERROR;
     return len;
-}
-
-/* Open and close through us only to count connections: the metric shows reuse at work. */
-static curl_socket_t open_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *addr)
-{
-    struct upstream *u = arg;
-    (void)purpose;
-    curl_socket_t s = socket(addr->family, addr->socktype | SOCK_CLOEXEC, addr->protocol);
-    if (s == CURL_SOCKET_BAD)
-        return s;
-    if ((size_t)s >= u->nsocks) {
-        size_t n = u->nsocks ? u->nsocks : 1024;
-        while (n <= (size_t)s)
-            n *= 2;
-        struct usock **socks = realloc(u->socks, n * sizeof *socks);
-        if (socks != NULL)
-            u->socks = socks;
-        ino_t *inos = socks ? realloc(u->inos, n * sizeof *inos) : NULL;
-        if (inos == NULL) {
-            close(s);
-            return CURL_SOCKET_BAD;
-        }
-        u->inos = inos;
-        memset(u->socks + u->nsocks, 0, (n - u->nsocks) * sizeof *u->socks);
-        u->nsocks = n;
-    }
-    struct stat st;
-    if (fstat(s, &st) != 0) {
-        close(s);
-        return CURL_SOCKET_BAD;
-    }
-    /* A slot still in use means curl closed that descriptor without telling us (an abandoned
-     * connect attempt): its watch, if any, is stale, and it is no longer open. */
-    if (u->socks[s] != NULL) {
-        usock_free(u->socks[s]);
-        sock_lost(u, &u->socks[s]);
-    }
-    u->socks[s] = &sock_opened;
-    u->inos[s] = st.st_ino;
-    metrics_gauge_add(&u->metrics->upstream_connections_open, 1);
-    metrics_add(&u->metrics->upstream_connections_opened, 1);
-    return s;
-}
-
-static int close_cb(void *arg, curl_socket_t s)
-{
-    struct upstream *u = arg;
-    struct usock **slot = sock_slot(u, s);
-    if (slot != NULL && *slot != NULL) {
-        /* curl has said CURL_POLL_REMOVE first if it was watching the socket: a parked watch
-         * ends here, before the descriptor can be reused. One curl still holds is stopped
-         * now and freed by its CURL_POLL_REMOVE. */
-        struct usock *us = *slot;
-        if (us->parked) {
-            usock_free(us);
-        } else if (us != &sock_opened && us->kind != 0) {
-            event_del(us->ev);
-            us->kind = 0;
-        }
-        *slot = NULL;
-    }
-    metrics_gauge_add(&u->metrics->upstream_connections_open, -1);
-    return close(s);
 }
 
 static void unlink_xfer(struct upstream_xfer *x)
@@ -471,7 +223,7 @@ static enum agg_error classify(CURLcode rc, bool too_large)
 
 /* Drains finished transfers. Each callback may start or cancel others; curl drops the pending
  * message of a handle removed meanwhile, so the loop stays valid. */
-static void check_done(struct pool *p)
+void upstream__check_done(struct pool *p)
 {
     CURLMsg *msg;
     int left;
@@ -561,10 +313,7 @@ void upstream_destroy(struct upstream *u)
     for (size_t i = 0; i < u->pools_cap; i++)
         if (u->pools[i] != NULL)
             pool_destroy(u->pools[i]);
-    for (size_t i = 0; i < u->nsocks; i++)
-        usock_free(u->socks[i]); /* every multi is gone: nothing refers to these any more */
-    free(u->socks);
-    free(u->inos);
+    upstream__sock_finish(u); /* every multi is gone: nothing refers to these any more */
     urls_clear(u);
     free(u->urls);
     free(u->pools);
@@ -638,8 +387,7 @@ static struct pool *pool_for(struct upstream *u, const char *url)
         pool_destroy(p);
         return NULL;
     }
-    curl_multi_setopt(p->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-    curl_multi_setopt(p->multi, CURLMOPT_SOCKETDATA, p);
+    upstream__sock_attach_multi(p);
     curl_multi_setopt(p->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
     curl_multi_setopt(p->multi, CURLMOPT_TIMERDATA, p);
     curl_multi_setopt(p->multi, CURLMOPT_MAX_HOST_CONNECTIONS, u->max_host_connections);
@@ -662,10 +410,7 @@ static void easy_defaults(struct upstream *u, CURL *e)
      * no_proxy and each *_proxy variable on every transfer. */
     if (!u->proxy_env)
         curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETFUNCTION, open_cb);
-    curl_easy_setopt(e, CURLOPT_OPENSOCKETDATA, u);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETFUNCTION, close_cb);
-    curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, u);
+    upstream__sock_attach_easy(u, e);
 }
 
 /* Counts how often curl is about to send the request: more than once means it retried. */

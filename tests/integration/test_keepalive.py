@@ -60,7 +60,7 @@ class KeepAliveTest(unittest.TestCase):
             self.assertEqual(json.loads(body)["errors"], [], f"request {i}")
 
     def test_idle_connection_closed_by_upstream_costs_nothing(self):
-        # An idle pooled connection stays registered with the loop (upstream.c parks it): when
+        # An idle pooled connection stays registered with the loop (upstream_sock.c parks it): when
         # the upstream closes it, the socket becomes readable for good. The loop must stop
         # watching it rather than wake up for it again and again.
         for i in range(5):
