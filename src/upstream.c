@@ -5,7 +5,6 @@
 #include "clock.h"
 
 #include <curl/curl.h>
-#include <event2/event.h>
 #include <stdbool.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -55,26 +54,6 @@ struct upstream_xfer {
 static const char user_agent[] = "User-Agent: gatherd/" GATHERD_VERSION;
 
 static void urls_clear(struct upstream *u);
-
-static void on_timer(evutil_socket_t fd, short kind, void *arg)
-{
-    struct pool *p = arg;
-    int running;
-    (void)fd;
-    (void)kind;
-    curl_multi_socket_action(p->multi, CURL_SOCKET_TIMEOUT, 0, &running);
-    upstream__check_done(p);
-}
-
-static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
-{
-    struct pool *p = userp;
-    (void)multi;
-    if (timeout_ms < 0)
-        return event_del(p->timer) == 0 ? 0 : -1;
-    struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    return evtimer_add(p->timer, &tv) == 0 ? 0 : -1;
-}
 
 static bool is_success(long status)
 {
@@ -290,16 +269,6 @@ struct upstream *upstream_create(struct event_base *base, const struct upstream_
     return u;
 }
 
-static void pool_destroy(struct pool *p)
-{
-    if (p->multi != NULL)
-        curl_multi_cleanup(p->multi); /* closes cached connections through close_cb */
-    if (p->timer != NULL)
-        event_free(p->timer);
-    free(p->origin);
-    free(p);
-}
-
 void upstream_destroy(struct upstream *u)
 {
     if (u == NULL)
@@ -310,91 +279,11 @@ void upstream_destroy(struct upstream *u)
     for (int c = 0; c < BUF_CLASSES; c++)
         for (size_t i = 0; i < u->nspare[c]; i++)
             curl_easy_cleanup(u->spare[c][i]);
-    for (size_t i = 0; i < u->pools_cap; i++)
-        if (u->pools[i] != NULL)
-            pool_destroy(u->pools[i]);
+    upstream__pool_finish(u);
     upstream__sock_finish(u); /* every multi is gone: nothing refers to these any more */
     urls_clear(u);
     free(u->urls);
-    free(u->pools);
     free(u);
-}
-
-/* The origin of an http(s) URL: everything before the path, query or fragment. */
-static size_t origin_len(const char *url)
-{
-    const char *p = strstr(url, "://");
-    p = p ? p + 3 : url;
-    return (size_t)(p + strcspn(p, "/?#") - url);
-}
-
-static uint64_t fnv1a(const char *s, size_t n)
-{
-    uint64_t h = 0xcbf29ce484222325ull;
-    for (size_t i = 0; i < n; i++)
-        h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
-    return h;
-}
-
-static struct pool **slot_for(struct pool **table, size_t cap, uint64_t hash, const char *origin,
-                              size_t len)
-{
-    for (size_t i = hash & (cap - 1);; i = (i + 1) & (cap - 1)) {
-        struct pool *p = table[i];
-        if (p == NULL ||
-            (p->hash == hash && strncmp(p->origin, origin, len) == 0 && p->origin[len] == '\0'))
-            return &table[i];
-    }
-}
-
-static int grow_pools(struct upstream *u)
-{
-    size_t cap = u->pools_cap ? u->pools_cap * 2 : 16;
-    struct pool **table = calloc(cap, sizeof *table);
-    if (table == NULL)
-        return -1;
-    for (size_t i = 0; i < u->pools_cap; i++) {
-        struct pool *p = u->pools[i];
-        if (p != NULL)
-            *slot_for(table, cap, p->hash, p->origin, strlen(p->origin)) = p;
-    }
-    free(u->pools);
-    u->pools = table;
-    u->pools_cap = cap;
-    return 0;
-}
-
-static struct pool *pool_for(struct upstream *u, const char *url)
-{
-    size_t len = origin_len(url);
-    uint64_t hash = fnv1a(url, len);
-    if (u->pools_cap > 0) {
-        struct pool *p = *slot_for(u->pools, u->pools_cap, hash, url, len);
-        if (p != NULL)
-            return p;
-    }
-    if ((u->npools + 1) * 2 > u->pools_cap && grow_pools(u) < 0)
-        return NULL;
-    struct pool *p = calloc(1, sizeof *p);
-    if (p == NULL)
-        return NULL;
-    p->u = u;
-    p->hash = hash;
-    p->origin = strndup(url, len);
-    p->multi = curl_multi_init();
-    p->timer = evtimer_new(u->base, on_timer, p);
-    if (p->origin == NULL || p->multi == NULL || p->timer == NULL) {
-        pool_destroy(p);
-        return NULL;
-    }
-    upstream__sock_attach_multi(p);
-    curl_multi_setopt(p->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-    curl_multi_setopt(p->multi, CURLMOPT_TIMERDATA, p);
-    curl_multi_setopt(p->multi, CURLMOPT_MAX_HOST_CONNECTIONS, u->max_host_connections);
-    curl_multi_setopt(p->multi, CURLMOPT_MAXCONNECTS, u->idle_connections);
-    *slot_for(u->pools, u->pools_cap, hash, url, len) = p;
-    u->npools++;
-    return p;
 }
 
 /* The options every transfer shares; the rest are set per transfer. */
@@ -453,7 +342,7 @@ static struct parsed_url *parsed_url(struct upstream *u, const char *url)
     if (u->urls == NULL && (u->urls = calloc(URLS_CAP, sizeof *u->urls)) == NULL)
         return NULL;
     size_t len = strlen(url);
-    uint64_t hash = fnv1a(url, len);
+    uint64_t hash = upstream__fnv1a(url, len);
     size_t i = hash & (URLS_CAP - 1);
     for (; u->urls[i].url != NULL; i = (i + 1) & (URLS_CAP - 1))
         if (u->urls[i].hash == hash && strcmp(u->urls[i].url, url) == 0)
@@ -488,7 +377,7 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
         if (strncasecmp(req->headers[i], "User-Agent:", 11) == 0)
             own_agent = false;
     size_t nnodes = req->nheaders + (own_agent ? 2 : 1);
-    struct pool *pool = pool_for(u, req->url);
+    struct pool *pool = upstream__pool_for(u, req->url);
     if (pool == NULL)
         return NULL;
     struct upstream_xfer *x = calloc(1, sizeof *x + nnodes * sizeof x->nodes[0]);

@@ -1,6 +1,6 @@
-/* Internal to the upstream client: what upstream.c (transfers) and upstream_sock.c (the
- * socket registry) share. Names that cross these files start with upstream__; nothing outside
- * them includes this header. */
+/* Internal to the upstream client: what upstream.c (transfers), upstream_pool.c (a curl multi
+ * per origin) and upstream_sock.c (the socket registry) share. Names that cross these files start
+ * with upstream__; nothing outside them includes this header. */
 #ifndef GATHERD_UPSTREAM_INT_H
 #define GATHERD_UPSTREAM_INT_H
 
@@ -42,6 +42,8 @@ struct pool {
     struct upstream_xfer *queue_head, *queue_tail;
 };
 
+/* One per worker. upstream_sock.c keeps socks, inos and nsocks, upstream_pool.c pools, npools
+ * and pools_cap, upstream.c the rest. */
 struct upstream {
     struct event_base *base;
     bool destroying;
@@ -61,11 +63,30 @@ struct upstream {
     size_t nspare[BUF_CLASSES];
 };
 
+/* 64-bit FNV-1a of s[0, n): the hash of the pools and parsed-URL tables. */
+static inline uint64_t upstream__fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
+    return h;
+}
+
 /* upstream.c */
 
 /* Drains p's finished transfers, calling each one's done callback. Only from the loop, after
  * curl_multi_socket_action() on p->multi returns: the callbacks may start or cancel transfers. */
 void upstream__check_done(struct pool *p);
+
+/* upstream_pool.c: the pools, by origin */
+
+/* The pool of url's origin, made with its multi on first use; owned by u. NULL when out of
+ * memory or curl cannot be set up. */
+struct pool *upstream__pool_for(struct upstream *u, const char *url);
+
+/* Destroys every pool and the table; their multis close cached connections through close_cb.
+ * Only once no transfer remains. */
+void upstream__pool_finish(struct upstream *u);
 
 /* upstream_sock.c: the socket registry */
 
