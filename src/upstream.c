@@ -93,7 +93,6 @@ static void unlink_xfer(struct upstream_xfer *x)
     u->active--;
 }
 
-/* Detaches the easy handle from the multi and returns it to the pool, then frees x. */
 /* Hands x to curl. Its timeout is what remains of its own: time spent queued counts, as it
  * would in curl's own queue. */
 static int submit(struct upstream_xfer *x)

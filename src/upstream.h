@@ -1,7 +1,8 @@
-/* The upstream client: one curl multi handle driven by a worker's event_base through the
- * multi-socket API. It keeps its own connection cache (keep-alive, reused across requests) and
- * DNS cache, and never blocks the loop: name lookups run on curl's resolver threads, and a
- * transfer cancelled mid-lookup detaches its resolver thread instead of joining it. */
+/* The upstream client: curl multi handles (one per upstream origin) driven by a worker's
+ * event_base through the multi-socket API. Each keeps its own connection cache (keep-alive,
+ * reused across requests) and DNS cache, and none blocks the loop: name lookups run on curl's
+ * resolver threads, and a transfer cancelled mid-lookup detaches its resolver thread instead of
+ * joining it. */
 #ifndef GATHERD_UPSTREAM_H
 #define GATHERD_UPSTREAM_H
 

@@ -146,7 +146,8 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     return event_add(us->ev, NULL) == 0 ? 0 : -1;
 }
 
-/* Open and close through us only to count connections: the metric shows reuse at work. */
+/* Sockets are opened and closed through us to count connections (the metric shows reuse at
+ * work) and to know which descriptors are ours: only those may stay parked (above). */
 static curl_socket_t open_cb(void *arg, curlsocktype purpose, struct curl_sockaddr *addr)
 {
     struct upstream *u = arg;
