@@ -1,6 +1,8 @@
 #!/usr/bin/env bash
-# Instructions gatherd spends per aggregate request, counted by callgrind: repeatable whatever
-# else the machine is doing (wall-clock benchmarks on 2 shared cores are not).
+# Instructions gatherd spends per aggregate request, counted by callgrind: far steadier than
+# wall-clock benchmarks on 2 shared cores, but not exact: how curl's work splits between timer
+# and socket events depends on timing, so runs of one binary differ by up to ~5 %. Compare
+# medians of several interleaved runs.
 #   bench/instructions.sh [K] [N]    K backends (default 3), N requests (default 300)
 #   GATHERD_BIN=/other/gatherd bench/instructions.sh   compare another build
 # Runs gatherd (one worker) under callgrind twice, with N and 3N keep-alive requests, and
