@@ -20,7 +20,8 @@ struct flights;
 struct flight;
 
 /* A leg's place in a flight. The caller owns the storage; it must stay put from flight_join()
- * until the callback runs or flight_leave() returns. Fields are private. */
+ * until the callback runs or flight_leave() returns. The caller may read `active`; the other
+ * fields are private. */
 struct flight_wait {
     struct flights *g;
     struct flight *fl;         /* NULL when the leg has a transfer of its own */

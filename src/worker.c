@@ -1,10 +1,10 @@
 #include "worker.h"
 
 #include "config.h"
+#include "flight.h"
 #include "httpd.h"
 #include "log.h"
 #include "metrics.h"
-#include "flight.h"
 #include "upstream.h"
 
 #include <errno.h>
