@@ -376,41 +376,40 @@ static int64_t sum_gauge(struct metrics *m, size_t offset)
     return n;
 }
 
+/* The families render_endpoint() and render_backend() write, by their `pass`. */
+#define NFAMILIES(a) (sizeof(a) / sizeof((a)[0]))
+static const char *const endpoint_families[] = {
+    "# HELP gatherd_requests_total HTTP requests answered, by endpoint and status code.\n"
+    "# TYPE gatherd_requests_total counter\n",
+    "# HELP gatherd_request_duration_seconds Time from request to answer, by endpoint.\n"
+    "# TYPE gatherd_request_duration_seconds histogram\n",
+};
+static const char *const backend_families[] = {
+    "# HELP gatherd_upstream_errors_total Failed upstream calls, by endpoint, backend and error "
+    "kind.\n# TYPE gatherd_upstream_errors_total counter\n",
+    "# HELP gatherd_upstream_duration_seconds Duration of upstream calls, by endpoint and "
+    "backend.\n# TYPE gatherd_upstream_duration_seconds histogram\n",
+    "# HELP gatherd_upstream_joined_total Backend calls answered by a transfer another request "
+    "had started (coalesce), by endpoint and backend.\n"
+    "# TYPE gatherd_upstream_joined_total counter\n",
+};
+
 int metrics_render(struct metrics *m, struct buf *out)
 {
-    int rc;
+    int rc = 0;
     pthread_mutex_lock(&m->mu);
-    rc = buf_appends(out, "# HELP gatherd_requests_total HTTP requests answered, by endpoint "
-                          "and status code.\n# TYPE gatherd_requests_total counter\n");
     struct metrics_endpoint *lists[2] = {m->endpoints, m->builtins};
-    for (int l = 0; l < 2; l++)
-        for (struct metrics_endpoint *e = lists[l]; rc == 0 && e != NULL; e = e->next)
-            rc = render_endpoint(m, out, e, 0);
-    if (rc == 0)
-        rc = buf_appends(out, "# HELP gatherd_request_duration_seconds Time from request to "
-                              "answer, by endpoint.\n# TYPE gatherd_request_duration_seconds "
-                              "histogram\n");
-    for (int l = 0; l < 2; l++)
-        for (struct metrics_endpoint *e = lists[l]; rc == 0 && e != NULL; e = e->next)
-            rc = render_endpoint(m, out, e, 1);
-    if (rc == 0)
-        rc = buf_appends(out, "# HELP gatherd_upstream_errors_total Failed upstream calls, by "
-                              "endpoint, backend and error kind.\n# TYPE "
-                              "gatherd_upstream_errors_total counter\n");
-    for (struct metrics_backend *b = m->backends; rc == 0 && b != NULL; b = b->next)
-        rc = render_backend(m, out, b, 0);
-    if (rc == 0)
-        rc = buf_appends(out, "# HELP gatherd_upstream_duration_seconds Duration of upstream "
-                              "calls, by endpoint and backend.\n# TYPE "
-                              "gatherd_upstream_duration_seconds histogram\n");
-    for (struct metrics_backend *b = m->backends; rc == 0 && b != NULL; b = b->next)
-        rc = render_backend(m, out, b, 1);
-    if (rc == 0)
-        rc = buf_appends(out, "# HELP gatherd_upstream_joined_total Backend calls answered by a "
-                              "transfer another request had started (coalesce), by endpoint and "
-                              "backend.\n# TYPE gatherd_upstream_joined_total counter\n");
-    for (struct metrics_backend *b = m->backends; rc == 0 && b != NULL; b = b->next)
-        rc = render_backend(m, out, b, 2);
+    for (int pass = 0; rc == 0 && pass < (int)NFAMILIES(endpoint_families); pass++) {
+        rc = buf_appends(out, endpoint_families[pass]);
+        for (int l = 0; l < 2; l++)
+            for (struct metrics_endpoint *e = lists[l]; rc == 0 && e != NULL; e = e->next)
+                rc = render_endpoint(m, out, e, pass);
+    }
+    for (int pass = 0; rc == 0 && pass < (int)NFAMILIES(backend_families); pass++) {
+        rc = buf_appends(out, backend_families[pass]);
+        for (struct metrics_backend *b = m->backends; rc == 0 && b != NULL; b = b->next)
+            rc = render_backend(m, out, b, pass);
+    }
     pthread_mutex_unlock(&m->mu);
 
     uint64_t opened = 0, up_opened = 0;
