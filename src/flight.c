@@ -165,7 +165,6 @@ int flight_join(struct flights *g, struct flight_wait *w, const void *key,
                 const struct upstream_req *req, upstream_done_fn done, void *arg, bool *joined)
 {
     memset(w, 0, sizeof *w);
-    w->g = g;
     w->done = done;
     w->arg = arg;
     *joined = false;

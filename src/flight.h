@@ -23,7 +23,6 @@ struct flight;
  * until the callback runs or flight_leave() returns. The caller may read `active`; the other
  * fields are private. */
 struct flight_wait {
-    struct flights *g;
     struct flight *fl;         /* NULL when the leg has a transfer of its own */
     struct upstream_xfer *own; /* that transfer */
     upstream_done_fn done;
