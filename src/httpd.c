@@ -11,6 +11,7 @@
 #include "log.h"
 #include "metrics.h"
 #include "netacl.h"
+#include "reqhead.h"
 #include "worker.h"
 
 #include <errno.h>
@@ -20,7 +21,6 @@
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
-#include <strings.h>
 #include <sys/socket.h>
 
 /* A GET that carries a body larger than this is refused; smaller ones are read and ignored. */
@@ -190,87 +190,6 @@ static void generate_rid(struct worker *w, char *out)
     snprintf(out, ACCESS_RID_MAX + 1, "%016llx", (unsigned long long)z);
 }
 
-static enum MHD_Result add_arg_len(void *cls, enum MHD_ValueKind kind, const char *key,
-                                   const char *value)
-{
-    size_t *n = cls;
-    (void)kind;
-    *n += strlen(key) + (value ? strlen(value) : 0) + 2;
-    return MHD_YES;
-}
-
-/* The target's length as sent, near enough: libmicrohttpd has split the query into arguments
- * (and decoded them, so this can only undercount a percent-encoded query). */
-static size_t target_len(struct MHD_Connection *conn, const char *url)
-{
-    size_t n = strlen(url);
-    MHD_get_connection_values(conn, MHD_GET_ARGUMENT_KIND, add_arg_len, &n);
-    return n;
-}
-
-struct framing {
-    unsigned content_length, transfer_encoding, host;
-};
-
-static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
-                                     const char *value)
-{
-    struct framing *f = cls;
-    (void)kind;
-    (void)value;
-    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
-        f->content_length++;
-    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
-        f->transfer_encoding++;
-    else if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0)
-        f->host++;
-    return MHD_YES;
-}
-
-/* RFC 9112 says to reject what libmicrohttpd 0.9.75 lets through: more than one
- * Content-Length, or one beside Transfer-Encoding (libmicrohttpd takes the first length and
- * reads the rest of the body as a further request: request smuggling past a proxy that framed
- * it differently), and an HTTP/1.1 request without exactly one Host. NULL when acceptable. */
-static const char *framing_problem(struct MHD_Connection *conn, const char *version)
-{
-    struct framing f = {0, 0, 0};
-    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
-    if (f.content_length > 1)
-        return "conflicting Content-Length headers";
-    if (f.content_length > 0 && f.transfer_encoding > 0)
-        return "both Content-Length and Transfer-Encoding";
-    if (f.host > 1 || (f.host == 0 && strcmp(version, MHD_HTTP_VERSION_1_1) == 0))
-        return "an HTTP/1.1 request needs exactly one Host header";
-    return NULL;
-}
-
-/* Every X-Forwarded-For line of a request, in order, as one list: a proxy may add a line of
- * its own instead of appending to the client's (RFC 9110 makes both mean the same), and
- * reading only the first line would leave the client's own claim as the rightmost hop. */
-struct xff {
-    const char *first;
-    unsigned n;
-    struct buf joined; /* used from the second line on */
-    bool failed;
-};
-
-static enum MHD_Result join_xff(void *cls, enum MHD_ValueKind kind, const char *key,
-                                const char *value)
-{
-    struct xff *x = cls;
-    (void)kind;
-    if (value == NULL || strcasecmp(key, "X-Forwarded-For") != 0)
-        return MHD_YES;
-    if (x->n++ == 0) {
-        x->first = value;
-        return MHD_YES;
-    }
-    if ((x->n == 2 && buf_appends(&x->joined, x->first) < 0) || buf_appends(&x->joined, ", ") < 0 ||
-        buf_appends(&x->joined, value) < 0)
-        x->failed = true;
-    return x->failed ? MHD_NO : MHD_YES;
-}
-
 static struct request *request_new(struct httpd *h, struct MHD_Connection *conn, const char *url,
                                    const char *method)
 {
@@ -291,17 +210,8 @@ static struct request *request_new(struct httpd *h, struct MHD_Connection *conn,
         snprintf(r->rid, sizeof r->rid, "%s", rid);
     else
         generate_rid(w, r->rid);
-    if (r->cfg->access_log) {
-        const union MHD_ConnectionInfo *ci =
-            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CLIENT_ADDRESS);
-        struct xff x = {NULL, 0, BUF_INIT, false};
-        MHD_get_connection_values(conn, MHD_HEADER_KIND, join_xff, &x);
-        /* Out of memory joining them: the peer's own address, which is at least true. */
-        const char *xff = x.failed ? NULL : x.n > 1 ? x.joined.data : x.first;
-        netacl_client_addr(r->cfg->trusted_proxies, ci ? ci->client_addr : NULL, xff, r->client,
-                           sizeof r->client);
-        buf_finish(&x.joined);
-    }
+    if (r->cfg->access_log)
+        reqhead_client(conn, r->cfg->trusted_proxies, r->client, sizeof r->client);
 
     if ((r->ep = config_find(r->cfg, url)) != NULL) {
         r->route = RT_ENDPOINT;
@@ -449,12 +359,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if ((r = request_new(h, conn, url, method)) == NULL)
             return MHD_NO;
         *req_cls = r;
-        const char *bad = framing_problem(conn, version);
+        const char *bad = reqhead_framing_problem(conn, version);
         if (bad != NULL) {
             r->close_after = true;
             return answer_error(r, 400, "bad_request", bad, NULL);
         }
-        if (target_len(conn, url) > MAX_TARGET)
+        if (reqhead_target_len(conn, url) > MAX_TARGET)
             return answer_error(r, 414, "uri_too_long", "request target too long", NULL);
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
