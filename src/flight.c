@@ -226,8 +226,3 @@ void flight_leave(struct flight_wait *w)
         free(fl);
     }
 }
-
-size_t flights_running(const struct flights *g)
-{
-    return g->n;
-}

@@ -50,7 +50,4 @@ int flight_join(struct flights *g, struct flight_wait *w, const void *key,
  * wait that is not active. */
 void flight_leave(struct flight_wait *w);
 
-/* Flights running (for tests and invariants). */
-size_t flights_running(const struct flights *g);
-
 #endif
