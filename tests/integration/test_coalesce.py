@@ -71,11 +71,16 @@ class CoalesceTest(unittest.TestCase):
                 raise gd.HarnessError(f"{path} {backend}: fewer than {want} joined")
             time.sleep(0.01)
 
+    def burst(self, path, tag, joiners, started):
+        """`{tag}-lead` first; once the upstream has seen `started` requests (its flights are
+        running), `joiners` more as `{tag}-0`...; every answer, the lead's first."""
+        socks = [send(self.gd.port, path, f"{tag}-lead")]
+        self.up.wait("requests", started, timeout=10)
+        socks += [send(self.gd.port, path, f"{tag}-{i}") for i in range(joiners)]
+        return [answer(s) for s in socks]
+
     def test_concurrent_requests_share_one_transfer(self):
-        first = send(self.gd.port, "/co", "co-lead")
-        self.up.wait("requests", 2, timeout=10)
-        rest = [send(self.gd.port, "/co", f"co-{i}") for i in range(19)]
-        answers = [answer(s) for s in [first] + rest]
+        answers = self.burst("/co", "co", 19, started=2)
         for status, body in answers:
             self.assertEqual(status, 200, body)
             self.assertEqual(body["errors"], [])
@@ -94,11 +99,7 @@ class CoalesceTest(unittest.TestCase):
             self.assertEqual([b.get("joined") for b in line["backends"]], [True, True], line)
 
     def test_backend_can_opt_out(self):
-        socks = [send(self.gd.port, "/mixed", "mixed-lead")]
-        self.up.wait("requests", 2, timeout=10)
-        socks += [send(self.gd.port, "/mixed", f"mixed-{i}") for i in range(4)]
-        for s in socks:
-            status, body = answer(s)
+        for status, body in self.burst("/mixed", "mixed", 4, started=2):
             self.assertEqual(status, 200, body)
             self.assertEqual([r["id"] for r in body["results"]], ["s", "o"])
         st = self.up.stats()
@@ -139,11 +140,7 @@ class CoalesceTest(unittest.TestCase):
         self.assertEqual(self.up.stats()["requests"], 1)
 
     def test_errors_are_shared(self):
-        socks = [send(self.gd.port, "/bad", "bad-lead")]
-        self.up.wait("requests", 1, timeout=10)
-        socks += [send(self.gd.port, "/bad", f"bad-{i}") for i in range(4)]
-        for s in socks:
-            status, body = answer(s)
+        for status, body in self.burst("/bad", "bad", 4, started=1):
             self.assertEqual(status, 502, body)
             self.assertEqual([(e["error"], e["status"]) for e in body["errors"]],
                              [("http_status", 503)])
