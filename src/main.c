@@ -76,8 +76,8 @@ int main(int argc, char **argv)
             }
             break;
         case 'L': {
-            enum log_level lvl;
-            if (config_log_level_parse(optarg, &lvl) < 0) {
+            enum loglevel lvl;
+            if (loglevel_parse(optarg, &lvl) < 0) {
                 fprintf(stderr, "gatherd: --log-level: must be debug, info, warn or error\n");
                 return 2;
             }

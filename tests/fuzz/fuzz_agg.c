@@ -15,6 +15,7 @@
 #include "agg.h"
 #include "buf.h"
 #include "config.h"
+#include "plan.h"
 #include "fuzz.h"
 #include "jsonv.h"
 
@@ -28,13 +29,13 @@ static const char *const kind_names[] = {"none",         "timeout",   "connect",
                                          "invalid_json", "too_large", "transfer"};
 
 static const char *const bodies[] = {
-    "{\"a\":1}", " [1, 2, {\"b\": null}] ", "\"caf\xC3\xA9\"", "-0.5e+3", "true",
-    "{\"k\":\"\\u00e9\\ud83d\\ude00\"}", "\n{}\n", "[[[[[]]]]]",
+    "{\"a\":1}", " [1, 2, {\"b\": null}] ",           "\"caf\xC3\xA9\"", "-0.5e+3",
+    "true",      "{\"k\":\"\\u00e9\\ud83d\\ude00\"}", "\n{}\n",          "[[[[[]]]]]",
 };
 
 struct model {
     enum agg_state state;
-    enum agg_error error;
+    enum errkind error;
     long status;
     char *value; /* DONE: the trimmed body */
     size_t vlen;
@@ -134,11 +135,11 @@ static void check_render(const struct agg *a, const struct config_endpoint *ep,
         json_t *kind = json_object_get(err, "error");
         CHECK(json_is_string(kind), "error kind");
         if (final) {
-            CHECK(strcmp(json_string_value(kind), kind_names[m[i].error]) == 0,
-                  "kind %s, model %s", json_string_value(kind), kind_names[m[i].error]);
+            CHECK(strcmp(json_string_value(kind), kind_names[m[i].error]) == 0, "kind %s, model %s",
+                  json_string_value(kind), kind_names[m[i].error]);
         }
         json_t *st = json_object_get(err, "status");
-        if (final && m[i].error == AGG_E_HTTP_STATUS)
+        if (final && m[i].error == ERRKIND_HTTP_STATUS)
             CHECK(json_is_integer(st) && json_integer_value(st) == m[i].status, "status");
         else if (final)
             CHECK(st == NULL, "status present for %s", kind_names[m[i].error]);
@@ -146,8 +147,8 @@ static void check_render(const struct agg *a, const struct config_endpoint *ep,
         CHECK(json_is_string(msg), "message");
         CHECK(json_object_size(err) == (st ? 5u : 4u), "unexpected keys in an errors entry");
     }
-    CHECK(json_array_size(errors) == e, "errors has %zu entries, want %zu",
-          json_array_size(errors), e);
+    CHECK(json_array_size(errors) == e, "errors has %zu entries, want %zu", json_array_size(errors),
+          e);
     json_decref(root);
     buf_finish(&out);
 }
@@ -169,11 +170,14 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         size_t len = cur_bytes(&c, cur_u8(&c) % 24, &p);
         backends[i].name = dup_n(p, len);
     }
-    struct config_endpoint ep = {.path = "/fuzz", .timeout_ms = 1000, .nbackends = n,
-                                 .backends = backends};
+    struct config_endpoint ep = {
+        .path = "/fuzz", .timeout_ms = 1000, .nbackends = n, .backends = backends};
     struct model m[MAX_BACKENDS];
     memset(m, 0, sizeof m);
-    struct agg *a = agg_create(&ep);
+    struct plan *plan;
+    if (plan_build(&ep, &(struct plan_request){"/fuzz"}, &plan) < 0)
+        return 0;
+    struct agg *a = agg_create(plan);
     CHECK(a != NULL, "oom");
     check_states(a, m, n);
 
@@ -184,7 +188,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         bool in = i < n;
         switch (op % 6) {
         case 0: /* start */
-            expect_rc(agg_start(a, i), !in ? -EINVAL : m[i].state == AGG_PENDING ? 0 : -EALREADY,
+            expect_rc(agg_start(a, i),
+                      !in                         ? -EINVAL
+                      : m[i].state == AGG_PENDING ? 0
+                                                  : -EALREADY,
                       "start", i);
             if (in && m[i].state == AGG_PENDING)
                 m[i].state = AGG_RUNNING;
@@ -212,10 +219,10 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
                 m[i].status = status;
                 if (status < 200 || status > 299) {
                     m[i].state = AGG_FAILED;
-                    m[i].error = AGG_E_HTTP_STATUS;
+                    m[i].error = ERRKIND_HTTP_STATUS;
                 } else if (!json_ok) {
                     m[i].state = AGG_FAILED;
-                    m[i].error = AGG_E_INVALID_JSON;
+                    m[i].error = ERRKIND_INVALID_JSON;
                 } else {
                     m[i].state = AGG_DONE;
                     m[i].value = value;
@@ -228,11 +235,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
         }
         case 3:   /* fail */
         case 4: { /* cancel */
-            enum agg_error kind = (enum agg_error)(cur_u8(&c) % (AGG_E_COUNT + 2));
+            enum errkind kind = (enum errkind)(cur_u8(&c) % (ERRKIND_COUNT + 2));
             const uint8_t *p;
             size_t len = cur_bytes(&c, cur_u8(&c) % 32, &p);
             char *msg = (op & 0x40) ? NULL : dup_n(p, len);
-            bool kind_ok = kind != AGG_E_NONE && kind < AGG_E_COUNT;
+            bool kind_ok = kind != ERRKIND_NONE && kind < ERRKIND_COUNT;
             if (op % 6 == 3) {
                 int want = !in || !kind_ok ? -EINVAL : m[i].state == AGG_RUNNING ? 0 : -EALREADY;
                 expect_rc(agg_fail(a, i, kind, msg), want, "fail", i);
@@ -262,19 +269,20 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* The deadline: whatever is left is cut off, as fanout's stop_legs() does. */
     for (size_t i = 0; i < n; i++) {
         bool live = m[i].state == AGG_PENDING || m[i].state == AGG_RUNNING;
-        expect_rc(agg_cancel(a, i, AGG_E_TIMEOUT, "deadline"), live ? 0 : -EALREADY, "cut", i);
+        expect_rc(agg_cancel(a, i, ERRKIND_TIMEOUT, "deadline"), live ? 0 : -EALREADY, "cut", i);
         if (live) {
             m[i].state = AGG_CANCELLED;
-            m[i].error = AGG_E_TIMEOUT;
+            m[i].error = ERRKIND_TIMEOUT;
         }
     }
     CHECK(agg_done(a), "not done after every backend was cut off");
     check_states(a, m, n);
     check_render(a, &ep, m, n, true);
     for (size_t i = 0; i < n; i++)
-        CHECK(strcmp(agg_error_name(m[i].error), kind_names[m[i].error]) == 0, "error name");
+        CHECK(strcmp(errkind_name(m[i].error), kind_names[m[i].error]) == 0, "error name");
 
     agg_destroy(a);
+    plan_destroy(plan);
     for (size_t i = 0; i < n; i++) {
         free(m[i].value);
         free(backends[i].name);

@@ -4,7 +4,7 @@
  * headers), and reference counting must free it (LeakSanitizer checks). */
 #include "config.h"
 #include "fuzz.h"
-#include "listen.h"
+#include "laddr.h"
 #include "netacl.h"
 
 #include <errno.h>
@@ -36,7 +36,7 @@ static void check_config(const struct config *cfg)
 {
     CHECK(atomic_load(&cfg->refs) == 1, "refs %d", atomic_load(&cfg->refs));
     CHECK(cfg->workers >= 0 && cfg->workers <= 256, "workers %d", cfg->workers);
-    CHECK(cfg->log_level >= LOG_DEBUG && cfg->log_level <= LOG_ERROR, "log level");
+    CHECK(cfg->log_level >= LOGLEVEL_DEBUG && cfg->log_level <= LOGLEVEL_ERROR, "log level");
     CHECK(cfg->worker_connections >= 1 && cfg->worker_connections <= 1000000, "worker_connections");
     CHECK(cfg->idle_timeout_ms >= 100 && cfg->idle_timeout_ms <= 3600000, "idle_timeout_ms");
     CHECK(cfg->drain_timeout_ms >= 0 && cfg->drain_timeout_ms <= 3600000, "drain_timeout_ms");
@@ -45,7 +45,7 @@ static void check_config(const struct config *cfg)
           "upstream_max_host_connections");
     CHECK(cfg->upstream_idle_connections >= 1 && cfg->upstream_idle_connections <= 100000,
           "upstream_idle_connections");
-    CHECK(cfg->listen == NULL || listen_check(cfg->listen) == NULL, "bad listen %s accepted",
+    CHECK(cfg->listen == NULL || laddr_check(cfg->listen) == NULL, "bad listen %s accepted",
           cfg->listen);
     CHECK(cfg->nendpoints >= 1, "no endpoints accepted");
     size_t total = 0;

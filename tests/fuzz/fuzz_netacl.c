@@ -1,5 +1,5 @@
 /* The client address a request is attributed to (netacl_client_addr) with arbitrary trusted
- * lists, peers and X-Forwarded-For strings, and the request-id filter (access_rid_valid),
+ * lists, peers and X-Forwarded-For strings, and the request-id filter (reqid_valid),
  * both against independent models of their contracts (netacl.h, access.h).
  *
  * Input: a flags byte (peer kind, X-Forwarded-For absent, small output buffer, number of list
@@ -17,8 +17,9 @@
  *
  * Then the access line for such a request (access_format, without backends) must be one valid
  * JSON object whatever bytes the path, method and X-Forwarded-For carried, with the request
- * id used only when access_rid_valid() accepted it, as httpd.c does. */
+ * id used only when reqid_valid() accepted it, as httpd.c does. */
 #include "access.h"
+#include "reqid.h"
 #include "buf.h"
 #include "fuzz.h"
 #include "jsonv.h"
@@ -128,8 +129,8 @@ static void put(char *out, size_t outlen, const char *s)
     out[n] = '\0';
 }
 
-static void model(const struct macl *acl, int kind, const uint8_t *pb, const char *xff,
-                  char *out, size_t outlen)
+static void model(const struct macl *acl, int kind, const uint8_t *pb, const char *xff, char *out,
+                  size_t outlen)
 {
     char text[INET6_ADDRSTRLEN] = "";
     bool trusted = false;
@@ -181,7 +182,7 @@ static void model(const struct macl *acl, int kind, const uint8_t *pb, const cha
 static bool m_rid_valid(const char *rid)
 {
     size_t n = strlen(rid);
-    if (n < 1 || n > ACCESS_RID_MAX)
+    if (n < 1 || n > REQID_MAX)
         return false;
     for (size_t i = 0; i < n; i++) {
         char c = rid[i];
@@ -262,8 +263,8 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     uint8_t mb[16];
     memcpy(mb, kind == 0 ? pb : (const uint8_t *)&peer.in6.sin6_addr, kind == 0 ? 4 : 16);
     model(&macl, kind, mb, no_xff ? NULL : xff, want, outlen);
-    CHECK(strcmp(out, want) == 0, "client \"%s\", model \"%s\" (xff \"%s\", outlen %zu)", out,
-          want, no_xff ? "(none)" : xff, outlen);
+    CHECK(strcmp(out, want) == 0, "client \"%s\", model \"%s\" (xff \"%s\", outlen %zu)", out, want,
+          no_xff ? "(none)" : xff, outlen);
     if (outlen == NETACL_ADDRSTRLEN && kind != 3) {
         uint8_t a[16];
         unsigned max;
@@ -272,11 +273,11 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     /* netacl_match_text agrees with the model on what was answered. */
     CHECK(netacl_match_text(acl, out) == m_match(&macl, out), "match_text(\"%s\")", out);
 
-    CHECK(access_rid_valid(rid) == m_rid_valid(rid), "access_rid_valid(\"%s\")", rid);
-    CHECK(!access_rid_valid(NULL), "NULL id valid");
+    CHECK(reqid_valid(rid) == m_rid_valid(rid), "reqid_valid(\"%s\")", rid);
+    CHECK(!reqid_valid(NULL), "NULL id valid");
 
     struct access_entry e = {
-        .request_id = access_rid_valid(rid) ? rid : "0123456789abcdef",
+        .request_id = reqid_valid(rid) ? rid : "0123456789abcdef",
         .method = xff,
         .path = rid,
         .client = out,

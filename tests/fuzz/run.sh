@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Builds every libFuzzer harness in tests/fuzz with clang (-fsanitize=fuzzer,address,undefined)
-# against the pure modules of src/, then runs each for FUZZ_SECONDS (default 30) seconds.
+# against the pure modules of src/ (base, config, core, obs), then runs each for FUZZ_SECONDS (default 30) seconds.
 #
 #   tests/fuzz/run.sh [TARGET...]        targets: config envsubst jsonv agg netacl (default all)
 #
@@ -34,15 +34,17 @@ else
 fi
 mkdir -p "$here/artifacts"
 
-cflags=(-g -O1 -std=c17 -D_GNU_SOURCE '-DGATHERD_VERSION="fuzz"' -I"$root/src"
+incs=()
+for d in "$root"/src/*/; do incs+=(-I"$d"); done
+cflags=(-g -O1 -std=c17 -D_GNU_SOURCE '-DGATHERD_VERSION="fuzz"' "${incs[@]}"
         -fno-omit-frame-pointer -fsanitize=address,undefined -fno-sanitize-recover=all)
-python3 "$root/src/embed_config.py" "$root/config/gatherd.json" "$out/config_default.c" || exit 1
+python3 "$root/src/config/embed_config.py" "$root/config/gatherd.json" "$out/config_default.c" ||
+    exit 1
 
-# Every source but main.c, as meson's libgatherd: the harnesses call only the pure modules,
-# and linking the rest keeps this script independent of how src/ splits them into files.
+# Every source but main.c, as meson's layer libraries: the harnesses call only the pure
+# modules, and linking the rest keeps this script independent of how src/ splits them into files.
 objs=()
-for f in "$root"/src/*.c "$out/config_default.c"; do
-    [ "$(basename "$f")" = main.c ] && continue
+for f in "$root"/src/*/*.c "$out/config_default.c"; do
     o=$out/obj-$(basename "$f" .c).o
     if ! "$cc" "${cflags[@]}" -fsanitize=fuzzer-no-link -c -o "$o" "$f"; then
         echo "fuzz: cannot compile $f" >&2

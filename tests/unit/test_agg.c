@@ -1,6 +1,7 @@
 #include "agg.h"
 #include "buf.h"
 #include "config.h"
+#include "plan.h"
 #include "tap.h"
 
 #include <errno.h>
@@ -16,9 +17,12 @@ int main(void)
     struct config_backend be[3] = {{.name = "a"}, {.name = "b\"q"}, {.name = "c"}};
     struct config_endpoint ep = {.path = "/x", .timeout_ms = 1000, .nbackends = 3, .backends = be};
     struct buf out = BUF_INIT;
+    struct plan *plan;
+    ok(plan_build(&ep, &(struct plan_request){"/x"}, &plan) == 0 && plan->ncalls == 3,
+       "one call per backend");
 
     /* Completion order does not matter; config order is kept. */
-    struct agg *a = agg_create(&ep);
+    struct agg *a = agg_create(plan);
     for (size_t i = 0; i < 3; i++)
         ok(agg_start(a, i) == 0, "start %zu", i);
     ok(agg_start(a, 0) == -EALREADY, "start twice refused");
@@ -34,16 +38,16 @@ int main(void)
     out.len = 0;
 
     /* Every failure shape; one success keeps it a 200. */
-    a = agg_create(&ep);
+    a = agg_create(plan);
     agg_start(a, 0);
     agg_start(a, 1);
     agg_start(a, 2);
     agg_complete(a, 0, 503, dup_s("{}"), 2);
     agg_complete(a, 1, 200, dup_s("{\"a\":"), 5);
     agg_complete(a, 2, 200, dup_s("{\"ok\":true}"), 11);
-    ok(agg_state_of(a, 0) == AGG_FAILED && agg_error_of(a, 0) == AGG_E_HTTP_STATUS,
+    ok(agg_state_of(a, 0) == AGG_FAILED && agg_error_of(a, 0) == ERRKIND_HTTP_STATUS,
        "503 is http_status");
-    ok(agg_error_of(a, 1) == AGG_E_INVALID_JSON, "truncated body is invalid_json");
+    ok(agg_error_of(a, 1) == ERRKIND_INVALID_JSON, "truncated body is invalid_json");
     ok(agg_render(a, &out) == 200, "partial success is 200");
     is_str(out.data,
            "{\"results\":[{},{},{\"ok\":true}],\"errors\":[{\"index\":0,\"name\":\"a\",\"error\":"
@@ -55,14 +59,14 @@ int main(void)
     out.len = 0;
 
     /* All failed: 502; cancel covers pending and running; transport errors keep messages. */
-    a = agg_create(&ep);
+    a = agg_create(plan);
     agg_start(a, 0);
     agg_start(a, 1);
-    ok(agg_fail(a, 0, AGG_E_CONNECT, "refused") == 0, "connect failure");
-    ok(agg_fail(a, 2, AGG_E_CONNECT, NULL) == -EALREADY, "fail on a pending backend refused");
-    ok(agg_cancel(a, 1, AGG_E_TIMEOUT, "deadline") == 0, "cancel running");
-    ok(agg_cancel(a, 2, AGG_E_TIMEOUT, NULL) == 0, "cancel pending");
-    ok(agg_cancel(a, 2, AGG_E_TIMEOUT, NULL) == -EALREADY, "cancel twice refused");
+    ok(agg_fail(a, 0, ERRKIND_CONNECT, "refused") == 0, "connect failure");
+    ok(agg_fail(a, 2, ERRKIND_CONNECT, NULL) == -EALREADY, "fail on a pending backend refused");
+    ok(agg_cancel(a, 1, ERRKIND_TIMEOUT, "deadline") == 0, "cancel running");
+    ok(agg_cancel(a, 2, ERRKIND_TIMEOUT, NULL) == 0, "cancel pending");
+    ok(agg_cancel(a, 2, ERRKIND_TIMEOUT, NULL) == -EALREADY, "cancel twice refused");
     ok(agg_complete(a, 1, 200, dup_s("{}"), 2) == -EALREADY, "completion after cancel refused");
     ok(agg_render(a, &out) == 502, "502 when none succeeded");
     is_str(out.data,
@@ -75,13 +79,14 @@ int main(void)
     out.len = 0;
 
     /* Empty body and the error-name table. */
-    a = agg_create(&ep);
+    a = agg_create(plan);
     agg_start(a, 0);
     agg_complete(a, 0, 200, NULL, 0);
-    ok(agg_error_of(a, 0) == AGG_E_INVALID_JSON, "empty body is invalid_json");
+    ok(agg_error_of(a, 0) == ERRKIND_INVALID_JSON, "empty body is invalid_json");
     agg_destroy(a);
-    is_str(agg_error_name(AGG_E_TOO_LARGE), "too_large", "error names");
-    is_str(agg_error_name(AGG_E_TRANSFER), "transfer", "error names");
+    is_str(errkind_name(ERRKIND_TOO_LARGE), "too_large", "error names");
+    is_str(errkind_name(ERRKIND_TRANSFER), "transfer", "error names");
     buf_finish(&out);
+    plan_destroy(plan);
     return tap_done();
 }

@@ -1,0 +1,566 @@
+#include "config.h"
+
+#include "envsubst.h"
+#include "laddr.h"
+#include "netacl.h"
+#include "validate.h"
+
+#include <errno.h>
+#include <jansson.h>
+#include <stdarg.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+/* Parsing state: where errors go and the key path of what is being read. */
+struct ctx {
+    const char *origin;
+    char *err;
+    size_t errlen;
+};
+
+__attribute__((format(printf, 3, 4))) static int fail(struct ctx *c, const char *key,
+                                                      const char *fmt, ...)
+{
+    char reason[512];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(reason, sizeof reason, fmt, ap);
+    va_end(ap);
+    snprintf(c->err, c->errlen, "%s: %s: %s", c->origin, key, reason);
+    return -EINVAL;
+}
+
+/* Key paths are only for messages: a path too long for the buffer is cut, never overflowed. */
+static void join_key(char *out, size_t outlen, const char *parent, const char *key)
+{
+    size_t n = 0;
+    for (const char *p = parent; *p && n + 1 < outlen; p++)
+        out[n++] = *p;
+    if (parent[0] != '\0' && n + 1 < outlen)
+        out[n++] = '.';
+    for (const char *p = key; *p && n + 1 < outlen; p++)
+        out[n++] = *p;
+    out[n] = '\0';
+}
+
+static int check_keys(struct ctx *c, json_t *obj, const char *path, const char *const *allowed)
+{
+    const char *key;
+    json_t *val;
+    json_object_foreach(obj, key, val)
+    {
+        const char *const *a = allowed;
+        while (*a != NULL && strcmp(*a, key) != 0)
+            a++;
+        if (*a == NULL) {
+            char k[256];
+            join_key(k, sizeof k, path, key);
+            return fail(c, k, "unknown key");
+        }
+    }
+    return 0;
+}
+
+/* An object whose keys are all in `allowed`. */
+static int check_object(struct ctx *c, json_t *obj, const char *path, const char *const *allowed)
+{
+    if (!json_is_object(obj))
+        return fail(c, path, "must be an object");
+    return check_keys(c, obj, path, allowed);
+}
+
+/* Reads an optional integer in [min, max]; leaves *out alone when absent. */
+static int get_int(struct ctx *c, json_t *obj, const char *path, const char *key, long long min,
+                   long long max, long long *out)
+{
+    json_t *v = json_object_get(obj, key);
+    char k[256];
+    if (v == NULL)
+        return 0;
+    join_key(k, sizeof k, path, key);
+    if (!json_is_integer(v))
+        return fail(c, k, "must be an integer");
+    long long n = json_integer_value(v);
+    if (n < min || n > max)
+        return fail(c, k, "must be between %lld and %lld, got %lld", min, max, n);
+    *out = n;
+    return 0;
+}
+
+/* Reads an optional boolean; leaves *out alone when absent. */
+static int get_bool(struct ctx *c, json_t *obj, const char *path, const char *key, bool *out)
+{
+    json_t *v = json_object_get(obj, key);
+    char k[256];
+    if (v == NULL)
+        return 0;
+    join_key(k, sizeof k, path, key);
+    if (!json_is_boolean(v))
+        return fail(c, k, "must be true or false");
+    *out = json_is_true(v);
+    return 0;
+}
+
+static int get_string(struct ctx *c, json_t *obj, const char *path, const char *key, bool required,
+                      const char **out)
+{
+    json_t *v = json_object_get(obj, key);
+    char k[256];
+    join_key(k, sizeof k, path, key);
+    if (v == NULL) {
+        if (required)
+            return fail(c, k, "is required");
+        *out = NULL;
+        return 0;
+    }
+    if (!json_is_string(v))
+        return fail(c, k, "must be a string");
+    *out = json_string_value(v);
+    if (strlen(*out) != json_string_length(v))
+        return fail(c, k, "must not contain NUL characters");
+    return 0;
+}
+
+static const char *lookup_env(const char *name, void *ctx)
+{
+    (void)ctx;
+    return getenv(name);
+}
+
+static int expand(struct ctx *c, const char *key, const char *in, char **out)
+{
+    char why[300];
+    int rc = envsubst_expand(in, lookup_env, NULL, out, why, sizeof why);
+    if (rc == -ENOMEM)
+        return rc;
+    if (rc < 0)
+        return fail(c, key, "%s", why);
+    return 0;
+}
+
+static bool has_ctl(const char *s)
+{
+    for (; *s; s++)
+        if ((unsigned char)*s < 0x20 || *s == 0x7f)
+            return true;
+    return false;
+}
+
+/* Headers that gatherd itself must control for the exchange to stay correct. */
+static const char *const managed_headers[] = {
+    "content-length", "transfer-encoding", "connection", "x-request-id", "host", NULL};
+
+static int parse_headers(struct ctx *c, json_t *obj, const char *path, struct config_backend *be)
+{
+    char k[256];
+    join_key(k, sizeof k, path, "headers");
+    if (!json_is_object(obj))
+        return fail(c, k, "must be an object of header names to string values");
+    be->headers = calloc(json_object_size(obj) + 1, sizeof *be->headers);
+    if (be->headers == NULL)
+        return -ENOMEM;
+    const char *name;
+    json_t *val;
+    json_object_foreach(obj, name, val)
+    {
+        char hk[512];
+        snprintf(hk, sizeof hk, "%s.%s", k, name);
+        if (name[0] == '\0')
+            return fail(c, k, "header names must not be empty");
+        for (const char *q = name; *q; q++)
+            if (!validate_tchar(*q))
+                return fail(c, hk, "is not a valid header name");
+        for (const char *const *m = managed_headers; *m; m++)
+            if (strcasecmp(*m, name) == 0)
+                return fail(c, hk, "is set by gatherd and cannot be configured");
+        if (!json_is_string(val))
+            return fail(c, hk, "must be a string");
+        char *value;
+        int rc = expand(c, hk, json_string_value(val), &value);
+        if (rc < 0)
+            return rc;
+        if (has_ctl(value)) {
+            free(value);
+            return fail(c, hk, "must not contain control characters (after ${VAR} expansion)");
+        }
+        size_t len = strlen(name) + 2 + strlen(value) + 1;
+        char *line = malloc(len);
+        if (line == NULL) {
+            free(value);
+            return -ENOMEM;
+        }
+        snprintf(line, len, "%s: %s", name, value);
+        free(value);
+        be->headers[be->nheaders++] = line;
+    }
+    return 0;
+}
+
+static const char *const backend_keys[] = {"name",           "url",      "timeout_ms", "headers",
+                                           "max_body_bytes", "coalesce", NULL};
+
+static int parse_backend(struct ctx *c, json_t *obj, const char *path,
+                         const struct config_endpoint *ep, size_t ep_max_body,
+                         struct config_backend *be)
+{
+    const char *s;
+    char k[256];
+    long long n;
+    int rc;
+
+    if ((rc = check_object(c, obj, path, backend_keys)) < 0)
+        return rc;
+    if ((rc = get_string(c, obj, path, "name", true, &s)) < 0)
+        return rc;
+    join_key(k, sizeof k, path, "name");
+    if (s[0] == '\0' || strlen(s) > 200 || has_ctl(s))
+        return fail(c, k, "must be 1 to 200 printable characters");
+    if ((be->name = strdup(s)) == NULL)
+        return -ENOMEM;
+    if ((rc = get_string(c, obj, path, "url", true, &s)) < 0)
+        return rc;
+    join_key(k, sizeof k, path, "url");
+    if ((rc = expand(c, k, s, &be->url)) < 0)
+        return rc;
+    const char *problem = validate_url(be->url);
+    if (problem != NULL)
+        return fail(c, k, "%s", problem);
+    n = ep->timeout_ms;
+    if ((rc = get_int(c, obj, path, "timeout_ms", 1, CONFIG_MAX_TIMEOUT_MS, &n)) < 0)
+        return rc;
+    if (n > ep->timeout_ms) {
+        join_key(k, sizeof k, path, "timeout_ms");
+        return fail(c, k, "%lld exceeds the endpoint's timeout_ms %ld and could never apply", n,
+                    ep->timeout_ms);
+    }
+    be->timeout_ms = (long)n;
+    n = (long long)ep_max_body;
+    if ((rc = get_int(c, obj, path, "max_body_bytes", 1, 1LL << 30, &n)) < 0)
+        return rc;
+    be->max_body_bytes = (size_t)n;
+    be->coalesce = ep->coalesce;
+    if ((rc = get_bool(c, obj, path, "coalesce", &be->coalesce)) < 0)
+        return rc;
+    json_t *h = json_object_get(obj, "headers");
+    if (h != NULL && (rc = parse_headers(c, h, path, be)) < 0)
+        return rc;
+    return 0;
+}
+
+static const char *const endpoint_keys[] = {"path",           "timeout_ms", "backends",
+                                            "max_body_bytes", "coalesce",   NULL};
+
+static int parse_endpoint(struct ctx *c, json_t *obj, const char *path, struct config *cfg,
+                          struct config_endpoint *ep)
+{
+    const char *s;
+    char k[256];
+    long long n;
+    int rc;
+
+    if ((rc = check_object(c, obj, path, endpoint_keys)) < 0)
+        return rc;
+    if ((rc = get_string(c, obj, path, "path", true, &s)) < 0)
+        return rc;
+    join_key(k, sizeof k, path, "path");
+    const char *problem = validate_path(s);
+    if (problem != NULL)
+        return fail(c, k, "%s", problem);
+    if ((ep->path = strdup(s)) == NULL)
+        return -ENOMEM;
+    n = 5000;
+    if ((rc = get_int(c, obj, path, "timeout_ms", 1, CONFIG_MAX_TIMEOUT_MS, &n)) < 0)
+        return rc;
+    ep->timeout_ms = (long)n;
+    n = (long long)cfg->max_body_bytes;
+    if ((rc = get_int(c, obj, path, "max_body_bytes", 1, 1LL << 30, &n)) < 0)
+        return rc;
+    size_t max_body = (size_t)n;
+    if ((rc = get_bool(c, obj, path, "coalesce", &ep->coalesce)) < 0)
+        return rc;
+
+    json_t *arr = json_object_get(obj, "backends");
+    join_key(k, sizeof k, path, "backends");
+    if (arr == NULL)
+        return fail(c, k, "is required");
+    if (!json_is_array(arr))
+        return fail(c, k, "must be an array");
+    if (json_array_size(arr) == 0)
+        return fail(c, k, "must not be empty");
+    if (json_array_size(arr) > CONFIG_MAX_BACKENDS)
+        return fail(c, k, "must have at most %d entries", CONFIG_MAX_BACKENDS);
+    ep->backends = calloc(json_array_size(arr), sizeof *ep->backends);
+    if (ep->backends == NULL)
+        return -ENOMEM;
+    size_t i;
+    json_t *v;
+    json_array_foreach(arr, i, v)
+    {
+        char bk[300];
+        snprintf(bk, sizeof bk, "%s[%zu]", k, i);
+        ep->nbackends = i + 1;
+        ep->backends[i].id = cfg->nbackends_total + i;
+        if ((rc = parse_backend(c, v, bk, ep, max_body, &ep->backends[i])) < 0)
+            return rc;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(ep->backends[j].name, ep->backends[i].name) == 0) {
+                char nk[320];
+                snprintf(nk, sizeof nk, "%s.name", bk);
+                return fail(c, nk, "duplicate backend name \"%s\" (also backends[%zu])",
+                            ep->backends[i].name, j);
+            }
+    }
+    cfg->nbackends_total += ep->nbackends;
+    return 0;
+}
+
+static const char *const top_keys[] = {"listen",
+                                       "workers",
+                                       "log_level",
+                                       "access_log",
+                                       "trusted_proxies",
+                                       "worker_connections",
+                                       "idle_timeout_ms",
+                                       "drain_timeout_ms",
+                                       "max_body_bytes",
+                                       "upstream_max_host_connections",
+                                       "upstream_idle_connections",
+                                       "endpoints",
+                                       NULL};
+
+static int parse_top(struct ctx *c, json_t *root, struct config *cfg)
+{
+    const char *s;
+    long long n;
+    int rc;
+
+    if (!json_is_object(root))
+        return fail(c, "(top level)", "must be a JSON object");
+    if ((rc = check_keys(c, root, "", top_keys)) < 0)
+        return rc;
+    if ((rc = get_string(c, root, "", "listen", false, &s)) < 0)
+        return rc;
+    if (s != NULL) {
+        if (s[0] == '\0')
+            return fail(c, "listen", "must not be empty");
+        const char *problem = laddr_check(s);
+        if (problem != NULL)
+            return fail(c, "listen", "\"%s\": %s", s, problem);
+        if ((cfg->listen = strdup(s)) == NULL)
+            return -ENOMEM;
+    }
+    n = 0;
+    if ((rc = get_int(c, root, "", "workers", 0, 256, &n)) < 0)
+        return rc;
+    cfg->workers = (int)n;
+    if ((rc = get_string(c, root, "", "log_level", false, &s)) < 0)
+        return rc;
+    if (s != NULL && loglevel_parse(s, &cfg->log_level) < 0)
+        return fail(c, "log_level", "must be one of debug, info, warn, error");
+    if ((rc = get_bool(c, root, "", "access_log", &cfg->access_log)) < 0)
+        return rc;
+    json_t *v = json_object_get(root, "trusted_proxies");
+    if (v != NULL) {
+        if (!json_is_array(v))
+            return fail(c, "trusted_proxies", "must be an array of IP addresses or CIDRs");
+        size_t i;
+        json_t *e;
+        json_array_foreach(v, i, e)
+        {
+            char k[64];
+            snprintf(k, sizeof k, "trusted_proxies[%zu]", i);
+            if (!json_is_string(e))
+                return fail(c, k, "must be a string");
+            rc = netacl_add(&cfg->trusted_proxies, json_string_value(e));
+            if (rc == -ENOMEM)
+                return rc;
+            if (rc < 0)
+                return fail(c, k, "\"%s\" is not an IP address, a CIDR, or \"unix\"",
+                            json_string_value(e));
+        }
+    }
+    n = cfg->worker_connections;
+    if ((rc = get_int(c, root, "", "worker_connections", 1, 1000000, &n)) < 0)
+        return rc;
+    cfg->worker_connections = (unsigned)n;
+    n = cfg->idle_timeout_ms;
+    if ((rc = get_int(c, root, "", "idle_timeout_ms", 100, 3600000, &n)) < 0)
+        return rc;
+    cfg->idle_timeout_ms = (long)n;
+    n = cfg->drain_timeout_ms;
+    if ((rc = get_int(c, root, "", "drain_timeout_ms", 0, 3600000, &n)) < 0)
+        return rc;
+    cfg->drain_timeout_ms = (long)n;
+    n = (long long)cfg->max_body_bytes;
+    if ((rc = get_int(c, root, "", "max_body_bytes", 1, 1LL << 30, &n)) < 0)
+        return rc;
+    cfg->max_body_bytes = (size_t)n;
+    n = cfg->upstream_max_host_connections;
+    if ((rc = get_int(c, root, "", "upstream_max_host_connections", 0, 100000, &n)) < 0)
+        return rc;
+    cfg->upstream_max_host_connections = (long)n;
+    n = cfg->upstream_idle_connections;
+    if ((rc = get_int(c, root, "", "upstream_idle_connections", 1, 100000, &n)) < 0)
+        return rc;
+    cfg->upstream_idle_connections = (long)n;
+
+    json_t *arr = json_object_get(root, "endpoints");
+    if (arr == NULL)
+        return fail(c, "endpoints", "is required");
+    if (!json_is_array(arr))
+        return fail(c, "endpoints", "must be an array");
+    if (json_array_size(arr) == 0)
+        return fail(c, "endpoints", "must not be empty");
+    cfg->endpoints = calloc(json_array_size(arr), sizeof *cfg->endpoints);
+    if (cfg->endpoints == NULL)
+        return -ENOMEM;
+    size_t i;
+    json_array_foreach(arr, i, v)
+    {
+        char k[64];
+        snprintf(k, sizeof k, "endpoints[%zu]", i);
+        cfg->nendpoints = i + 1;
+        cfg->endpoints[i].id = i;
+        if ((rc = parse_endpoint(c, v, k, cfg, &cfg->endpoints[i])) < 0)
+            return rc;
+        for (size_t j = 0; j < i; j++)
+            if (strcmp(cfg->endpoints[j].path, cfg->endpoints[i].path) == 0) {
+                char pk[80];
+                snprintf(pk, sizeof pk, "%s.path", k);
+                return fail(c, pk, "duplicate path \"%s\" (also endpoints[%zu])",
+                            cfg->endpoints[i].path, j);
+            }
+    }
+    return 0;
+}
+
+static void free_config(struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->nendpoints; i++) {
+        struct config_endpoint *ep = &cfg->endpoints[i];
+        for (size_t j = 0; j < ep->nbackends; j++) {
+            struct config_backend *be = &ep->backends[j];
+            for (size_t h = 0; h < be->nheaders; h++)
+                free(be->headers[h]);
+            free(be->headers);
+            free(be->name);
+            free(be->url);
+        }
+        free(ep->backends);
+        free(ep->path);
+    }
+    free(cfg->endpoints);
+    netacl_destroy(cfg->trusted_proxies);
+    free(cfg->listen);
+    free(cfg);
+}
+
+int config_parse(const char *text, size_t len, const char *origin, struct config **out, char *err,
+                 size_t errlen)
+{
+    struct ctx c = {origin, err, errlen};
+    json_error_t jerr;
+    json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
+    if (root == NULL) {
+        snprintf(err, errlen, "%s: line %d, column %d: invalid JSON: %s", origin, jerr.line,
+                 jerr.column, jerr.text);
+        return -EINVAL;
+    }
+    struct config *cfg = calloc(1, sizeof *cfg);
+    if (cfg == NULL) {
+        json_decref(root);
+        snprintf(err, errlen, "out of memory");
+        return -ENOMEM;
+    }
+    atomic_init(&cfg->refs, 1);
+    cfg->log_level = LOGLEVEL_INFO;
+    cfg->access_log = true;
+    cfg->worker_connections = 10000;
+    cfg->idle_timeout_ms = 30000;
+    cfg->drain_timeout_ms = 10000;
+    cfg->max_body_bytes = 8u << 20;
+    cfg->upstream_max_host_connections = 256;
+    cfg->upstream_idle_connections = 256;
+
+    int rc = parse_top(&c, root, cfg);
+    json_decref(root);
+    if (rc < 0) {
+        if (rc == -ENOMEM)
+            snprintf(err, errlen, "out of memory");
+        free_config(cfg);
+        return rc;
+    }
+    *out = cfg;
+    return 0;
+}
+
+int config_load_file(const char *path, struct config **out, char *err, size_t errlen)
+{
+    FILE *f = fopen(path, "rb");
+    if (f == NULL) {
+        snprintf(err, errlen, "%s: cannot open: %s", path, strerror(errno));
+        return -errno;
+    }
+    char *text = NULL;
+    size_t len = 0, cap = 0;
+    for (;;) {
+        if (len == cap) {
+            cap = cap ? cap * 2 : 8192;
+            if (cap > (16u << 20)) {
+                snprintf(err, errlen, "%s: larger than 16 MiB", path);
+                free(text);
+                fclose(f);
+                return -EFBIG;
+            }
+            char *grown = realloc(text, cap);
+            if (grown == NULL) {
+                free(text);
+                fclose(f);
+                snprintf(err, errlen, "out of memory");
+                return -ENOMEM;
+            }
+            text = grown;
+        }
+        size_t n = fread(text + len, 1, cap - len, f);
+        len += n;
+        if (n == 0)
+            break;
+    }
+    int failed = ferror(f);
+    fclose(f);
+    if (failed) {
+        snprintf(err, errlen, "%s: read error", path);
+        free(text);
+        return -EIO;
+    }
+    int rc = config_parse(text, len, path, out, err, errlen);
+    free(text);
+    return rc;
+}
+
+int config_default(struct config **out, char *err, size_t errlen)
+{
+    return config_parse(config_default_json, strlen(config_default_json), "built-in", out, err,
+                        errlen);
+}
+
+struct config *config_ref(struct config *cfg)
+{
+    atomic_fetch_add_explicit(&cfg->refs, 1, memory_order_relaxed);
+    return cfg;
+}
+
+void config_unref(struct config *cfg)
+{
+    if (cfg != NULL && atomic_fetch_sub_explicit(&cfg->refs, 1, memory_order_acq_rel) == 1)
+        free_config(cfg);
+}
+
+const struct config_endpoint *config_find(const struct config *cfg, const char *path)
+{
+    for (size_t i = 0; i < cfg->nendpoints; i++)
+        if (strcmp(cfg->endpoints[i].path, path) == 0)
+            return &cfg->endpoints[i];
+    return NULL;
+}

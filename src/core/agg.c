@@ -1,0 +1,207 @@
+#include "agg.h"
+
+#include "buf.h"
+#include "plan.h"
+#include "jsonv.h"
+
+#include <errno.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct slot {
+    enum agg_state state;
+    enum errkind error;
+    long status;
+    char *body; /* DONE: the upstream body; the value is body[vstart..vend) */
+    size_t vstart, vend;
+    char *message; /* FAILED/CANCELLED: malloc'd, or NULL for the kind's default */
+};
+
+struct agg {
+    const struct plan *plan;
+    size_t n;
+    size_t remaining;
+    struct slot slots[];
+};
+
+struct agg *agg_create(const struct plan *plan)
+{
+    struct agg *a = calloc(1, sizeof *a + plan->ncalls * sizeof a->slots[0]);
+    if (a == NULL)
+        return NULL;
+    a->plan = plan;
+    a->n = plan->ncalls;
+    a->remaining = plan->ncalls;
+    return a;
+}
+
+void agg_destroy(struct agg *a)
+{
+    if (a == NULL)
+        return;
+    for (size_t i = 0; i < a->n; i++) {
+        free(a->slots[i].body);
+        free(a->slots[i].message);
+    }
+    free(a);
+}
+
+size_t agg_count(const struct agg *a)
+{
+    return a->n;
+}
+
+enum agg_state agg_state_of(const struct agg *a, size_t i)
+{
+    return a->slots[i].state;
+}
+
+enum errkind agg_error_of(const struct agg *a, size_t i)
+{
+    return a->slots[i].error;
+}
+
+long agg_status_of(const struct agg *a, size_t i)
+{
+    return a->slots[i].status;
+}
+
+size_t agg_remaining(const struct agg *a)
+{
+    return a->remaining;
+}
+
+int agg_start(struct agg *a, size_t i)
+{
+    if (i >= a->n)
+        return -EINVAL;
+    if (a->slots[i].state != AGG_PENDING)
+        return -EALREADY;
+    a->slots[i].state = AGG_RUNNING;
+    return 0;
+}
+
+/* Moves slot i to a terminal failure state. A message that cannot be copied falls back to the
+ * kind's default text rather than failing the transition. */
+static void settle_failed(struct agg *a, size_t i, enum agg_state state, enum errkind kind,
+                          const char *message)
+{
+    struct slot *s = &a->slots[i];
+    s->state = state;
+    s->error = kind;
+    free(s->message);
+    s->message = message ? strdup(message) : NULL;
+    a->remaining--;
+}
+
+int agg_complete(struct agg *a, size_t i, long status, char *body, size_t len)
+{
+    if (i >= a->n || a->slots[i].state != AGG_RUNNING) {
+        free(body);
+        return i >= a->n ? -EINVAL : -EALREADY;
+    }
+    struct slot *s = &a->slots[i];
+    s->status = status;
+    if (status < 200 || status > 299) {
+        char msg[64];
+        snprintf(msg, sizeof msg, "upstream answered %ld", status);
+        free(body);
+        settle_failed(a, i, AGG_FAILED, ERRKIND_HTTP_STATUS, msg);
+        return 0;
+    }
+    size_t vs, ve;
+    if (len == 0 || jsonv_check(body, len, &vs, &ve) < 0) {
+        char msg[96];
+        if (len == 0)
+            snprintf(msg, sizeof msg, "upstream body is empty");
+        else
+            snprintf(msg, sizeof msg, "upstream body is not valid JSON (at byte %zu of %zu)", vs,
+                     len);
+        free(body);
+        settle_failed(a, i, AGG_FAILED, ERRKIND_INVALID_JSON, msg);
+        return 0;
+    }
+    s->body = body;
+    s->vstart = vs;
+    s->vend = ve;
+    s->state = AGG_DONE;
+    a->remaining--;
+    return 0;
+}
+
+int agg_fail(struct agg *a, size_t i, enum errkind kind, const char *message)
+{
+    if (i >= a->n || kind == ERRKIND_NONE || kind >= ERRKIND_COUNT)
+        return -EINVAL;
+    if (a->slots[i].state != AGG_RUNNING)
+        return -EALREADY;
+    settle_failed(a, i, AGG_FAILED, kind, message);
+    return 0;
+}
+
+int agg_cancel(struct agg *a, size_t i, enum errkind kind, const char *message)
+{
+    if (i >= a->n || kind == ERRKIND_NONE || kind >= ERRKIND_COUNT)
+        return -EINVAL;
+    if (a->slots[i].state != AGG_PENDING && a->slots[i].state != AGG_RUNNING)
+        return -EALREADY;
+    settle_failed(a, i, AGG_CANCELLED, kind, message);
+    return 0;
+}
+
+int agg_render(const struct agg *a, struct buf *out)
+{
+    size_t need = 32;
+    bool any_ok = false;
+    for (size_t i = 0; i < a->n; i++)
+        need += a->slots[i].state == AGG_DONE ? a->slots[i].vend - a->slots[i].vstart + 1 : 160;
+    if (buf_reserve(out, need) < 0)
+        return -ENOMEM;
+
+    int rc = buf_appends(out, "{\"results\":[");
+    for (size_t i = 0; rc == 0 && i < a->n; i++) {
+        const struct slot *s = &a->slots[i];
+        if (i > 0)
+            rc = buf_appendc(out, ',');
+        if (rc == 0 && s->state == AGG_DONE) {
+            any_ok = true;
+            rc = buf_append(out, s->body + s->vstart, s->vend - s->vstart);
+        } else if (rc == 0) {
+            rc = buf_appends(out, "{}");
+        }
+    }
+    if (rc == 0)
+        rc = buf_appends(out, "],\"errors\":[");
+    bool first = true;
+    for (size_t i = 0; rc == 0 && i < a->n; i++) {
+        const struct slot *s = &a->slots[i];
+        if (s->state == AGG_DONE)
+            continue;
+        const struct plan_call *call = &a->plan->calls[i];
+        const char *name = plan_call_name(call);
+        const char *msg = s->message ? s->message : errkind_default_message(s->error);
+        if (s->state != AGG_FAILED && s->state != AGG_CANCELLED)
+            msg = "backend never finished"; /* render() before agg_done(): a caller bug */
+        rc = buf_printf(out, "%s{\"index\":%zu,\"name\":", first ? "" : ",", call->index);
+        if (rc == 0)
+            rc = jsonv_append_string(out, name, strlen(name));
+        if (rc == 0)
+            rc = buf_printf(out, ",\"error\":\"%s\"",
+                            errkind_name(s->error ? s->error : ERRKIND_TRANSFER));
+        if (rc == 0 && s->error == ERRKIND_HTTP_STATUS)
+            rc = buf_printf(out, ",\"status\":%ld", s->status);
+        if (rc == 0)
+            rc = buf_appends(out, ",\"message\":");
+        if (rc == 0)
+            rc = jsonv_append_string(out, msg, strlen(msg));
+        if (rc == 0)
+            rc = buf_appendc(out, '}');
+        first = false;
+    }
+    if (rc == 0)
+        rc = buf_appends(out, "]}");
+    if (rc < 0)
+        return rc;
+    return any_ok ? 200 : 502;
+}

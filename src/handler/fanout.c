@@ -1,0 +1,206 @@
+#include "fanout.h"
+
+#include "agg.h"
+#include "buf.h"
+#include "clock.h"
+#include "config.h"
+#include "flight.h"
+#include "metrics.h"
+#include "plan.h"
+#include "reqid.h"
+#include "upstream.h"
+
+#include <event2/event.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+struct leg {
+    struct fanout *f;
+    size_t index;            /* of its call in the plan, and of its slot in the agg */
+    struct flight_wait wait; /* wait.active until finished or cancelled */
+    bool joined;             /* shares a transfer another request started */
+    uint64_t t0, usec;
+};
+
+struct fanout {
+    struct fanout_env env;
+    struct plan *plan; /* owned */
+    struct agg *agg;
+    struct event *ev; /* the deadline; also activated by hand when all are done */
+    fanout_done_fn done;
+    void *arg;
+    bool finished; /* done() was called, or the fanout was cancelled */
+    char request_id[REQID_MAX + 1];
+    struct leg legs[];
+};
+
+static struct metrics_backend *series_of(const struct fanout *f, size_t i)
+{
+    return f->env.series->backend[f->plan->calls[i].be->id];
+}
+
+static void record(struct fanout *f, struct leg *leg, enum errkind kind)
+{
+    leg->usec = clock_now(f->env.clock) - leg->t0;
+    metrics_backend_done(series_of(f, leg->index), f->env.worker, kind, leg->usec);
+}
+
+static void maybe_finish(struct fanout *f)
+{
+    if (agg_done(f->agg) && !f->finished)
+        event_active(f->ev, EV_TIMEOUT, 0);
+}
+
+static void on_leg_done(void *arg, struct upstream_result *res)
+{
+    struct leg *leg = arg;
+    struct fanout *f = leg->f;
+    if (res->error == ERRKIND_NONE)
+        agg_complete(f->agg, leg->index, res->status, res->body, res->len);
+    else
+        agg_fail(f->agg, leg->index, res->error, res->message);
+    record(f, leg, agg_error_of(f->agg, leg->index));
+    maybe_finish(f);
+}
+
+/* Stops every running leg, marking it with `kind` (ERRKIND_NONE: a client cancel, not counted
+ * as an upstream error). */
+static void stop_legs(struct fanout *f, enum errkind kind, const char *why)
+{
+    for (size_t i = 0; i < agg_count(f->agg); i++) {
+        struct leg *leg = &f->legs[i];
+        if (leg->wait.active) {
+            flight_leave(&leg->wait);
+            if (kind != ERRKIND_NONE)
+                record(f, leg, kind);
+            else
+                leg->usec = clock_now(f->env.clock) - leg->t0;
+        }
+        agg_cancel(f->agg, i, kind != ERRKIND_NONE ? kind : ERRKIND_TRANSFER, why);
+    }
+}
+
+static void on_event(evutil_socket_t fd, short what, void *arg)
+{
+    struct fanout *f = arg;
+    (void)fd;
+    (void)what;
+    if (f->finished)
+        return;
+    if (!agg_done(f->agg)) {
+        char why[96];
+        snprintf(why, sizeof why, "endpoint deadline of %ld ms reached", f->plan->deadline_ms);
+        stop_legs(f, ERRKIND_TIMEOUT, why);
+    }
+    f->finished = true;
+    struct buf out = BUF_INIT;
+    int status = agg_render(f->agg, &out);
+    if (status < 0) {
+        buf_finish(&out);
+        f->done(f->arg, 500, NULL, 0);
+        return;
+    }
+    size_t len;
+    char *body = buf_steal(&out, &len);
+    f->done(f->arg, body ? status : 500, body, body ? len : 0);
+}
+
+static void start_leg(struct fanout *f, size_t i)
+{
+    const struct plan_call *call = &f->plan->calls[i];
+    struct leg *leg = &f->legs[i];
+    struct upstream_req req = {call->url,     call->timeout_ms, call->max_body,
+                               call->headers, call->nheaders,   f->request_id};
+    leg->f = f;
+    leg->index = i;
+    leg->t0 = clock_now(f->env.clock);
+    agg_start(f->agg, i);
+    if (flight_join(f->env.flights, &leg->wait, call->coalesce, &req, on_leg_done, leg,
+                    &leg->joined) < 0) {
+        agg_fail(f->agg, i, ERRKIND_TRANSFER, "could not start the upstream request");
+        record(f, leg, ERRKIND_TRANSFER);
+    }
+    if (leg->joined)
+        metrics_backend_joined(series_of(f, i), f->env.worker);
+}
+
+struct fanout *fanout_start(const struct fanout_env *env, struct plan *plan, const char *request_id,
+                            fanout_done_fn done, void *arg)
+{
+    struct fanout *f = calloc(1, sizeof *f + plan->ncalls * sizeof f->legs[0]);
+    if (f == NULL) {
+        plan_destroy(plan);
+        return NULL;
+    }
+    f->env = *env;
+    f->plan = plan;
+    f->done = done;
+    f->arg = arg;
+    snprintf(f->request_id, sizeof f->request_id, "%s", request_id);
+    f->agg = agg_create(plan);
+    f->ev = evtimer_new(env->base, on_event, f);
+    if (f->agg == NULL || f->ev == NULL) {
+        fanout_destroy(f);
+        return NULL;
+    }
+    long ms = plan->deadline_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(f->ev, &tv);
+    for (size_t i = 0; i < plan->ncalls; i++)
+        start_leg(f, i);
+    maybe_finish(f);
+    return f;
+}
+
+void fanout_cancel(struct fanout *f)
+{
+    if (f->finished)
+        return;
+    f->finished = true;
+    event_del(f->ev);
+    stop_legs(f, ERRKIND_NONE, "client went away");
+}
+
+void fanout_expire(struct fanout *f, const char *why)
+{
+    if (f->finished)
+        return;
+    stop_legs(f, ERRKIND_TIMEOUT, why);
+    maybe_finish(f);
+}
+
+void fanout_destroy(struct fanout *f)
+{
+    if (f == NULL)
+        return;
+    for (size_t i = 0; f->agg != NULL && i < agg_count(f->agg); i++)
+        flight_leave(&f->legs[i].wait);
+    if (f->ev != NULL)
+        event_free(f->ev);
+    agg_destroy(f->agg);
+    plan_destroy(f->plan);
+    free(f);
+}
+
+const struct plan *fanout_plan(const struct fanout *f)
+{
+    return f->plan;
+}
+
+const struct agg *fanout_agg(const struct fanout *f)
+{
+    return f->agg;
+}
+
+uint64_t fanout_call_usec(const struct fanout *f, size_t i)
+{
+    const struct leg *leg = &f->legs[i];
+    return leg->wait.active ? clock_now(f->env.clock) - leg->t0 : leg->usec;
+}
+
+bool fanout_call_joined(const struct fanout *f, size_t i)
+{
+    return f->legs[i].joined;
+}

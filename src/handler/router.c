@@ -1,0 +1,151 @@
+#include "router.h"
+
+#include "access.h"
+#include "buf.h"
+#include "config.h"
+#include "httpd.h"
+#include "log.h"
+#include "metrics.h"
+#include "request.h"
+#include "site.h"
+
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+
+static void on_begin(void *arg, struct httpd_req *hr, const char *url)
+{
+    struct router *rt = arg;
+    struct request *q = calloc(1, sizeof *q);
+    if (q == NULL)
+        return; /* serve and done find no state: the connection is closed unanswered */
+    q->rt = rt;
+    q->hr = hr;
+    q->site = site_ref(rt->site);
+    const struct config *cfg = q->site->cfg;
+    if (cfg->access_log)
+        httpd_req_client(hr, cfg->trusted_proxies, q->client, sizeof q->client);
+    if ((q->ep = config_find(cfg, url)) != NULL) {
+        q->route = REQUEST_AGGREGATE;
+        q->stats = site_endpoint_series(q->site, q->ep);
+    } else if (strcmp(url, "/healthz") == 0) {
+        q->route = REQUEST_HEALTHZ;
+        q->stats = rt->m_healthz;
+    } else if (strcmp(url, "/readyz") == 0) {
+        q->route = REQUEST_READYZ;
+        q->stats = rt->m_readyz;
+    } else if (strcmp(url, "/metrics") == 0) {
+        q->route = REQUEST_METRICS;
+        q->stats = rt->m_metrics;
+    } else {
+        q->route = REQUEST_NOT_FOUND;
+        q->stats = rt->m_unmatched;
+    }
+    httpd_req_set_ctx(hr, q);
+}
+
+static void on_serve(void *arg, struct httpd_req *hr)
+{
+    struct request *q = httpd_req_ctx(hr);
+    (void)arg;
+    if (q == NULL)
+        return;
+    if (q->route == REQUEST_NOT_FOUND) {
+        char msg[240];
+        snprintf(msg, sizeof msg, "no endpoint at %s", httpd_req_path(hr));
+        httpd_respond_error(hr, 404, "not_found", msg, NULL, 0);
+        return;
+    }
+    if (strcmp(httpd_req_method(hr), "GET") != 0 && !httpd_req_is_head(hr)) {
+        static const struct httpd_header allow = {"Allow", "GET, HEAD"};
+        httpd_respond_error(hr, 405, "method_not_allowed", "only GET and HEAD are allowed", &allow,
+                            1);
+        return;
+    }
+    if (q->route == REQUEST_AGGREGATE)
+        aggregate_serve(q);
+    else
+        builtin_serve(q);
+}
+
+static void on_gone(void *arg, struct httpd_req *hr)
+{
+    struct request *q = httpd_req_ctx(hr);
+    (void)arg;
+    if (q != NULL && q->route == REQUEST_AGGREGATE)
+        aggregate_gone(q);
+}
+
+static void log_access_line(struct request *q, const struct httpd_outcome *o)
+{
+    struct access_entry e = {
+        .request_id = httpd_req_id(q->hr),
+        .method = httpd_req_method(q->hr),
+        .path = httpd_req_path(q->hr),
+        .status = o->status,
+        .worker = (int)q->rt->env.worker,
+        .usec = o->usec,
+        .bytes = o->bytes,
+        .client = q->client,
+        .nlegs = aggregate_nlegs(q),
+        .leg = aggregate_leg,
+        .leg_arg = q,
+    };
+    struct buf b = BUF_INIT;
+    if (access_format(&b, &e) == 0)
+        log_access(q->rt->env.log, b.data, b.len);
+    buf_finish(&b);
+}
+
+static void on_done(void *arg, struct httpd_req *hr, const struct httpd_outcome *o)
+{
+    struct router *rt = arg;
+    struct request *q = httpd_req_ctx(hr);
+    if (q != NULL) {
+        metrics_request_done(q->stats, rt->env.worker, o->status, o->usec);
+        q->client_gone = o->client_gone;
+        if (q->site->cfg->access_log)
+            log_access_line(q, o);
+        aggregate_release(q);
+        site_unref(q->site);
+        free(q);
+    }
+    rt->env.finished(rt->env.arg);
+}
+
+const struct httpd_hooks router_hooks = {on_begin, on_serve, on_gone, on_done};
+
+struct router *router_create(const struct router_env *env, struct site *site)
+{
+    struct router *rt = calloc(1, sizeof *rt);
+    if (rt == NULL)
+        return NULL;
+    rt->env = *env;
+    rt->site = site_ref(site);
+    rt->m_unmatched = metrics_builtin(env->metrics, "(unmatched)");
+    rt->m_healthz = metrics_builtin(env->metrics, "/healthz");
+    rt->m_readyz = metrics_builtin(env->metrics, "/readyz");
+    rt->m_metrics = metrics_builtin(env->metrics, "/metrics");
+    return rt;
+}
+
+void router_destroy(struct router *rt)
+{
+    if (rt == NULL)
+        return;
+    site_unref(rt->site);
+    free(rt);
+}
+
+void router_set_site(struct router *rt, struct site *site)
+{
+    site_ref(site);
+    site_unref(rt->site);
+    rt->site = site;
+}
+
+void router_expire(struct router *rt, const char *why)
+{
+    rt->expired = true;
+    aggregate_expire(rt, why);
+}

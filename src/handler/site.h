@@ -1,0 +1,36 @@
+/* What one configuration generation serves: the configuration itself, immutable, and the
+ * tables that live beside it (the metrics series its endpoints and backends record into).
+ * Built by the control thread at start and on every reload, then shared read-only by every
+ * worker; each request holds a reference for its whole life, so a reload never changes what a
+ * request in flight sees, and a site is freed when its last reference is dropped. */
+#ifndef GATHERD_SITE_H
+#define GATHERD_SITE_H
+
+#include <stdatomic.h>
+
+struct config;
+struct config_backend;
+struct config_endpoint;
+struct metrics;
+struct metrics_backend;
+struct metrics_endpoint;
+struct metrics_table;
+
+struct site {
+    atomic_int refs;
+    struct config *cfg;           /* one reference, dropped with the site */
+    struct metrics_table *series; /* by the configuration's ids */
+};
+
+/* Takes a reference on cfg and binds its metrics in m. NULL when out of memory. */
+struct site *site_create(struct config *cfg, struct metrics *m);
+
+/* Reference counting; safe from any thread. unref accepts NULL and frees at zero. */
+struct site *site_ref(struct site *s);
+void site_unref(struct site *s);
+
+struct metrics_endpoint *site_endpoint_series(const struct site *s,
+                                              const struct config_endpoint *ep);
+struct metrics_backend *site_backend_series(const struct site *s, const struct config_backend *be);
+
+#endif

@@ -1,0 +1,83 @@
+/* Prometheus metrics. The registry is process-wide and append-only: an endpoint or backend gets
+ * its series the first time a configuration names it, and keeps them across reloads. Each
+ * series holds one block of counters per worker; a worker writes only its own block (relaxed
+ * atomics, no lock), and a scrape sums the blocks. So the request path shares nothing, and a
+ * scrape costs the scraping loop a few microseconds per series. */
+#ifndef GATHERD_METRICS_H
+#define GATHERD_METRICS_H
+
+#include <stdatomic.h>
+#include <stddef.h>
+#include <stdint.h>
+
+#include "errkind.h"
+
+struct buf;
+struct config;
+struct metrics;
+struct metrics_endpoint;
+struct metrics_backend;
+
+/* Gauges and counters that belong to a worker rather than to an endpoint. */
+struct metrics_worker {
+    _Alignas(64) atomic_int_fast64_t requests_in_flight;
+    atomic_int_fast64_t http_connections_open;
+    atomic_uint_fast64_t http_connections_opened;
+    atomic_int_fast64_t upstream_connections_open;
+    atomic_uint_fast64_t upstream_connections_opened;
+};
+
+/* `build_labels` is the label set of gatherd_build_info, e.g. version="0.1.0",libcurl="7.88.1".
+ * NULL when out of memory. */
+struct metrics *metrics_create(unsigned nworkers, const char *build_labels);
+void metrics_destroy(struct metrics *m);
+
+/* The series one configuration records into, indexed by the ids config.h gives its endpoints
+ * and backends. It lives beside the configuration, which stays immutable: built on the control
+ * thread before the configuration is published, read-only afterwards. */
+struct metrics_table {
+    size_t nendpoints, nbackends;
+    struct metrics_endpoint **endpoint; /* by config_endpoint.id */
+    struct metrics_backend **backend;   /* by config_backend.id */
+};
+
+/* Finds or creates the series of every endpoint and backend of cfg (borrowed) and returns the
+ * table of them (the caller owns it), or NULL when out of memory. Linear in cfg's size. */
+struct metrics_table *metrics_bind(struct metrics *m, const struct config *cfg);
+
+/* Frees the table, not the series (the registry keeps them); accepts NULL. */
+void metrics_table_destroy(struct metrics_table *t);
+
+/* Series for gatherd's own paths ("/healthz", "/readyz", "/metrics") and for requests that
+ * matched nothing ("(unmatched)"); NULL for any other name. */
+struct metrics_endpoint *metrics_builtin(struct metrics *m, const char *name);
+
+struct metrics_worker *metrics_worker(struct metrics *m, unsigned worker);
+
+/* Recording, from worker `w` only. */
+void metrics_request_done(struct metrics_endpoint *e, unsigned w, int status, uint64_t usec);
+void metrics_backend_done(struct metrics_backend *b, unsigned w, enum errkind kind, uint64_t usec);
+/* A backend call joined a transfer another request had started (flight.h). */
+void metrics_backend_joined(struct metrics_backend *b, unsigned w);
+
+/* Control-plane counters, from any thread. */
+void metrics_reload(struct metrics *m, int ok);
+void metrics_set_draining(struct metrics *m, int draining);
+void metrics_set_log_dropped(struct metrics *m, uint64_t n);
+
+/* Appends the whole exposition (text format 0.0.4) to out. 0 or -ENOMEM. */
+int metrics_render(struct metrics *m, struct buf *out);
+
+static inline void metrics_add(atomic_uint_fast64_t *c, uint64_t v)
+{
+    atomic_store_explicit(c, atomic_load_explicit(c, memory_order_relaxed) + v,
+                          memory_order_relaxed);
+}
+
+static inline void metrics_gauge_add(atomic_int_fast64_t *g, int64_t v)
+{
+    atomic_store_explicit(g, atomic_load_explicit(g, memory_order_relaxed) + v,
+                          memory_order_relaxed);
+}
+
+#endif

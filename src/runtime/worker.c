@@ -1,0 +1,267 @@
+#include "worker.h"
+
+#include "acceptor.h"
+#include "config.h"
+#include "flight.h"
+#include "httpd.h"
+#include "log.h"
+#include "metrics.h"
+#include "router.h"
+#include "site.h"
+#include "upstream.h"
+
+#include <errno.h>
+#include <event2/event.h>
+#include <stdio.h>
+#include <string.h>
+#include <sys/random.h>
+#include <time.h>
+
+/* After the drain limit, answers cut short still need time to reach slow clients. */
+#define DRAIN_GRACE_MS 2000
+
+static void stop_loop(struct worker *w)
+{
+    event_base_loopbreak(w->base);
+}
+
+static void on_drain_timer(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    (void)fd;
+    (void)what;
+    /* A worker with nothing in flight is only waiting for the others: nothing to report. */
+    bool busy = httpd_in_flight(w->httpd) > 0;
+    if (w->drain_expired) {
+        if (busy)
+            log_event(w->log, LOGLEVEL_WARN, "drain_forced", NULL);
+        stop_loop(w);
+        return;
+    }
+    w->drain_expired = true;
+    if (busy)
+        log_event(w->log, LOGLEVEL_WARN, "drain_limit", NULL);
+    router_expire(w->router, "drain limit reached");
+    struct timeval tv = {DRAIN_GRACE_MS / 1000, (DRAIN_GRACE_MS % 1000) * 1000};
+    evtimer_add(w->drain_timer, &tv);
+}
+
+/* A request finished; when draining and nothing is left, reports it to the control thread or,
+ * once it said stop, ends the loop. */
+static void on_request_finished(void *arg)
+{
+    struct worker *w = arg;
+    if (!w->draining || httpd_in_flight(w->httpd) != 0)
+        return;
+    /* Idle connections stay open until every worker is done, so that a client holding one can
+     * still see /readyz answer 503 whichever worker it landed on. */
+    if (w->stopping)
+        stop_loop(w);
+    else
+        event_active(w->shared->on_idle, EV_READ, 0);
+}
+
+static void begin_drain(struct worker *w)
+{
+    w->draining = true;
+    /* The listening socket is shared by every worker and closed by the control thread once
+     * all have let go of it. */
+    acceptor_stop(w->acceptor);
+    httpd_wake(w->httpd);
+    atomic_store(&w->quiesced, true);
+    event_active(w->shared->on_quiesced, EV_READ, 0);
+    long ms = w->site->cfg->drain_timeout_ms;
+    struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
+    evtimer_add(w->drain_timer, &tv);
+    on_request_finished(w);
+}
+
+static void on_mail(evutil_socket_t fd, short what, void *arg)
+{
+    struct worker *w = arg;
+    (void)fd;
+    (void)what;
+    /* The generation is read before the configuration: worker_post_config() stores them the
+     * other way round, so what this worker serves after the exchange is at least that new,
+     * whether the exchange took it now or (NULL) an earlier wakeup already did. */
+    unsigned gen = atomic_load(&w->posted_gen);
+    struct site *site = atomic_exchange(&w->next_site, NULL);
+    if (site != NULL) {
+        site_unref(w->site);
+        w->site = site;
+        router_set_site(w->router, site);
+    }
+    if (gen > atomic_load(&w->applied_gen)) {
+        atomic_store(&w->applied_gen, gen);
+        event_active(w->shared->on_applied, EV_READ, 0);
+    }
+    if (atomic_load(&w->drain_requested) && !w->draining)
+        begin_drain(w);
+    if (atomic_load(&w->stop_requested) && !w->stopping) {
+        w->stopping = true;
+        on_request_finished(w);
+    }
+}
+
+/* A connection the acceptor took goes to the daemon. */
+static void on_accepted(void *arg, int fd, const struct sockaddr *addr, socklen_t len)
+{
+    struct worker *w = arg;
+    httpd_add_connection(w->httpd, fd, addr, len);
+}
+
+int worker_init(struct worker *w, unsigned id, const struct worker_shared *shared,
+                struct site *site, char *err, size_t errlen)
+{
+    memset(w, 0, sizeof *w);
+    w->id = id;
+    w->shared = shared;
+    w->metrics = metrics_worker(shared->metrics, id);
+    w->site = site_ref(site);
+    const struct config *cfg = site->cfg;
+    atomic_init(&w->next_site, NULL);
+    atomic_init(&w->posted_gen, 0);
+    atomic_init(&w->applied_gen, 0);
+    atomic_init(&w->drain_requested, false);
+    atomic_init(&w->stop_requested, false);
+    atomic_init(&w->quiesced, false);
+    atomic_init(&w->exited, false);
+    uint64_t rid_seed;
+    if (getrandom(&rid_seed, sizeof rid_seed, GRND_NONBLOCK) != sizeof rid_seed)
+        rid_seed = (uint64_t)time(NULL) * 2654435761u ^ id;
+
+    /* EV_CLOSED is how a parked request notices its client leaving; insist on a backend
+     * (epoll) that reports it. */
+    struct event_config *ec = event_config_new();
+    if (ec != NULL)
+        event_config_require_features(ec, EV_FEATURE_EARLY_CLOSE);
+    w->base = ec ? event_base_new_with_config(ec) : NULL;
+    event_config_free(ec);
+    if (w->base == NULL) {
+        snprintf(err, errlen, "cannot create an event loop with early-close support");
+        return -ENOSYS;
+    }
+    w->log = log_sink_new(shared->logger);
+    struct upstream_opts uo = {cfg->upstream_max_host_connections, cfg->upstream_idle_connections,
+                               w->metrics};
+    w->upstream = upstream_create(w->base, &uo);
+    w->flights = w->upstream ? flights_create(&upstream_curl_ops, w->upstream) : NULL;
+    w->mail = event_new(w->base, -1, 0, on_mail, w);
+    w->drain_timer = evtimer_new(w->base, on_drain_timer, w);
+    struct router_env re = {
+        .base = w->base,
+        .worker = id,
+        .log = w->log,
+        .metrics = shared->metrics,
+        .logw = shared->logger,
+        .draining = shared->draining,
+        .flights = w->flights,
+        .finished = on_request_finished,
+        .arg = w,
+    };
+    w->router = w->log && w->flights ? router_create(&re, site) : NULL;
+    if (w->log == NULL || w->upstream == NULL || w->flights == NULL || w->mail == NULL ||
+        w->drain_timer == NULL || w->router == NULL) {
+        snprintf(err, errlen, "out of memory setting up worker %u", id);
+        return -ENOMEM;
+    }
+    struct httpd_env he = {
+        .base = w->base,
+        .log = w->log,
+        .metrics = w->metrics,
+        .closing = shared->draining,
+        .connection_limit = cfg->worker_connections,
+        .idle_timeout_s = (unsigned)((cfg->idle_timeout_ms + 999) / 1000),
+        .rid_seed = rid_seed,
+        .hooks = &router_hooks,
+        .arg = w->router,
+    };
+    if ((w->httpd = httpd_create(&he, err, errlen)) == NULL)
+        return -EIO;
+    struct acceptor_opts ao = {
+        .base = w->base,
+        .listen_fd = shared->listen_fd,
+        .worker = id,
+        .nworkers = shared->nworkers,
+        .metrics = shared->metrics,
+        .max_connections = (long)cfg->worker_connections,
+        .log = w->log,
+        .take = on_accepted,
+        .arg = w,
+    };
+    if ((w->acceptor = acceptor_create(&ao)) == NULL) {
+        snprintf(err, errlen, "cannot register the listening socket with worker %u's loop", id);
+        return -EIO;
+    }
+    return 0;
+}
+
+/* Tears down what runs on the loop, in dependency order: the acceptor feeds the daemon, the
+ * daemon's requests hold fan-outs (httpd_destroy() finishes them through the router), and
+ * fan-outs hold flights over the upstream client. */
+static void teardown(struct worker *w)
+{
+    acceptor_destroy(w->acceptor);
+    w->acceptor = NULL;
+    httpd_destroy(w->httpd);
+    w->httpd = NULL;
+    router_destroy(w->router);
+    w->router = NULL;
+    flights_destroy(w->flights);
+    w->flights = NULL;
+    upstream_destroy(w->upstream);
+    w->upstream = NULL;
+}
+
+static void *worker_main(void *arg)
+{
+    struct worker *w = arg;
+    event_base_dispatch(w->base);
+    teardown(w);
+    atomic_store(&w->exited, true);
+    event_active(w->shared->on_exit, EV_READ, 0);
+    return NULL;
+}
+
+int worker_start(struct worker *w)
+{
+    int rc = pthread_create(&w->thread, NULL, worker_main, w);
+    if (rc != 0)
+        return -rc;
+    return 0;
+}
+
+void worker_post_config(struct worker *w, struct site *site, unsigned gen)
+{
+    site_unref(atomic_exchange(&w->next_site, site_ref(site)));
+    atomic_store(&w->posted_gen, gen);
+    event_active(w->mail, EV_READ, 0);
+}
+
+void worker_post_drain(struct worker *w)
+{
+    atomic_store(&w->drain_requested, true);
+    event_active(w->mail, EV_READ, 0);
+}
+
+void worker_post_stop(struct worker *w)
+{
+    atomic_store(&w->stop_requested, true);
+    event_active(w->mail, EV_READ, 0);
+}
+
+void worker_finish(struct worker *w)
+{
+    if (w->thread)
+        pthread_join(w->thread, NULL);
+    teardown(w);
+    if (w->mail != NULL)
+        event_free(w->mail);
+    if (w->drain_timer != NULL)
+        event_free(w->drain_timer);
+    if (w->base != NULL)
+        event_base_free(w->base);
+    site_unref(atomic_exchange(&w->next_site, NULL));
+    site_unref(w->site);
+    memset(w, 0, sizeof *w);
+}

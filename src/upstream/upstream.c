@@ -1,0 +1,470 @@
+#include "upstream.h"
+#include "upstream_int.h"
+
+#include "buf.h"
+#include "clock.h"
+#include "reqid.h"
+
+#include <curl/curl.h>
+#include <stdbool.h>
+#include <stdio.h>
+#include <stdlib.h>
+#include <string.h>
+#include <strings.h>
+
+/* Parsed URLs kept per worker (a power of two). A transfer's easy handle points at its entry
+ * until it ends (curl parses again from it on a retry), so the table only starts over, once
+ * half full, at a moment no transfer runs; until then new URLs are parsed by curl. */
+#define URLS_CAP 1024
+
+/* curl 7.88 parses a transfer's URL string on every transfer (about 6 % of a K=3 request's
+ * instructions); handed a parsed CURLU (CURLOPT_CURLU) it only copies it. */
+struct parsed_url {
+    uint64_t hash;
+    char *url;
+    CURLU *h;
+    size_t largest; /* largest answer seen, head and body */
+};
+
+/* One per transfer; tied to its easy handle through CURLOPT_PRIVATE. */
+struct upstream_xfer {
+    struct upstream *u;
+    struct upstream__pool *pool;
+    CURL *easy;
+    int buf_class;
+    struct parsed_url *url; /* NULL when curl parses the URL string */
+    int requests;           /* times curl was about to send the request: 2 or more on a retry */
+    bool reusable;          /* the handle may serve another transfer as it is */
+    upstream_done_fn done;
+    void *arg;
+    struct buf body;
+    long timeout_ms;
+    uint64_t queued_at; /* microseconds; nonzero while waiting in the pool's queue */
+    struct upstream_xfer *qnext;
+    size_t max_body;
+    size_t seen;  /* body bytes received, kept or not */
+    bool discard; /* a non-2xx answer: its body is counted, not kept */
+    bool too_large;
+    struct upstream_xfer *prev, *next;
+    char errbuf[CURL_ERROR_SIZE];
+    char rid_header[sizeof "X-Request-Id: " + REQID_MAX];
+    size_t nnodes;
+    struct curl_slist nodes[]; /* configured headers, then X-Request-Id; no allocation each */
+};
+
+static const char user_agent[] = "User-Agent: gatherd/" GATHERD_VERSION;
+
+static void urls_clear(struct upstream *u);
+
+static bool is_success(long status)
+{
+    return status >= 200 && status <= 299;
+}
+
+/* The body of a non-2xx answer is never used, so it is only counted: it still may not exceed
+ * the cap, so a huge error page cannot hold the transfer open. */
+static size_t write_cb(char *data, size_t size, size_t n, void *arg)
+{
+    struct upstream_xfer *x = arg;
+    size_t len = size * n;
+    if (x->seen + len > x->max_body) {
+        x->too_large = true;
+        return CURL_WRITEFUNC_ERROR;
+    }
+    if (x->seen == 0) {
+        long status = 0;
+        curl_easy_getinfo(x->easy, CURLINFO_RESPONSE_CODE, &status);
+        x->discard = !is_success(status);
+    }
+    x->seen += len;
+    if (!x->discard && buf_append(&x->body, data, len) < 0)
+        return CURL_WRITEFUNC_ERROR;
+    return len;
+}
+
+static void unlink_xfer(struct upstream_xfer *x)
+{
+    struct upstream *u = x->u;
+    if (x->prev != NULL)
+        x->prev->next = x->next;
+    else
+        u->xfers = x->next;
+    if (x->next != NULL)
+        x->next->prev = x->prev;
+    u->active--;
+}
+
+/* Hands x to curl. Its timeout is what remains of its own: time spent queued counts, as it
+ * would in curl's own queue. */
+static int submit(struct upstream_xfer *x)
+{
+    long timeout = x->timeout_ms;
+    if (x->queued_at != 0) {
+        long waited = (long)((clock_us() - x->queued_at) / 1000);
+        timeout = waited < timeout ? timeout - waited : 1; /* 1 ms: curl reports the timeout */
+        x->queued_at = 0;
+    }
+    curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, timeout);
+    if (curl_multi_add_handle(x->pool->multi, x->easy) != CURLM_OK)
+        return -1;
+    x->pool->running++;
+    return 0;
+}
+
+static bool pool_full(const struct upstream__pool *p)
+{
+    return p->u->max_host_connections > 0 && p->running >= (size_t)p->u->max_host_connections;
+}
+
+/* Starts queued transfers while the pool has room. */
+static void pump(struct upstream__pool *p)
+{
+    while (p->queue_head != NULL && !pool_full(p) && !p->u->destroying) {
+        struct upstream_xfer *x = p->queue_head;
+        p->queue_head = x->qnext;
+        if (p->queue_head == NULL)
+            p->queue_tail = NULL;
+        x->qnext = NULL;
+        if (submit(x) < 0) { /* out of memory in curl: put it back, retry on the next exit */
+            x->qnext = p->queue_head;
+            p->queue_head = x;
+            if (p->queue_tail == NULL)
+                p->queue_tail = x;
+            x->queued_at = clock_us();
+            return;
+        }
+    }
+}
+
+static void dequeue(struct upstream_xfer *x)
+{
+    struct upstream__pool *p = x->pool;
+    struct upstream_xfer **pp = &p->queue_head, *prev = NULL;
+    while (*pp != NULL && *pp != x) {
+        prev = *pp;
+        pp = &(*pp)->qnext;
+    }
+    if (*pp == NULL)
+        return;
+    *pp = x->qnext;
+    if (p->queue_tail == x)
+        p->queue_tail = prev;
+}
+
+/* Takes x out of curl (or of the queue), returns its easy handle to the spares, frees x, and
+ * lets the next queued transfer of its pool start. */
+static void release(struct upstream_xfer *x)
+{
+    struct upstream *u = x->u;
+    struct upstream__pool *p = x->pool;
+    if (x->queued_at != 0) {
+        dequeue(x);
+    } else {
+        curl_multi_remove_handle(p->multi, x->easy);
+        p->running--;
+    }
+    /* A handle is reused as it is, without curl_easy_reset() (which would put its buffer size
+     * back to 16 KiB over a smaller buffer, and costs 4 % of a request), only after a plain
+     * success or when it never ran: curl keeps per-handle state such as the count of retries
+     * on dead reused connections (after five in a handle's life, a sixth stale connection
+     * would fail), so a handle that retried, failed or was cancelled is closed instead. */
+    size_t *n = &u->nspare[x->buf_class];
+    if ((x->reusable || x->requests == 0) && *n < UPSTREAM__SPARE_MAX) {
+        curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, NULL); /* x->errbuf goes with x */
+        u->spare[x->buf_class][(*n)++] = x->easy;
+    } else {
+        curl_easy_cleanup(x->easy);
+    }
+    unlink_xfer(x);
+    buf_finish(&x->body);
+    free(x);
+    pump(p);
+}
+
+static enum errkind classify(CURLcode rc, bool too_large)
+{
+    if (too_large || rc == CURLE_FILESIZE_EXCEEDED)
+        return ERRKIND_TOO_LARGE;
+    switch (rc) {
+    case CURLE_OPERATION_TIMEDOUT:
+        return ERRKIND_TIMEOUT;
+    case CURLE_COULDNT_CONNECT:
+    case CURLE_COULDNT_RESOLVE_HOST:
+    case CURLE_COULDNT_RESOLVE_PROXY:
+    case CURLE_SSL_CONNECT_ERROR:
+    case CURLE_PEER_FAILED_VERIFICATION:
+    case CURLE_SSL_CACERT_BADFILE:
+        return ERRKIND_CONNECT;
+    default:
+        return ERRKIND_TRANSFER;
+    }
+}
+
+/* Drains finished transfers. Each callback may start or cancel others; curl drops the pending
+ * message of a handle removed meanwhile, so the loop stays valid. */
+void upstream__check_done(struct upstream__pool *p)
+{
+    CURLMsg *msg;
+    int left;
+    while ((msg = curl_multi_info_read(p->multi, &left)) != NULL) {
+        if (msg->msg != CURLMSG_DONE)
+            continue;
+        CURL *easy = msg->easy_handle;
+        CURLcode rc = msg->data.result; /* copy before remove_handle invalidates msg */
+        struct upstream_xfer *x;
+        curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
+
+        struct upstream_result res = {ERRKIND_NONE, 0, NULL, 0, NULL};
+        char message[CURL_ERROR_SIZE + 64];
+        curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &res.status);
+        x->reusable = rc == CURLE_OK && x->requests == 1;
+        if (res.status != 0 && !is_success(res.status)) {
+            /* The status line decides: a 503 stays a 503 even if its body then ran over the
+             * cap or was cut short. */
+        } else if (rc == CURLE_OK) {
+            res.len = x->body.len;
+            res.body = buf_steal(&x->body, NULL);
+            if (x->url != NULL) {
+                long head = 0;
+                curl_easy_getinfo(easy, CURLINFO_HEADER_SIZE, &head);
+                size_t size = x->seen + (size_t)head;
+                if (size > x->url->largest)
+                    x->url->largest = size;
+            }
+        } else {
+            res.status = 0;
+            res.error = classify(rc, x->too_large);
+            if (res.error == ERRKIND_TOO_LARGE)
+                snprintf(message, sizeof message, "upstream body exceeds max_body_bytes (%zu)",
+                         x->max_body);
+            else
+                snprintf(message, sizeof message, "%s",
+                         x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+            res.message = message;
+        }
+        upstream_done_fn done = x->done;
+        void *arg = x->arg;
+        release(x);
+        done(arg, &res);
+    }
+}
+
+struct upstream *upstream_create(struct event_base *base, const struct upstream_opts *opts)
+{
+    struct upstream *u = calloc(1, sizeof *u);
+    if (u == NULL)
+        return NULL;
+    u->base = base;
+    u->metrics = opts->metrics;
+    static const char *const proxy_vars[] = {"http_proxy", "https_proxy", "HTTPS_PROXY",
+                                             "all_proxy",  "ALL_PROXY",   NULL};
+    for (const char *const *v = proxy_vars; *v != NULL; v++)
+        u->proxy_env |= getenv(*v) != NULL;
+    u->max_host_connections = opts->max_host_connections;
+    /* A pool never holds more idle connections than it may have busy ones. */
+    u->idle_connections =
+        opts->max_host_connections > 0 && opts->max_host_connections < opts->idle_connections
+            ? opts->max_host_connections
+            : opts->idle_connections;
+    return u;
+}
+
+void upstream_destroy(struct upstream *u)
+{
+    if (u == NULL)
+        return;
+    u->destroying = true;
+    while (u->xfers != NULL)
+        release(u->xfers);
+    for (int c = 0; c < UPSTREAM__BUF_CLASSES; c++)
+        for (size_t i = 0; i < u->nspare[c]; i++)
+            curl_easy_cleanup(u->spare[c][i]);
+    upstream__pool_finish(u);
+    upstream__sock_finish(u); /* every multi is gone: nothing refers to these any more */
+    urls_clear(u);
+    free(u->urls);
+    free(u);
+}
+
+/* The options every transfer shares; the rest are set per transfer. */
+static void easy_defaults(struct upstream *u, CURL *e)
+{
+    curl_easy_setopt(e, CURLOPT_WRITEFUNCTION, write_cb);
+    curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
+    /* A transfer cancelled during its lookup must not join the resolver thread on the loop. */
+    curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
+    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
+    curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    /* Without a proxy in the environment, say so once: otherwise curl calls getenv() for
+     * no_proxy and each *_proxy variable on every transfer. */
+    if (!u->proxy_env)
+        curl_easy_setopt(e, CURLOPT_NOPROXY, "*");
+    upstream__sock_attach_easy(u, e);
+}
+
+/* Counts how often curl is about to send the request: more than once means it retried. */
+static int prereq_cb(void *arg, char *primary_ip, char *local_ip, int primary_port, int local_port)
+{
+    struct upstream_xfer *x = arg;
+    (void)primary_ip;
+    (void)local_ip;
+    (void)primary_port;
+    (void)local_port;
+    x->requests++;
+    return CURL_PREREQFUNC_OK;
+}
+
+static CURL *easy_new(struct upstream *u, int buf_class)
+{
+    CURL *e = curl_easy_init();
+    if (e == NULL)
+        return NULL;
+    easy_defaults(u, e);
+    curl_easy_setopt(e, CURLOPT_PREREQFUNCTION, prereq_cb);
+    if (buf_class == UPSTREAM__BUF_SMALL)
+        curl_easy_setopt(e, CURLOPT_BUFFERSIZE, UPSTREAM__SMALL_BUFFER);
+    return e;
+}
+
+static void urls_clear(struct upstream *u)
+{
+    for (size_t i = 0; u->urls != NULL && i < URLS_CAP; i++) {
+        free(u->urls[i].url);
+        curl_url_cleanup(u->urls[i].h);
+        u->urls[i] = (struct parsed_url){0};
+    }
+    u->nurls = 0;
+}
+
+/* The parsed form of url, owned by u; NULL when it cannot be had, and curl then parses. */
+static struct parsed_url *parsed_url(struct upstream *u, const char *url)
+{
+    if (u->urls == NULL && (u->urls = calloc(URLS_CAP, sizeof *u->urls)) == NULL)
+        return NULL;
+    size_t len = strlen(url);
+    uint64_t hash = upstream__fnv1a(url, len);
+    size_t i = hash & (URLS_CAP - 1);
+    for (; u->urls[i].url != NULL; i = (i + 1) & (URLS_CAP - 1))
+        if (u->urls[i].hash == hash && strcmp(u->urls[i].url, url) == 0)
+            return &u->urls[i];
+    if (u->nurls + 1 > URLS_CAP / 2) {
+        if (u->active > 0)
+            return NULL;
+        urls_clear(u);
+        i = hash & (URLS_CAP - 1);
+    }
+    /* Parsed as curl parses a URL string (gatherd's always name http or https). */
+    CURLU *h = curl_url();
+    char *copy = strdup(url);
+    if (h == NULL || copy == NULL || curl_url_set(h, CURLUPART_URL, url, 0) != CURLUE_OK) {
+        curl_url_cleanup(h);
+        free(copy);
+        return NULL;
+    }
+    u->urls[i] = (struct parsed_url){hash, copy, h, 0};
+    u->nurls++;
+    return &u->urls[i];
+}
+
+struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_req *req,
+                                     upstream_done_fn done, void *arg)
+{
+    /* The configured headers, X-Request-Id, and our User-Agent unless one is configured. curl
+     * formats CURLOPT_USERAGENT with its byte-at-a-time printf on every transfer; as a
+     * prebuilt header line it is copied once. */
+    bool own_agent = true;
+    for (size_t i = 0; i < req->nheaders; i++)
+        if (strncasecmp(req->headers[i], "User-Agent:", 11) == 0)
+            own_agent = false;
+    size_t nnodes = req->nheaders + (own_agent ? 2 : 1);
+    struct upstream__pool *pool = upstream__pool_for(u, req->url);
+    if (pool == NULL)
+        return NULL;
+    struct upstream_xfer *x = calloc(1, sizeof *x + nnodes * sizeof x->nodes[0]);
+    if (x == NULL)
+        return NULL;
+    struct parsed_url *url = parsed_url(u, req->url);
+    int cls = url != NULL && url->largest <= (size_t)UPSTREAM__SMALL_BUFFER ? UPSTREAM__BUF_SMALL
+                                                                            : UPSTREAM__BUF_DEFAULT;
+    CURL *e = u->nspare[cls] > 0 ? u->spare[cls][--u->nspare[cls]] : easy_new(u, cls);
+    if (e == NULL) {
+        free(x);
+        return NULL;
+    }
+    x->buf_class = cls;
+    x->url = url;
+    x->u = u;
+    x->pool = pool;
+    x->easy = e;
+    x->done = done;
+    x->arg = arg;
+    x->max_body = req->max_body;
+    x->nnodes = nnodes;
+    for (size_t i = 0; i < req->nheaders; i++) {
+        x->nodes[i].data = req->headers[i];
+        x->nodes[i].next = &x->nodes[i + 1];
+    }
+    snprintf(x->rid_header, sizeof x->rid_header, "X-Request-Id: %s", req->request_id);
+    x->nodes[req->nheaders].data = x->rid_header;
+    x->nodes[req->nheaders].next = own_agent ? &x->nodes[req->nheaders + 1] : NULL;
+    if (own_agent) {
+        x->nodes[nnodes - 1].data = (char *)user_agent;
+        x->nodes[nnodes - 1].next = NULL;
+    }
+
+    /* A reused handle still holds the last transfer's URL, set or rebuilt by curl: curl would
+     * prefer that string to a new CURLU (and retry with it), so it goes first. */
+    if (url != NULL) {
+        curl_easy_setopt(e, CURLOPT_URL, NULL);
+        curl_easy_setopt(e, CURLOPT_CURLU, url->h);
+    } else {
+        curl_easy_setopt(e, CURLOPT_CURLU, NULL);
+        curl_easy_setopt(e, CURLOPT_URL, req->url);
+    }
+    curl_easy_setopt(e, CURLOPT_PRIVATE, x);
+    curl_easy_setopt(e, CURLOPT_PREREQDATA, x);
+    curl_easy_setopt(e, CURLOPT_WRITEDATA, x);
+    curl_easy_setopt(e, CURLOPT_HTTPHEADER, &x->nodes[0]);
+    curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
+    curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body);
+
+    x->timeout_ms = req->timeout_ms;
+    if (pool_full(pool)) {
+        x->queued_at = clock_us();
+        if (pool->queue_tail != NULL)
+            pool->queue_tail->qnext = x;
+        else
+            pool->queue_head = x;
+        pool->queue_tail = x;
+    } else if (submit(x) < 0) {
+        curl_easy_cleanup(e);
+        free(x);
+        return NULL;
+    }
+    x->next = u->xfers;
+    if (u->xfers != NULL)
+        u->xfers->prev = x;
+    u->xfers = x;
+    u->active++;
+    return x;
+}
+
+void upstream_cancel(struct upstream_xfer *x)
+{
+    if (x != NULL)
+        release(x);
+}
+
+static struct upstream_xfer *ops_start(void *ctx, const struct upstream_req *req,
+                                       upstream_done_fn done, void *arg)
+{
+    return upstream_start(ctx, req, done, arg);
+}
+
+static void ops_cancel(void *ctx, struct upstream_xfer *x)
+{
+    (void)ctx;
+    upstream_cancel(x);
+}
+
+const struct upstream_ops upstream_curl_ops = {ops_start, ops_cancel};

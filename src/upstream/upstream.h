@@ -1,0 +1,73 @@
+/* The upstream client: curl multi handles (one per upstream origin) driven by a worker's
+ * event_base through the multi-socket API. Each keeps its own connection cache (keep-alive,
+ * reused across requests) and DNS cache, and none blocks the loop: name lookups run on curl's
+ * resolver threads, and a transfer cancelled mid-lookup detaches its resolver thread instead of
+ * joining it. */
+#ifndef GATHERD_UPSTREAM_H
+#define GATHERD_UPSTREAM_H
+
+#include <stddef.h>
+
+#include "errkind.h"
+
+struct event_base;
+struct metrics_worker;
+struct upstream;
+struct upstream_xfer;
+
+struct upstream_opts {
+    long max_host_connections; /* 0: unlimited */
+    long idle_connections;     /* idle connections kept in the cache */
+    struct metrics_worker *metrics;
+};
+
+struct upstream_req {
+    const char *url;
+    long timeout_ms;
+    size_t max_body;
+    char *const *headers; /* "Name: value" lines, borrowed until completion or cancel */
+    size_t nheaders;
+    const char *request_id; /* sent as X-Request-Id; copied */
+};
+
+/* What a finished transfer yields. error is ERRKIND_NONE when an HTTP answer arrived (any
+ * status); then body/len hold it and belong to the callee, which must free(body). */
+struct upstream_result {
+    enum errkind error;
+    long status;
+    char *body;
+    size_t len;
+    const char *message; /* valid during the callback only */
+};
+
+/* Called from the loop (never from inside a curl callback), so it may start or cancel other
+ * transfers. The xfer is gone once it returns. */
+typedef void (*upstream_done_fn)(void *arg, struct upstream_result *res);
+
+/* What the layers above need of an upstream client: the seam through which flight.c (and so
+ * fanout.c) is driven by curl in the service and by a fake in unit tests. `ctx` is the client.
+ * start: as upstream_start(); cancel: as upstream_cancel(). */
+struct upstream_ops {
+    struct upstream_xfer *(*start)(void *ctx, const struct upstream_req *req, upstream_done_fn done,
+                                   void *arg);
+    void (*cancel)(void *ctx, struct upstream_xfer *x);
+};
+
+/* curl's: ctx is a struct upstream. */
+extern const struct upstream_ops upstream_curl_ops;
+
+/* NULL when curl cannot be set up. The base is borrowed. */
+struct upstream *upstream_create(struct event_base *base, const struct upstream_opts *opts);
+
+/* Cancels every transfer without calling back and frees everything; accepts NULL. */
+void upstream_destroy(struct upstream *u);
+
+/* Starts a GET. NULL when it cannot start (out of memory, curl refused): no callback then. */
+struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_req *req,
+                                     upstream_done_fn done, void *arg);
+
+/* Stops the transfer at once, closing its connection if it was mid-answer; the callback is not
+ * called. Must not be called from inside a curl callback (nothing in gatherd is). */
+void upstream_cancel(struct upstream_xfer *x);
+
+#endif

@@ -1,0 +1,105 @@
+/* Internal to the upstream client: what upstream.c (transfers), upstream_pool.c (a curl multi
+ * per origin) and upstream_sock.c (the socket registry) share. Names that cross these files start
+ * with upstream__; nothing outside them includes this header. */
+#ifndef GATHERD_UPSTREAM_INT_H
+#define GATHERD_UPSTREAM_INT_H
+
+#include "upstream.h"
+
+#include <curl/curl.h>
+#include <stdbool.h>
+#include <stddef.h>
+#include <stdint.h>
+#include <sys/types.h>
+
+struct event;
+struct upstream__sock;
+
+/* Easy handles kept for reuse, per receive buffer size: creating one costs more than reusing
+ * it (bench/RESULTS.md). */
+#define UPSTREAM__SPARE_MAX 256
+
+/* curl's receive buffer, allocated once per easy handle: 16 KiB by default, which is most of a
+ * transfer's memory when thousands wait on slow upstreams. A URL gets a handle with a buffer
+ * of UPSTREAM__SMALL_BUFFER until one of its answers (head and body) has been larger; a larger
+ * answer takes a few more reads into it. */
+#define UPSTREAM__SMALL_BUFFER 2048L
+enum { UPSTREAM__BUF_SMALL, UPSTREAM__BUF_DEFAULT, UPSTREAM__BUF_CLASSES };
+
+/* One curl multi handle per upstream origin (scheme, authority). Each keeps its own connection
+ * cache, so a cache only ever holds connections that this origin's transfers can reuse, and it
+ * stays small: curl 7.88 walks a multi's whole cache on every curl_multi_remove_handle(). */
+struct upstream__pool {
+    struct upstream *u;
+    CURLM *multi;
+    struct event *timer;
+    uint64_t hash;
+    char *origin;
+    /* Transfers beyond the connection cap wait here, not in curl: curl 7.88 walks its whole
+     * pending list every time a transfer ends, which with thousands queued stalled the loop for
+     * seconds (tests/fault/test_c10k.py). Here a queued transfer costs nothing until its turn. */
+    size_t running; /* handed to curl */
+    struct upstream_xfer *queue_head, *queue_tail;
+};
+
+/* One per worker. upstream_sock.c keeps socks, inos and nsocks, upstream_pool.c pools, npools
+ * and pools_cap, upstream.c the rest. */
+struct upstream {
+    struct event_base *base;
+    bool destroying;
+    bool proxy_env; /* a proxy variable was set at start: let curl read the environment */
+    struct metrics_worker *metrics;
+    long max_host_connections, idle_connections;
+    size_t active;
+    struct upstream_xfer *xfers;   /* every running transfer, for destroy */
+    struct upstream__sock **socks; /* by descriptor: sockets opened through open_cb */
+    ino_t *inos;                   /* by descriptor: which socket open_cb opened there */
+    size_t nsocks;
+    struct upstream__pool **pools; /* open addressing on the origin's hash; never shrinks */
+    size_t npools, pools_cap;
+    struct parsed_url *urls; /* URLS_CAP slots, open addressing on the URL's hash */
+    size_t nurls;
+    CURL *spare[UPSTREAM__BUF_CLASSES]
+               [UPSTREAM__SPARE_MAX]; /* easy handles kept for reuse, by buffer size */
+    size_t nspare[UPSTREAM__BUF_CLASSES];
+};
+
+/* 64-bit FNV-1a of s[0, n): the hash of the pools and parsed-URL tables. */
+static inline uint64_t upstream__fnv1a(const char *s, size_t n)
+{
+    uint64_t h = 0xcbf29ce484222325ull;
+    for (size_t i = 0; i < n; i++)
+        h = (h ^ (unsigned char)s[i]) * 0x100000001b3ull;
+    return h;
+}
+
+/* upstream.c */
+
+/* Drains p's finished transfers, calling each one's done callback. Only from the loop, after
+ * curl_multi_socket_action() on p->multi returns: the callbacks may start or cancel transfers. */
+void upstream__check_done(struct upstream__pool *p);
+
+/* upstream_pool.c: the pools, by origin */
+
+/* The pool of url's origin, made with its multi on first use; owned by u. NULL when out of
+ * memory or curl cannot be set up. */
+struct upstream__pool *upstream__pool_for(struct upstream *u, const char *url);
+
+/* Destroys every pool and the table; their multis close cached connections through close_cb.
+ * Only once no transfer remains. */
+void upstream__pool_finish(struct upstream *u);
+
+/* upstream_sock.c: the socket registry */
+
+/* Has p's multi tell the registry which sockets to watch. The registry watches them on
+ * p->u->base and, on an event, drives p->multi and calls upstream__check_done(p). */
+void upstream__sock_attach_multi(struct upstream__pool *p);
+
+/* Has e open and close its sockets through the registry, which counts them in u->metrics. */
+void upstream__sock_attach_easy(struct upstream *u, CURL *e);
+
+/* Frees every socket watch and the registry. Only once every multi is cleaned up: until then
+ * curl may still hold them. */
+void upstream__sock_finish(struct upstream *u);
+
+#endif
