@@ -978,19 +978,47 @@ def git_rev():
         return "unknown"
 
 
+def cpu_vulnerabilities():
+    """The kernel's /sys/devices/system/cpu/vulnerabilities/*, in one line: the mitigations in
+    force change what a system call or a context switch costs, so they belong with the CPU."""
+    unaffected, other = [], []
+    for path in sorted(glob.glob("/sys/devices/system/cpu/vulnerabilities/*")):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        name = os.path.basename(path)
+        if text == "Not affected":
+            unaffected.append(name)
+        else:
+            other.append(f"{name}: {text}")
+    if not unaffected and not other:
+        return "not reported by the kernel"
+    if unaffected:
+        other.append("Not affected: " + ", ".join(unaffected))
+    return "; ".join(other)
+
+
 def machine_line():
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
-    cpu = "?"
+    cpu, ident = "?", {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                if not line.strip():
+                    break  # the first CPU is enough
+                k, _, v = line.partition(":")
+                ident.setdefault(k.strip(), v.strip())
+        cpu = ident.get("model name", "?")
     except OSError:
         pass
-    return f"{os.cpu_count()} CPUs ({cpu}), kernel {os.uname().release}, load before run {load}"
+    sig = ", ".join(f"{k} {ident[k]}" for k in ("cpu family", "model", "stepping", "microcode")
+                    if k in ident)
+    return (f"{os.cpu_count()} CPUs ({cpu}{'; ' + sig if sig else ''}), kernel "
+            f"{os.uname().release}, load before run {load}  \n"
+            f"CPU vulnerabilities: {cpu_vulnerabilities()}")
 
 
 NOTES = """Each entry is one `bench/run.sh` run: the scenarios, the columns and the way they are
