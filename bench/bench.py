@@ -539,6 +539,15 @@ http {{
 {"".join(locs)}  }}
 }}
 """
+        # The modules must load and the Lua must compile (init_by_lua runs at load): a failure
+        # here skips the Lua rows instead of stopping the run, as start_nginx would.
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(text)
+        t = subprocess.run([NGINX, "-t", "-q", "-p", d, "-c", conf], capture_output=True,
+                           text=True, timeout=30)
+        if t.returncode != 0:
+            raise RuntimeError(f"nginx+Lua config does not load: {t.stderr.strip()[-300:]}")
         return self.start_nginx(f"ref-{sc['name']}", text, d, [LUA_PORT])
 
     def gatherd_config(self, sc, access_log):
