@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""gatherd benchmark: gatherd against two nginx references, one Markdown table.
+"""gatherd benchmark: gatherd against nginx, nginx+Lua and Go references, one Markdown table.
 
 Started by bench/run.sh (which installs packages and builds gatherd) or bench/profile.sh.
 Everything it starts (nginx instances, gatherd, wrk, perf) lives in its own process group
