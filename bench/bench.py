@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""gatherd benchmark: gatherd against two nginx references, one Markdown table.
+"""gatherd benchmark: gatherd against nginx, nginx+Lua and Go references, one Markdown table.
 
 Started by bench/run.sh (which installs packages and builds gatherd) or bench/profile.sh.
 Everything it starts (nginx instances, gatherd, wrk, perf) lives in its own process group
@@ -11,6 +11,10 @@ Processes:
                    on N_UP ports, one per "upstream host". Keep-alive, 2 workers.
   reference nginx  R1: the joined K=3 answer as a static file; R2: proxy_pass to one upstream
                    with a keepalive pool. Started per scenario with 1 or 2 workers.
+  nginx + Lua      the K-way join in lua-nginx-module: capture_multi on K internal locations,
+                   each proxy_pass to its own keepalive upstream block. One worker.
+  Go               the K-way join in Go's net/http (bench/ref-go/main.go, built at bench time):
+                   one shared keep-alive http.Client, a goroutine per upstream.
   gatherd          one config per scenario, endpoint /agg with K backends.
 Load: wrk (closed loop, fixed duration, --latency) or, for single-request fan-out latency,
 sequential curl requests.
@@ -65,6 +69,8 @@ def _choose_port_base():
 PORT_BASE = _choose_port_base()
 R1_PORT = PORT_BASE + 81
 R2_PORT = PORT_BASE + 82
+LUA_PORT = PORT_BASE + 83
+GO_PORT = PORT_BASE + 84
 GATHERD_PORT = PORT_BASE + 90
 UP_BASE = PORT_BASE + 100
 N_UP = 100  # upstream "hosts": distinct ports on 127.0.0.1
@@ -73,6 +79,25 @@ CLK_TCK = os.sysconf("SC_CLK_TCK")
 NOFILE = min(65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
 ECHO_MODULE = "/usr/lib/nginx/modules/ngx_http_echo_module.so"
+GO_SRC = os.path.join(HERE, "ref-go", "main.go")
+
+
+def nginx_module(name):
+    """Path of a dynamic nginx module: /usr/lib/nginx/modules/NAME, or the file named by the
+    load_module line of Debian's /usr/share/nginx/modules-available/*.conf (relative to
+    nginx's prefix /usr/share/nginx, where modules/ links to /usr/lib/nginx/modules)."""
+    direct = os.path.join("/usr/lib/nginx/modules", name)
+    if os.path.exists(direct):
+        return direct
+    for conf in glob.glob("/usr/share/nginx/modules-available/*.conf"):
+        with open(conf) as f:
+            m = re.search(r"load_module\s+(\S*" + re.escape(name) + r");", f.read())
+        if m:
+            path = m.group(1)
+            path = path if path.startswith("/") else os.path.join("/usr/share/nginx", path)
+            if os.path.exists(path):
+                return path
+    return None
 
 
 def log(msg):
@@ -108,6 +133,22 @@ SCENARIOS = [
          label="gatherd K=3, 0 ms, 1 worker"),
     dict(name="k20-w1", kind="gatherd", k=20, workers=1, conns=64, cmp="r2-w1",
          label="gatherd K=20, 0 ms, 1 worker"),
+    # Other implementations of the same join, for the same upstreams (issue 16): what a
+    # scripted nginx and an idiomatic Go service pay per request for a K-way fan-out.
+    dict(name="lua-k3", kind="ref", ref="lua", k=3, workers=1, conns=64, cmp="r2-w1",
+         label="nginx+Lua capture_multi K=3, 0 ms, 1 worker"),
+    dict(name="lua-k20", kind="ref", ref="lua", k=20, workers=1, conns=64, cmp="r2-w1",
+         label="nginx+Lua capture_multi K=20, 0 ms, 1 worker"),
+    dict(name="go-k3", kind="ref", ref="go", k=3, conns=64, cmp="r2",
+         label="Go net/http K=3, 0 ms"),
+    dict(name="go-k20", kind="ref", ref="go", k=20, conns=64, cmp="r2",
+         label="Go net/http K=20, 0 ms"),
+    # CPU per request should not grow with the load: the same K=20 one-worker row (k20-w1 is
+    # the 64-connection point) at a quarter and four times the connections.
+    dict(name="k20-w1-c16", kind="gatherd", k=20, workers=1, conns=16, cmp="r2-w1",
+         label="gatherd K=20, 0 ms, 1 worker, 16 conns"),
+    dict(name="k20-w1-c256", kind="gatherd", k=20, workers=1, conns=256, cmp="r2-w1",
+         label="gatherd K=20, 0 ms, 1 worker, 256 conns"),
     dict(name="r2-d50", kind="ref", ref="proxy", workers=2, conns=16, delay=50,
          label="R2 nginx proxy_pass, 50 ms upstream, 16 conns"),
     dict(name="k3-d50-c16", kind="gatherd", k=3, workers=2, conns=16, delay=50, cmp="r2-d50",
@@ -134,6 +175,14 @@ SCENARIOS = [
          pool=LIFTED_POOL, label="gatherd fan-out 100, 500 ms, 1 request"),
 ]
 BY_NAME = {s["name"]: s for s in SCENARIOS}
+# Names --only also takes, for a set of scenarios measured together.
+GROUPS = {
+    "compare-k3": ["r2", "r2-w1", "k3", "k3-w1", "lua-k3", "go-k3"],
+    "compare-k20": ["r2", "r2-w1", "k20", "k20-w1", "lua-k20", "go-k20"],
+    "flat": ["k20-w1-c16", "k20-w1", "k20-w1-c256"],
+}
+GROUPS["compare"] = list(dict.fromkeys(GROUPS["compare-k3"] + GROUPS["compare-k20"]
+                                        + GROUPS["flat"]))
 REF_SHORT = {"r2": "R2", "r2-w1": "R2 (1 worker)", "r2-d50": "R2 @50 ms"}
 
 
@@ -325,15 +374,15 @@ class Env:
         prefix = f"d{delay}" if delay else "fix"
         return f"http://127.0.0.1:{UP_BASE + i}/{prefix}/{base}"
 
-    def nginx_common(self, name, workers, conns):
+    def nginx_common(self, name, workers, conns, modules=()):
         d = os.path.join(self.tmp, name)
         os.makedirs(d, exist_ok=True)
         os.chmod(d, 0o755)
         temps = " ".join(f"{k}_temp_path {d}/{k};" for k in
                          ("client_body", "proxy", "fastcgi", "uwsgi", "scgi"))
+        loads = "".join(f"load_module {m};\n" for m in (ECHO_MODULE,) + tuple(modules))
         head = f"""
-load_module {ECHO_MODULE};
-worker_processes {workers};
+{loads}worker_processes {workers};
 worker_rlimit_nofile {NOFILE};
 pid {d}/nginx.pid;
 error_log {d}/error.log warn;
@@ -417,13 +466,92 @@ http {{
 """
         return self.start_nginx(f"ref-{sc['name']}", text, d, [R1_PORT, R2_PORT])
 
-    def gatherd_config(self, sc, access_log):
+    def backends(self, sc):
+        """[(name, url)] of a scenario's K backends, the same for gatherd and the references."""
         k, delay = sc["k"], sc.get("delay", 0)
-        backends = []
+        out = []
         for i in range(k):
             base, _ = self.fixture_for(i)
             name = base.split("_")[0].split(".")[0] if k <= len(self.fixtures) else f"b{i}"
-            backends.append({"name": name, "url": self.backend_url(i, delay)})
+            out.append((name, self.backend_url(i, delay)))
+        return out
+
+    def start_lua(self, sc):
+        """nginx + lua-nginx-module doing the K-way join: content_by_lua_block runs
+        ngx.location.capture_multi on K internal locations, each proxy_pass to its own upstream
+        block with the same keep-alive pool as R2; a body that cjson.safe decodes is spliced in
+        as raw text, a failed or non-200 leg becomes {} and an error entry."""
+        ndk, lua = nginx_module("ndk_http_module.so"), nginx_module("ngx_http_lua_module.so")
+        if not (ndk and lua):
+            raise RuntimeError("lua-nginx-module not installed (libnginx-mod-http-lua)")
+        d, head = self.nginx_common(f"ref-{sc['name']}", sc["workers"], 4096, (ndk, lua))
+        legs = self.backends(sc)
+        ups, locs = [], []
+        for i, (name, url) in enumerate(legs):
+            path = url.split("/", 3)[3]
+            ups.append(f"  upstream leg{i} {{ server 127.0.0.1:{UP_BASE + i}; keepalive 64; "
+                       f"keepalive_requests 10000000; }}\n")
+            locs.append(f"    location = /_leg/{i} {{ internal; proxy_pass http://leg{i}/{path}; "
+                        f"proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n")
+        lua_legs = ", ".join(f'{{"/_leg/{i}"}}' for i in range(len(legs)))
+        lua_names = ", ".join(json.dumps(n) for n, _ in legs)
+        text = head + f"""
+  proxy_connect_timeout 10s; proxy_send_timeout 10s; proxy_read_timeout 10s;
+  init_by_lua_block {{
+    agg_cjson = require "cjson.safe"
+    agg_legs = {{ {lua_legs} }}
+    agg_names = {{ {lua_names} }}
+  }}
+{"".join(ups)}
+  server {{
+    listen 127.0.0.1:{LUA_PORT} backlog=4096;
+    location = /agg {{
+      content_by_lua_block {{
+        local resps = {{ ngx.location.capture_multi(agg_legs) }}
+        local decode, names = agg_cjson.decode, agg_names
+        local parts, errs, ok = {{}}, {{}}, 0
+        for i = 1, #agg_legs do
+          local r = resps[i]
+          if r.status == 200 and not r.truncated and decode(r.body) ~= nil then
+            parts[i] = r.body
+            ok = ok + 1
+          else
+            parts[i] = "{{}}"
+            if r.status ~= 200 then
+              errs[#errs + 1] = string.format(
+                '{{"index":%d,"name":"%s","error":"http_status","status":%d,'
+                .. '"message":"upstream answered %d"}}', i - 1, names[i], r.status, r.status)
+            else
+              errs[#errs + 1] = string.format(
+                '{{"index":%d,"name":"%s","error":"invalid_json",'
+                .. '"message":"upstream body is not JSON"}}', i - 1, names[i])
+            end
+          end
+        end
+        local out = '{{"results":[' .. table.concat(parts, ",") .. '],"errors":['
+                    .. table.concat(errs, ",") .. ']}}'
+        if ok == 0 then ngx.status = 502 end
+        ngx.header.content_type = "application/json"
+        ngx.header.content_length = #out
+        ngx.print(out)
+      }}
+    }}
+{"".join(locs)}  }}
+}}
+"""
+        # The modules must load and the Lua must compile (init_by_lua runs at load): a failure
+        # here skips the Lua rows instead of stopping the run, as start_nginx would.
+        conf = os.path.join(d, "nginx.conf")
+        with open(conf, "w") as f:
+            f.write(text)
+        t = subprocess.run([NGINX, "-t", "-q", "-p", d, "-c", conf], capture_output=True,
+                           text=True, timeout=30)
+        if t.returncode != 0:
+            raise RuntimeError(f"nginx+Lua config does not load: {t.stderr.strip()[-300:]}")
+        return self.start_nginx(f"ref-{sc['name']}", text, d, [LUA_PORT])
+
+    def gatherd_config(self, sc, access_log):
+        backends = [{"name": n, "url": u} for n, u in self.backends(sc)]
         cfg = {
             "listen": f"127.0.0.1:{GATHERD_PORT}",
             "workers": sc["workers"],
@@ -484,6 +612,50 @@ class Runner:
         self.env = env
         self.bin = gatherd_bin
         self.results = {}
+        self.go_bin = None
+
+    def build_go(self):
+        """Builds bench/ref-go/main.go once per run (standard library only, no network; the
+        build cache lives in the temporary folder)."""
+        if self.go_bin:
+            return self.go_bin
+        go = shutil.which("go") or "/usr/lib/go/bin/go"
+        if not os.path.exists(go):
+            raise RuntimeError("go not installed (golang-go)")
+        d = os.path.join(self.env.tmp, "go")
+        out = os.path.join(d, "refgo")
+        env = dict(os.environ, GOCACHE=os.path.join(d, "cache"), GOPATH=os.path.join(d, "path"),
+                   GOPROXY="off", GOFLAGS="", GO111MODULE="off", GOTOOLCHAIN="local")
+        r = subprocess.run([go, "build", "-o", out, GO_SRC], cwd=os.path.dirname(GO_SRC),
+                           env=env, capture_output=True, text=True, timeout=600)
+        if r.returncode != 0:
+            raise RuntimeError(f"go build failed: {r.stderr.strip()}")
+        self.go_bin = out
+        return out
+
+    def start_go(self, sc):
+        binary = self.build_go()
+        d = os.path.join(self.env.tmp, f"ref-{sc['name']}")
+        os.makedirs(d, exist_ok=True)
+        if not port_free(GO_PORT):
+            raise SystemExit(f"bench: port {GO_PORT} is in use (another process took it; set BENCH_PORT_BASE)")
+        argv = [binary, "-listen", f"127.0.0.1:{GO_PORT}", "-path", "/agg",
+                "-idle", str(max(64, sc["conns"])), "-timeout", "10s"]
+        argv += [f"{n}={u}" for n, u in self.env.backends(sc)]
+        err = open(os.path.join(d, "stderr.log"), "wb")
+        p = PROCS.start(argv, stdout=subprocess.DEVNULL, stderr=err)
+        end = time.monotonic() + 15
+        while time.monotonic() < end and p.poll() is None:
+            try:
+                if http_get(f"http://127.0.0.1:{GO_PORT}/healthz", timeout=2)[0] == 200:
+                    return p
+            except OSError:
+                pass
+            time.sleep(0.1)
+        with open(os.path.join(d, "stderr.log"), "rb") as f:
+            tail = f.read()[-2000:].decode(errors="replace")
+        PROCS.stop(p)
+        raise RuntimeError(f"Go reference did not start (exit {p.poll()}): {tail}")
 
     def measure(self, pids, load):
         """Runs load() (which returns a result dict with "requests") and adds what it cost:
@@ -523,13 +695,22 @@ class Runner:
         return family(self.env.upstream.pid)
 
     def run_ref(self, sc):
-        p = self.env.start_reference(sc)
-        try:
+        if sc["ref"] == "lua":
+            p, port = self.env.start_lua(sc), LUA_PORT
+        elif sc["ref"] == "go":
+            p, port = self.start_go(sc), GO_PORT
+        else:
+            p = self.env.start_reference(sc)
             port = R1_PORT if sc["ref"] == "static" else R2_PORT
+        try:
             url = f"http://127.0.0.1:{port}/agg"
-            st, body = http_get(url)
-            if st != 200:
-                raise RuntimeError(f"reference answered {st}: {body[:200]!r}")
+            if "k" in sc:
+                # A K-way join: the same check as gatherd's before the load.
+                self.check_join(sc, url)
+            else:
+                st, body = http_get(url)
+                if st != 200:
+                    raise RuntimeError(f"reference answered {st}: {body[:200]!r}")
             res = self.measure_wrk(url, sc["conns"], family(p.pid))
             res["rss_mb"] = sum(proc_hwm_kb(x) for x in family(p.pid)) / 1024
             return res
@@ -568,9 +749,10 @@ class Runner:
         PROCS.stop(p)
         raise RuntimeError(f"gatherd did not become healthy (exit {p.poll()}):\n{tail}")
 
-    def check_join(self, sc):
-        """One request before the load: K results, no errors, in order, byte for byte."""
-        st, body = http_get(f"http://127.0.0.1:{GATHERD_PORT}/agg")
+    def check_join(self, sc, url=None):
+        """One request before the load: K results, no errors, in order, each equal to its
+        fixture. url: a reference's join (default gatherd's)."""
+        st, body = http_get(url or f"http://127.0.0.1:{GATHERD_PORT}/agg")
         if st != 200:
             raise RuntimeError(f"/agg answered {st}: {body[:300]!r}")
         j = json.loads(body)
@@ -805,19 +987,47 @@ def git_rev():
         return "unknown"
 
 
+def cpu_vulnerabilities():
+    """The kernel's /sys/devices/system/cpu/vulnerabilities/*, in one line: the mitigations in
+    force change what a system call or a context switch costs, so they belong with the CPU."""
+    unaffected, other = [], []
+    for path in sorted(glob.glob("/sys/devices/system/cpu/vulnerabilities/*")):
+        try:
+            with open(path) as f:
+                text = f.read().strip()
+        except OSError:
+            continue
+        name = os.path.basename(path)
+        if text == "Not affected":
+            unaffected.append(name)
+        else:
+            other.append(f"{name}: {text}")
+    if not unaffected and not other:
+        return "not reported by the kernel"
+    if unaffected:
+        other.append("Not affected: " + ", ".join(unaffected))
+    return "; ".join(other)
+
+
 def machine_line():
     with open("/proc/loadavg") as f:
         load = f.read().split()[0]
-    cpu = "?"
+    cpu, ident = "?", {}
     try:
         with open("/proc/cpuinfo") as f:
             for line in f:
-                if line.startswith("model name"):
-                    cpu = line.split(":", 1)[1].strip()
-                    break
+                if not line.strip():
+                    break  # the first CPU is enough
+                k, _, v = line.partition(":")
+                ident.setdefault(k.strip(), v.strip())
+        cpu = ident.get("model name", "?")
     except OSError:
         pass
-    return f"{os.cpu_count()} CPUs ({cpu}), kernel {os.uname().release}, load before run {load}"
+    sig = ", ".join(f"{k} {ident[k]}" for k in ("cpu family", "model", "stepping", "microcode")
+                    if k in ident)
+    return (f"{os.cpu_count()} CPUs ({cpu}{'; ' + sig if sig else ''}), kernel "
+            f"{os.uname().release}, load before run {load}  \n"
+            f"CPU vulnerabilities: {cpu_vulnerabilities()}")
 
 
 NOTES = """Each entry is one `bench/run.sh` run: the scenarios, the columns and the way they are
@@ -935,8 +1145,8 @@ def main():
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawTextHelpFormatter)
     ap.add_argument("--gatherd", help="gatherd binary (default: none, gatherd rows skipped)")
     ap.add_argument("--quick", action="store_true", help="3 s per scenario, 1 s warm-up")
-    ap.add_argument("--only", help="comma-separated scenario names (references they compare "
-                    "with are added)")
+    ap.add_argument("--only", help="comma-separated scenario or group names (references they "
+                    "compare with are added; groups: " + ", ".join(GROUPS) + ")")
     ap.add_argument("--duration", type=int, help="seconds per measured run (default 10)")
     ap.add_argument("--warmup", type=int, help="seconds of warm-up (default 2)")
     ap.add_argument("--single-runs", type=int, default=5, help="requests per fan-out scenario")
@@ -961,12 +1171,16 @@ def main():
     if args.list:
         for s in SCENARIOS:
             print(f"{s['name']:18} {s['label']}")
+        for g, names in GROUPS.items():
+            print(f"{g:18} group: {','.join(names)}")
         return 0
     args.duration = args.duration or (3 if args.quick else 10)
     args.warmup = args.warmup if args.warmup is not None else (1 if args.quick else 2)
 
     if args.only:
-        want = [n.strip() for n in args.only.split(",") if n.strip()]
+        want = []
+        for n in (n.strip() for n in args.only.split(",")):
+            want += GROUPS.get(n, [n] if n else [])
         bad = [n for n in want if n not in BY_NAME]
         if bad:
             raise SystemExit(f"bench: unknown scenario(s) {', '.join(bad)}; see --list")

@@ -26,6 +26,10 @@ bench_install_deps() {
         bench_apt nginx-light || bench_apt nginx || return 1
     fi
     bench_apt wrk libnginx-mod-http-echo curl python3 || return 1
+    # The other references: nginx + Lua (lua-nginx-module with LuaJIT; lua-cjson for
+    # cjson.safe, which Debian's module does not bundle) and Go's net/http, built at bench
+    # time from bench/ref-go/main.go with the standard library only.
+    bench_apt libnginx-mod-http-lua lua-cjson golang-go || return 1
     # Debian's nginx postinst may start the system service; it listens on :80 and does not
     # get in our way, so it is left alone.
 }

@@ -1,10 +1,12 @@
 #!/usr/bin/env bash
-# Measures gatherd against two nginx references and prints one Markdown table, appended to
-# bench/RESULTS.md. Installs what it needs with apt-get and builds a release gatherd first.
+# Measures gatherd against nginx, nginx+Lua and Go references and prints one Markdown table,
+# appended to bench/RESULTS.md. Installs what it needs with apt-get and builds a release
+# gatherd first.
 #
-#   bench/run.sh                 full run (10 s per scenario, about 4 minutes)
+#   bench/run.sh                 full run (10 s per scenario, about 6 minutes)
 #   bench/run.sh --quick         smoke run (3 s per scenario)
 #   bench/run.sh --only k3,k20   some scenarios (the references they compare with are added)
+#   bench/run.sh --only compare  gatherd, nginx+Lua, Go and R2 at K=3 and K=20 (groups: --list)
 #   bench/run.sh --list          scenario names
 #   bench/run.sh --refs-only     skip building gatherd; measure the references only
 #   bench/run.sh --no-record     do not append to bench/RESULTS.md
