@@ -2,7 +2,7 @@
 """A client that leaves while its upstream connection is still being set up.
 
 curl 7.88 closes a connect attempt it gives up on without gatherd's close callback, while
-gatherd keeps idle upstream sockets registered with its loop (src/upstream_sock.c). The descriptor
+gatherd keeps idle upstream sockets registered with its loop (src/upstream/upstream_sock.c). The descriptor
 of that attempt is soon reused by the next upstream connection: nothing of the abandoned
 attempt may linger on the loop, requests on the reused descriptor must work, and the gauge of
 open upstream connections must come back down.

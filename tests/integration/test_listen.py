@@ -25,7 +25,7 @@ def ipv6_loopback():
 
 
 def usable_cpus():
-    """What gatherd runs with workers 0 (src/app.c usable_cpus()): the CPUs of the affinity
+    """What gatherd runs with workers 0 (src/runtime/app.c usable_cpus()): the CPUs of the affinity
     mask, capped by a cgroup v2 CPU quota rounded up, at most 256."""
     n = len(os.sched_getaffinity(0))
     try:
