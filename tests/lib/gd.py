@@ -106,6 +106,10 @@ class FakeUpstream:
     def reset(self):
         return self._control("/_reset", 10)[1]
 
+    def log(self):
+        """fakeup's request log since the last reset (arrival and end times, raw targets)."""
+        return self._control("/_log", 10)[1]
+
     def wait(self, counter, value, timeout=10, **more):
         """Wait until ``counter`` >= value (and each of ``more``); return the stats.  Raise
         HarnessError with the stats on timeout.  ``counter`` may be ``path:/x``."""

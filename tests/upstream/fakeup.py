@@ -23,6 +23,15 @@ Counters:
 ``/_wait?<counter>=<value>[&...]&timeout_ms=N`` long-polls until every named counter is >=
 its value (``path:/x=N`` waits on ``paths["/x"]``, ``le:<counter>=N`` waits until the counter is
 <= N, e.g. ``le:connections_active=1``); 200 with the stats, 408 on timeout.
+
+Request log (``/_log``, emptied by ``/_reset``): one entry per non-control request, in arrival
+order: ``{"seq", "t", "target", "path", "request_id", "active", "end", "outcome"}``.  ``t`` and
+``end`` are ``time.monotonic()`` (CLOCK_MONOTONIC, the clock a test process reads too) when the
+request head was read and when it finished; ``target`` is the request target exactly as sent
+(percent-encoding untouched); ``active`` counts the requests in flight, this one included, at its
+arrival; ``outcome`` is ``responded``, ``aborted`` (the client left), ``closed`` (fakeup closed
+on purpose) or null while in flight.  ``active`` is also a counter for ``/_wait``
+(``le:active=0``: nothing in flight).
 """
 
 import argparse
@@ -33,6 +42,7 @@ import resource
 import socket
 import struct
 import sys
+import time
 from urllib.parse import parse_qs, unquote, urlsplit
 
 MAX_HEAD = 64 * 1024
@@ -69,6 +79,9 @@ class Stats:
         self.aborted = 0
         self.reset_next = 0
         self.paths = {}
+        # Requests in flight is a gauge, kept across a reset like connections_active.
+        self.active = getattr(self, "active", 0)
+        self.log = []
         self.notify()
 
     def notify(self):
@@ -86,6 +99,20 @@ class Stats:
             "reset_next": self.reset_next,
             "paths": dict(self.paths),
         }
+
+    def arrived(self, target, path, headers):
+        """Log a non-control request whose head was read; the entry to pass to finished()."""
+        self.active += 1
+        entry = {"seq": len(self.log), "t": time.monotonic(), "target": target, "path": path,
+                 "request_id": headers.get("x-request-id"), "active": self.active,
+                 "end": None, "outcome": None}
+        self.log.append(entry)
+        return entry
+
+    def finished(self, entry, outcome):
+        self.active -= 1
+        entry["end"] = time.monotonic()
+        entry["outcome"] = outcome
 
     def value(self, name):
         if name.startswith("path:"):
@@ -308,6 +335,7 @@ class Server:
                     self.count_conn(conn)
                     st.requests += 1
                     st.paths[path] = st.paths.get(path, 0) + 1
+                    entry = st.arrived(target, path, hd)
                     st.notify()
                 conn_hdr = hd.get("connection", "").lower()
                 close = ("close" in conn_hdr or
@@ -318,13 +346,18 @@ class Server:
                                             close, control)
                     if not control:
                         st.responses += 1
+                        st.finished(entry, "responded")
                         st.notify()
                 except ClientGone:
                     if not control:
                         st.aborted += 1
+                        st.finished(entry, "aborted")
                         st.notify()
                     break
                 except ServerClosed:
+                    if not control:
+                        st.finished(entry, "closed")
+                        st.notify()
                     break
                 if not keep or close:
                     break
@@ -510,6 +543,8 @@ class Server:
         st = self.stats
         if path == "/_stats":
             return await self.respond(conn, 200, json_bytes(st.snapshot()), close=close)
+        if path == "/_log":
+            return await self.respond(conn, 200, json_bytes(st.log), close=close)
         if path == "/_reset":
             st.reset()
             return await self.respond(conn, 200, json_bytes(st.snapshot()), close=close)
