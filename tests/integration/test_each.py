@@ -15,7 +15,7 @@ import unittest
 import urllib.parse
 
 from gd import FakeUpstream, Gatherd, config, endpoint, http_get, scrape
-from gdcase import HEALTHY_PATH, UpstreamCase
+from gdcase import HEALTHY_PATH, UpstreamCase, ok_body
 
 UNRESERVED = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 FAR = 20000  # ms: a delay no test waits for
@@ -46,9 +46,6 @@ def unique_keys(pairs):
         raise AssertionError(f"duplicate keys in {pairs!r}")
     return d
 
-
-def ok_body(i=""):
-    return {"ok": True, "id": i}
 
 
 class EachTest(UpstreamCase):

@@ -11,13 +11,10 @@ import unittest
 
 from gd import FakeUpstream, Gatherd, config, endpoint, fixture_bytes, http_get, raw_members, \
     scrape
-from gdcase import UpstreamCase
+from gdcase import UpstreamCase, ok_body
 
 PAIR = "^[a-z]{3,5}_[a-z]{3,5}$"
 
-
-def ok_body(i):
-    return {"ok": True, "id": i}
 
 
 class ParamsTest(UpstreamCase):

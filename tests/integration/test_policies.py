@@ -11,15 +11,12 @@ gatherd_upstream_errors_total, gatherd_upstream_slot_wait_seconds per call start
 import unittest
 
 from gd import FakeUpstream, Gatherd, config, endpoint, scrape
-from gdcase import HEALTHY_PATH, UpstreamCase
+from gdcase import HEALTHY_PATH, UpstreamCase, ok_body
 
 WAVE_MS = 500          # each call of /waves takes this long upstream
 WAVES, SLOTS = 4, 5    # 20 backends at concurrency 5
 FAR = 20000            # ms: a delay no test waits for; its transfer must be cut off
 
-
-def ok_body(i):
-    return {"ok": True, "id": i}
 
 
 class PoliciesTest(UpstreamCase):

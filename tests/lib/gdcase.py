@@ -17,6 +17,11 @@ from gd import http_get, parse_response, read_response, scrape, stop_checked, wa
 HEALTHY_PATH = "/fast"
 
 
+def ok_body(i=""):
+    """What fakeup's /ok answers for ?id=i."""
+    return {"ok": True, "id": i}
+
+
 class UpstreamCase(unittest.TestCase):
     up = None
     gd = None
