@@ -8,6 +8,7 @@ static const char *const names[ERRKIND_COUNT] = {
     [ERRKIND_INVALID_JSON] = "invalid_json",
     [ERRKIND_TOO_LARGE] = "too_large",
     [ERRKIND_TRANSFER] = "transfer",
+    [ERRKIND_CANCELLED] = "cancelled",
 };
 
 static const char *const default_messages[ERRKIND_COUNT] = {
@@ -18,6 +19,7 @@ static const char *const default_messages[ERRKIND_COUNT] = {
     [ERRKIND_INVALID_JSON] = "upstream body is not valid JSON",
     [ERRKIND_TOO_LARGE] = "upstream body exceeds max_body_bytes",
     [ERRKIND_TRANSFER] = "upstream transfer failed",
+    [ERRKIND_CANCELLED] = "cancelled: the request ended early",
 };
 
 const char *errkind_name(enum errkind kind)

@@ -11,6 +11,7 @@ enum errkind {
     ERRKIND_INVALID_JSON,
     ERRKIND_TOO_LARGE,
     ERRKIND_TRANSFER,
+    ERRKIND_CANCELLED, /* cut off when a failure ended the request early */
     ERRKIND_COUNT
 };
 

@@ -7,6 +7,7 @@
 
 #include <errno.h>
 #include <jansson.h>
+#include <regex.h>
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -198,7 +199,79 @@ static int parse_headers(struct ctx *c, json_t *obj, const char *path, struct co
 }
 
 static const char *const backend_keys[] = {"name",           "url",      "timeout_ms", "headers",
-                                           "max_body_bytes", "coalesce", NULL};
+                                           "max_body_bytes", "coalesce", "required",   NULL};
+
+static bool is_name_start(char c)
+{
+    return (c >= 'a' && c <= 'z') || (c >= 'A' && c <= 'Z') || c == '_';
+}
+
+static bool is_name_char(char c)
+{
+    return is_name_start(c) || (c >= '0' && c <= '9');
+}
+
+/* The index of the parameter called name[0..n) in ep, or -1. */
+static int find_param(const struct config_endpoint *ep, const char *name, size_t n)
+{
+    for (size_t i = 0; i < ep->nparams; i++)
+        if (strlen(ep->params[i].name) == n && memcmp(ep->params[i].name, name, n) == 0)
+            return (int)i;
+    return -1;
+}
+
+/* Finds the {name} placeholders of be->url and resolves each to a path parameter of ep or to
+ * {item}. They may stand only in the path or the query: a client must never choose the
+ * scheme, host or port gatherd connects to. */
+static int parse_refs(struct ctx *c, const char *key, const struct config_endpoint *ep,
+                      struct config_backend *be)
+{
+    const char *url = be->url;
+    const char *auth = strstr(url, "://");
+    auth = auth ? auth + 3 : url;
+    size_t path_at = (size_t)(auth - url) + strcspn(auth, "/?#");
+    const char *frag = strchr(url, '#');
+    size_t n = 0;
+    for (const char *p = url; *p; p++)
+        n += *p == '{';
+    if (n == 0 && strchr(url, '}') == NULL)
+        return 0;
+    if ((be->refs = calloc(n, sizeof *be->refs)) == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; url[i] != '\0'; i++) {
+        if (url[i] == '}')
+            return fail(c, key, "has a '}' that closes no placeholder (at byte %zu)", i);
+        if (url[i] != '{')
+            continue;
+        size_t j = i + 1;
+        while (is_name_char(url[j]))
+            j++;
+        if (url[j] != '}' || j == i + 1 || !is_name_start(url[i + 1]))
+            return fail(c, key,
+                        "has a '{' that starts no placeholder (at byte %zu): write {name} with "
+                        "a name of letters, digits and '_'",
+                        i);
+        const char *name = url + i + 1;
+        size_t len = j - i - 1;
+        if (i < path_at || (frag != NULL && url + i > frag))
+            return fail(c, key,
+                        "placeholder {%.*s} may stand only in the path or query, never in the "
+                        "scheme, host, port or fragment",
+                        (int)len, name);
+        int param = find_param(ep, name, len);
+        if (len == 4 && memcmp(name, "item", 4) == 0 && param < 0) {
+            if (ep->each_param == NULL)
+                return fail(c, key, "{item} is only for endpoints with \"each\"");
+            param = CONFIG_REF_ITEM;
+        } else if (param < 0) {
+            return fail(c, key, "unknown placeholder {%.*s}: not a parameter of the path %s",
+                        (int)len, name, ep->path);
+        }
+        be->refs[be->nrefs++] = (struct config_ref){i, j + 1, param};
+        i = j;
+    }
+    return 0;
+}
 
 static int parse_backend(struct ctx *c, json_t *obj, const char *path,
                          const struct config_endpoint *ep, size_t ep_max_body,
@@ -223,6 +296,8 @@ static int parse_backend(struct ctx *c, json_t *obj, const char *path,
     join_key(k, sizeof k, path, "url");
     if ((rc = expand(c, k, s, &be->url)) < 0)
         return rc;
+    if ((rc = parse_refs(c, k, ep, be)) < 0)
+        return rc;
     const char *problem = validate_url(be->url);
     if (problem != NULL)
         return fail(c, k, "%s", problem);
@@ -242,14 +317,154 @@ static int parse_backend(struct ctx *c, json_t *obj, const char *path,
     be->coalesce = ep->coalesce;
     if ((rc = get_bool(c, obj, path, "coalesce", &be->coalesce)) < 0)
         return rc;
+    if ((rc = get_bool(c, obj, path, "required", &be->required)) < 0)
+        return rc;
     json_t *h = json_object_get(obj, "headers");
     if (h != NULL && (rc = parse_headers(c, h, path, be)) < 0)
         return rc;
     return 0;
 }
 
-static const char *const endpoint_keys[] = {"path",           "timeout_ms", "backends",
-                                            "max_body_bytes", "coalesce",   NULL};
+static const char *const endpoint_keys[] = {
+    "path",     "timeout_ms",  "backends", "max_body_bytes", "coalesce",
+    "on_error", "concurrency", "each",     "params",         NULL};
+
+/* Splits a path with placeholders into segments; each {name} must be a whole segment and have a
+ * pattern in "params" that compiles. Literal paths are left alone. */
+static int parse_path_params(struct ctx *c, json_t *obj, const char *path, struct config *cfg,
+                             struct config_endpoint *ep)
+{
+    char k[256], pk[320];
+    json_t *params = json_object_get(obj, "params");
+    join_key(k, sizeof k, path, "params");
+    if (params != NULL && !json_is_object(params))
+        return fail(c, k, "must be an object of parameter names to patterns");
+    bool has_brace = strpbrk(ep->path, "{}") != NULL;
+    if (!has_brace) {
+        if (params != NULL && json_object_size(params) > 0)
+            return fail(c, k, "the path %s has no placeholders", ep->path);
+        return 0;
+    }
+    size_t nsegs = 0;
+    for (const char *p = ep->path; *p; p++)
+        nsegs += *p == '/';
+    ep->segs = calloc(nsegs, sizeof *ep->segs);
+    ep->params = calloc(nsegs, sizeof *ep->params);
+    if (ep->segs == NULL || ep->params == NULL)
+        return -ENOMEM;
+    join_key(k, sizeof k, path, "path");
+    for (const char *p = ep->path + 1;;) {
+        size_t len = strcspn(p, "/");
+        struct config_seg *seg = &ep->segs[ep->nsegs++];
+        seg->param = -1;
+        if (len >= 2 && p[0] == '{' && p[len - 1] == '}') {
+            const char *name = p + 1;
+            size_t nlen = len - 2;
+            bool valid = nlen > 0 && is_name_start(name[0]);
+            for (size_t i = 0; valid && i < nlen; i++)
+                valid = is_name_char(name[i]);
+            if (!valid)
+                return fail(c, k, "placeholder %.*s: a name is letters, digits and '_'", (int)len,
+                            p);
+            if (find_param(ep, name, nlen) >= 0)
+                return fail(c, k, "placeholder {%.*s} appears twice", (int)nlen, name);
+            if (nlen == 4 && memcmp(name, "item", 4) == 0)
+                return fail(c, k,
+                            "{item} is the name of each's items and cannot be a path "
+                            "parameter");
+            struct config_param *pa = &ep->params[ep->nparams];
+            if ((pa->name = strndup(name, nlen)) == NULL)
+                return -ENOMEM;
+            pa->id = cfg->nparams_total++;
+            seg->param = (int)ep->nparams++;
+        } else if (memchr(p, '{', len) != NULL || memchr(p, '}', len) != NULL) {
+            return fail(c, k, "a placeholder must be a whole path segment: %.*s", (int)len, p);
+        } else if ((seg->text = strndup(p, len)) == NULL) {
+            return -ENOMEM;
+        }
+        if (p[len] == '\0')
+            break;
+        p += len + 1;
+    }
+    join_key(k, sizeof k, path, "params");
+    for (size_t i = 0; i < ep->nparams; i++) {
+        struct config_param *pa = &ep->params[i];
+        json_t *v = params ? json_object_get(params, pa->name) : NULL;
+        snprintf(pk, sizeof pk, "%s.%s", k, pa->name);
+        if (v == NULL)
+            return fail(c, pk, "is required: every path placeholder needs a pattern");
+        if (!json_is_string(v))
+            return fail(c, pk, "must be a string (a POSIX extended regular expression)");
+        const char *pat = json_string_value(v);
+        size_t alen = strlen(pat) + 5;
+        if ((pa->pattern = strdup(pat)) == NULL || (pa->anchored = malloc(alen)) == NULL)
+            return -ENOMEM;
+        snprintf(pa->anchored, alen, "^(%s)$", pat);
+        regex_t re;
+        int rc = regcomp(&re, pa->anchored, REG_EXTENDED | REG_NOSUB);
+        if (rc != 0) {
+            char why[160];
+            regerror(rc, &re, why, sizeof why);
+            return fail(c, pk, "does not compile: %s", why);
+        }
+        regfree(&re);
+    }
+    const char *name;
+    json_t *v;
+    json_object_foreach(params, name, v)
+    {
+        if (find_param(ep, name, strlen(name)) < 0) {
+            snprintf(pk, sizeof pk, "%s.%s", k, name);
+            return fail(c, pk, "names no placeholder of the path %s", ep->path);
+        }
+    }
+    return 0;
+}
+
+/* on_error, concurrency and each: how one request's calls run. */
+static int parse_policy(struct ctx *c, json_t *obj, const char *path, struct config_endpoint *ep)
+{
+    const char *s;
+    char k[256];
+    long long n;
+    int rc;
+    if ((rc = get_string(c, obj, path, "on_error", false, &s)) < 0)
+        return rc;
+    if (s != NULL) {
+        join_key(k, sizeof k, path, "on_error");
+        if (strcmp(s, "partial") == 0)
+            ep->on_error = CONFIG_ON_ERROR_PARTIAL;
+        else if (strcmp(s, "fail_fast") == 0)
+            ep->on_error = CONFIG_ON_ERROR_FAIL_FAST;
+        else
+            return fail(c, k, "must be \"partial\" or \"fail_fast\"");
+    }
+    n = 0;
+    if ((rc = get_int(c, obj, path, "concurrency", 1, CONFIG_MAX_CONCURRENCY, &n)) < 0)
+        return rc;
+    ep->concurrency = (long)n;
+    json_t *each = json_object_get(obj, "each");
+    if (each == NULL)
+        return 0;
+    static const char *const each_keys[] = {"param", "max_items", NULL};
+    join_key(k, sizeof k, path, "each");
+    if ((rc = check_object(c, each, k, each_keys)) < 0)
+        return rc;
+    if ((rc = get_string(c, each, k, "param", true, &s)) < 0)
+        return rc;
+    if (s[0] == '\0' || strlen(s) > 100 || has_ctl(s) || strpbrk(s, "&=#") != NULL) {
+        char pk[300];
+        snprintf(pk, sizeof pk, "%s.param", k);
+        return fail(c, pk, "must be a query parameter name of 1 to 100 characters");
+    }
+    if ((ep->each_param = strdup(s)) == NULL)
+        return -ENOMEM;
+    n = 100;
+    if ((rc = get_int(c, each, k, "max_items", 1, CONFIG_MAX_ITEMS, &n)) < 0)
+        return rc;
+    ep->max_items = (size_t)n;
+    return 0;
+}
 
 static int parse_endpoint(struct ctx *c, json_t *obj, const char *path, struct config *cfg,
                           struct config_endpoint *ep)
@@ -278,6 +493,9 @@ static int parse_endpoint(struct ctx *c, json_t *obj, const char *path, struct c
         return rc;
     size_t max_body = (size_t)n;
     if ((rc = get_bool(c, obj, path, "coalesce", &ep->coalesce)) < 0)
+        return rc;
+    if ((rc = parse_policy(c, obj, path, ep)) < 0 ||
+        (rc = parse_path_params(c, obj, path, cfg, ep)) < 0)
         return rc;
 
     json_t *arr = json_object_get(obj, "backends");
@@ -310,6 +528,17 @@ static int parse_endpoint(struct ctx *c, json_t *obj, const char *path, struct c
                 return fail(c, nk, "duplicate backend name \"%s\" (also backends[%zu])",
                             ep->backends[i].name, j);
             }
+    }
+    if (ep->each_param != NULL) {
+        join_key(k, sizeof k, path, "each");
+        if (ep->nbackends != 1)
+            return fail(c, k, "needs exactly one backend, whose url contains {item}; it has %zu",
+                        ep->nbackends);
+        bool item = false;
+        for (size_t r = 0; r < ep->backends[0].nrefs; r++)
+            item |= ep->backends[0].refs[r].param == CONFIG_REF_ITEM;
+        if (!item)
+            return fail(c, k, "needs {item} in its backend's url");
     }
     cfg->nbackends_total += ep->nbackends;
     return 0;
@@ -446,7 +675,18 @@ static void free_config(struct config *cfg)
             free(be->headers);
             free(be->name);
             free(be->url);
+            free(be->refs);
         }
+        for (size_t j = 0; j < ep->nparams; j++) {
+            free(ep->params[j].name);
+            free(ep->params[j].pattern);
+            free(ep->params[j].anchored);
+        }
+        for (size_t j = 0; j < ep->nsegs; j++)
+            free(ep->segs[j].text);
+        free(ep->params);
+        free(ep->segs);
+        free(ep->each_param);
         free(ep->backends);
         free(ep->path);
     }
@@ -560,7 +800,7 @@ void config_unref(struct config *cfg)
 const struct config_endpoint *config_find(const struct config *cfg, const char *path)
 {
     for (size_t i = 0; i < cfg->nendpoints; i++)
-        if (strcmp(cfg->endpoints[i].path, path) == 0)
+        if (cfg->endpoints[i].segs == NULL && strcmp(cfg->endpoints[i].path, path) == 0)
             return &cfg->endpoints[i];
     return NULL;
 }

@@ -15,9 +15,40 @@ struct netacl;
 #define CONFIG_MAX_BACKENDS 1000
 #define CONFIG_MAX_TIMEOUT_MS 600000L
 
+/* A {name} placeholder in a backend URL, found and resolved at load. Placeholders stand only in
+ * a URL's path or query, never in its scheme, host or port, so a client can never choose which
+ * host gatherd talks to; every value is percent-encoded when substituted (core/plan.c). */
+struct config_ref {
+    size_t start, end; /* the span of "{name}" in the backend's url */
+    int param;         /* the index of its path parameter in the endpoint, or CONFIG_REF_ITEM */
+};
+#define CONFIG_REF_ITEM (-1)
+
+/* A path placeholder and the pattern its decoded value must match as a whole. */
+struct config_param {
+    char *name;
+    char *pattern;  /* POSIX extended regular expression, as configured */
+    char *anchored; /* "^(" pattern ")$": what is compiled */
+    size_t id;      /* 0 to nparams_total - 1 across the configuration */
+};
+
+/* One segment of an endpoint path with placeholders: literal text, or a parameter. */
+struct config_seg {
+    char *text; /* the literal segment; NULL for a parameter */
+    int param;  /* index into the endpoint's params, or -1 */
+};
+
+enum config_on_error { CONFIG_ON_ERROR_PARTIAL, CONFIG_ON_ERROR_FAIL_FAST };
+
+#define CONFIG_MAX_CONCURRENCY 1000
+#define CONFIG_MAX_ITEMS 1000
+
 struct config_backend {
     char *name;
     char *url;
+    struct config_ref *refs; /* placeholders in url, in order; NULL when none */
+    size_t nrefs;
+    bool required; /* its failure fails the request (502), under either on_error */
     long timeout_ms;
     size_t max_body_bytes;
     bool coalesce;  /* concurrent requests share one transfer (flight.h) */
@@ -30,6 +61,14 @@ struct config_endpoint {
     char *path;
     long timeout_ms;
     bool coalesce; /* the default for its backends */
+    enum config_on_error on_error;
+    long concurrency; /* upstream calls of one request in flight at most; 0: no limit */
+    char *each_param; /* one call per item of this query parameter; NULL: no "each" */
+    size_t max_items;
+    struct config_param *params; /* path placeholders; NULL when the path is literal */
+    size_t nparams;
+    struct config_seg *segs; /* the path's segments when it has placeholders */
+    size_t nsegs;
     size_t nbackends;
     struct config_backend *backends;
     size_t id; /* its index in config.endpoints: indexes tables beside the configuration */
@@ -51,6 +90,7 @@ struct config {
     size_t nendpoints;
     struct config_endpoint *endpoints;
     size_t nbackends_total;
+    size_t nparams_total;
 };
 
 /* Parses and validates text[0..len). `origin` prefixes error messages (a file name, or
@@ -70,7 +110,8 @@ extern const char config_default_json[];
 struct config *config_ref(struct config *cfg);
 void config_unref(struct config *cfg);
 
-/* The endpoint serving `path`, or NULL. */
+/* The endpoint with the literal path `path` (endpoints with placeholders never match here), or
+ * NULL. */
 const struct config_endpoint *config_find(const struct config *cfg, const char *path);
 
 #endif

@@ -22,6 +22,9 @@ struct agg {
     const struct plan *plan;
     size_t n;
     size_t remaining;
+    size_t running;
+    size_t cursor;  /* no PENDING slot before it */
+    size_t decider; /* the failed call that decided the request, or AGG_NONE */
     struct slot slots[];
 };
 
@@ -33,6 +36,7 @@ struct agg *agg_create(const struct plan *plan)
     a->plan = plan;
     a->n = plan->ncalls;
     a->remaining = plan->ncalls;
+    a->decider = AGG_NONE;
     return a;
 }
 
@@ -72,6 +76,40 @@ size_t agg_remaining(const struct agg *a)
     return a->remaining;
 }
 
+size_t agg_running(const struct agg *a)
+{
+    return a->running;
+}
+
+bool agg_decided(const struct agg *a)
+{
+    return a->decider != AGG_NONE;
+}
+
+size_t agg_decider(const struct agg *a)
+{
+    return a->decider;
+}
+
+size_t agg_next(const struct agg *a)
+{
+    if (a->decider != AGG_NONE)
+        return AGG_NONE;
+    if (a->plan->concurrency > 0 && a->running >= a->plan->concurrency)
+        return AGG_NONE;
+    for (size_t i = a->cursor; i < a->n; i++)
+        if (a->slots[i].state == AGG_PENDING)
+            return i;
+    return AGG_NONE;
+}
+
+/* Moves the cursor past slots that are no longer PENDING. */
+static void advance(struct agg *a)
+{
+    while (a->cursor < a->n && a->slots[a->cursor].state != AGG_PENDING)
+        a->cursor++;
+}
+
 int agg_start(struct agg *a, size_t i)
 {
     if (i >= a->n)
@@ -79,20 +117,35 @@ int agg_start(struct agg *a, size_t i)
     if (a->slots[i].state != AGG_PENDING)
         return -EALREADY;
     a->slots[i].state = AGG_RUNNING;
+    a->running++;
+    advance(a);
     return 0;
 }
 
+/* Slot i leaves RUNNING or PENDING for a terminal state. */
+static void settle(struct agg *a, size_t i, enum agg_state state)
+{
+    if (a->slots[i].state == AGG_RUNNING)
+        a->running--;
+    a->slots[i].state = state;
+    a->remaining--;
+    advance(a);
+}
+
 /* Moves slot i to a terminal failure state. A message that cannot be copied falls back to the
- * kind's default text rather than failing the transition. */
+ * kind's default text rather than failing the transition. A failed call decides the request
+ * under fail_fast, or when it is required. */
 static void settle_failed(struct agg *a, size_t i, enum agg_state state, enum errkind kind,
                           const char *message)
 {
     struct slot *s = &a->slots[i];
-    s->state = state;
     s->error = kind;
     free(s->message);
     s->message = message ? strdup(message) : NULL;
-    a->remaining--;
+    settle(a, i, state);
+    if (state == AGG_FAILED && a->decider == AGG_NONE &&
+        (a->plan->fail_fast || a->plan->calls[i].required))
+        a->decider = i;
 }
 
 int agg_complete(struct agg *a, size_t i, long status, char *body, size_t len)
@@ -125,8 +178,7 @@ int agg_complete(struct agg *a, size_t i, long status, char *body, size_t len)
     s->body = body;
     s->vstart = vs;
     s->vend = ve;
-    s->state = AGG_DONE;
-    a->remaining--;
+    settle(a, i, AGG_DONE);
     return 0;
 }
 
@@ -150,29 +202,60 @@ int agg_cancel(struct agg *a, size_t i, enum errkind kind, const char *message)
     return 0;
 }
 
+/* The status the join deserves; see agg_render(). */
+static int status_of(const struct agg *a)
+{
+    bool any_ok = false;
+    if (a->decider != AGG_NONE)
+        return 502;
+    for (size_t i = 0; i < a->n; i++) {
+        bool ok = a->slots[i].state == AGG_DONE;
+        any_ok |= ok;
+        if (!ok && (a->plan->fail_fast || a->plan->calls[i].required))
+            return 502;
+    }
+    return any_ok ? 200 : 502;
+}
+
+/* The label of call i in the join: "index":i, or "item":"..." for an each plan. */
+static int append_label(struct buf *out, const struct plan_call *call, bool each)
+{
+    if (!each)
+        return buf_printf(out, "\"index\":%zu", call->index);
+    int rc = buf_appends(out, "\"item\":");
+    return rc == 0 ? jsonv_append_string(out, call->item, strlen(call->item)) : rc;
+}
+
 int agg_render(const struct agg *a, struct buf *out)
 {
+    bool each = a->plan->each;
     size_t need = 32;
-    bool any_ok = false;
-    for (size_t i = 0; i < a->n; i++)
+    for (size_t i = 0; i < a->n; i++) {
         need += a->slots[i].state == AGG_DONE ? a->slots[i].vend - a->slots[i].vstart + 1 : 160;
+        if (each)
+            need += strlen(a->plan->calls[i].item) + 8;
+    }
     if (buf_reserve(out, need) < 0)
         return -ENOMEM;
 
-    int rc = buf_appends(out, "{\"results\":[");
+    int rc = buf_appends(out, each ? "{\"results\":{" : "{\"results\":[");
     for (size_t i = 0; rc == 0 && i < a->n; i++) {
         const struct slot *s = &a->slots[i];
         if (i > 0)
             rc = buf_appendc(out, ',');
-        if (rc == 0 && s->state == AGG_DONE) {
-            any_ok = true;
-            rc = buf_append(out, s->body + s->vstart, s->vend - s->vstart);
-        } else if (rc == 0) {
-            rc = buf_appends(out, "{}");
+        if (rc == 0 && each) {
+            const char *item = a->plan->calls[i].item;
+            rc = jsonv_append_string(out, item, strlen(item));
+            if (rc == 0)
+                rc = buf_appendc(out, ':');
         }
+        if (rc == 0 && s->state == AGG_DONE)
+            rc = buf_append(out, s->body + s->vstart, s->vend - s->vstart);
+        else if (rc == 0)
+            rc = buf_appends(out, "{}");
     }
     if (rc == 0)
-        rc = buf_appends(out, "],\"errors\":[");
+        rc = buf_appends(out, each ? "},\"errors\":[" : "],\"errors\":[");
     bool first = true;
     for (size_t i = 0; rc == 0 && i < a->n; i++) {
         const struct slot *s = &a->slots[i];
@@ -183,7 +266,11 @@ int agg_render(const struct agg *a, struct buf *out)
         const char *msg = s->message ? s->message : errkind_default_message(s->error);
         if (s->state != AGG_FAILED && s->state != AGG_CANCELLED)
             msg = "backend never finished"; /* render() before agg_done(): a caller bug */
-        rc = buf_printf(out, "%s{\"index\":%zu,\"name\":", first ? "" : ",", call->index);
+        rc = buf_appends(out, first ? "{" : ",{");
+        if (rc == 0)
+            rc = append_label(out, call, each);
+        if (rc == 0)
+            rc = buf_appends(out, ",\"name\":");
         if (rc == 0)
             rc = jsonv_append_string(out, name, strlen(name));
         if (rc == 0)
@@ -203,5 +290,5 @@ int agg_render(const struct agg *a, struct buf *out)
         rc = buf_appends(out, "]}");
     if (rc < 0)
         return rc;
-    return any_ok ? 200 : 502;
+    return status_of(a);
 }

@@ -1,12 +1,19 @@
 /* The aggregation core: one request's fan-out as an explicit state machine over the calls of
  * its plan (plan.h), and the join of their answers. It does no I/O and knows no sockets or
- * clocks; the caller (handler/fanout.c) starts transfers, feeds their outcomes in, and renders
- * once agg_done() says so. Slot i is the plan's call i.
+ * clocks; the caller (handler/fanout.c) starts the calls agg_next() names, feeds their
+ * outcomes in, ends the request when agg_decided() says a failure settled it, and renders once
+ * agg_done() says so. Slot i is the plan's call i.
  *
  *   PENDING --agg_start--> RUNNING --agg_complete--> DONE | FAILED
  *                             |   \--agg_fail------> FAILED
  *   PENDING|RUNNING --agg_cancel--> CANCELLED (counts as failed in the join)
  *
+ * The plan's policies are transitions of the machine, not of its caller:
+ * - concurrency: agg_next() names a PENDING call only while fewer than the plan's limit run,
+ *   always the first one in plan order, so calls start in waves as slots free;
+ * - fail_fast and required: the first FAILED call (any, under fail_fast; a required one,
+ *   otherwise) decides the request: agg_decided() turns true, agg_next() names nothing more,
+ *   and the join answers 502 whatever else finished.
  * Every transition from a terminal state is refused (-EALREADY), so a late or duplicate
  * completion can never corrupt an answer. */
 #ifndef GATHERD_AGG_H
@@ -22,6 +29,9 @@ struct plan;
 
 enum agg_state { AGG_PENDING, AGG_RUNNING, AGG_DONE, AGG_FAILED, AGG_CANCELLED };
 
+/* agg_next() when no call may start now. */
+#define AGG_NONE ((size_t)-1)
+
 struct agg;
 
 /* Creates the machine for the plan's calls, all PENDING. The plan is borrowed and must outlive
@@ -35,6 +45,13 @@ size_t agg_count(const struct agg *a);
 enum agg_state agg_state_of(const struct agg *a, size_t i);
 enum errkind agg_error_of(const struct agg *a, size_t i);
 long agg_status_of(const struct agg *a, size_t i);
+
+/* The call to start next: the first PENDING one, when a concurrency slot is free and nothing
+ * has decided the request; AGG_NONE otherwise. */
+size_t agg_next(const struct agg *a);
+
+/* Calls RUNNING now. */
+size_t agg_running(const struct agg *a);
 
 /* PENDING -> RUNNING. */
 int agg_start(struct agg *a, size_t i);
@@ -51,6 +68,13 @@ int agg_fail(struct agg *a, size_t i, enum errkind kind, const char *message);
 /* PENDING or RUNNING -> CANCELLED, reported in the join as error `kind` with `message`. */
 int agg_cancel(struct agg *a, size_t i, enum errkind kind, const char *message);
 
+/* Whether a failure has decided the answer (fail_fast, or a required call): the caller ends the
+ * request at once, cancelling what is left. */
+bool agg_decided(const struct agg *a);
+
+/* The call whose failure decided the request, or AGG_NONE. */
+size_t agg_decider(const struct agg *a);
+
 /* Calls not yet in a terminal state. */
 size_t agg_remaining(const struct agg *a);
 static inline bool agg_done(const struct agg *a)
@@ -58,10 +82,12 @@ static inline bool agg_done(const struct agg *a)
     return agg_remaining(a) == 0;
 }
 
-/* Appends the join {"results":[...],"errors":[...]} to out and returns the HTTP status it
- * deserves: 200 when at least one call is DONE, 502 otherwise. Each call answers at its plan
- * index and its errors carry its name. Call once agg_done(). A
- * negative errno on allocation failure. */
+/* Appends the join {"results":...,"errors":[...]} to out and returns the HTTP status it
+ * deserves. "results" is an array in plan order, or for an "each" plan an object keyed by
+ * item; each error carries the call's "index" (or "item") and its name. The status: 502 when a
+ * failure decided the request, or under fail_fast when any call did not succeed, or when a
+ * required call did not, or when none succeeded; else 200. Call once agg_done(). A negative
+ * errno on allocation failure. */
 int agg_render(const struct agg *a, struct buf *out);
 
 #endif

@@ -8,7 +8,9 @@
 #include "request.h"
 #include "site.h"
 
+#include <errno.h>
 #include <stdlib.h>
+#include <string.h>
 
 #define JSON_TYPE "application/json"
 
@@ -41,9 +43,17 @@ void aggregate_serve(struct request *q)
         httpd_respond_error(q->hr, 503, "draining", "the server is shutting down", NULL, 0);
         return;
     }
-    struct plan_request preq = {httpd_req_path(q->hr)};
+    const char *target = httpd_req_target(q->hr);
+    const char *query = target != NULL ? strchr(target, '?') : NULL;
+    struct plan_request preq = {query != NULL ? query + 1 : NULL, (const char *const *)q->params};
     struct plan *plan;
-    if (plan_build(q->ep, &preq, &plan) < 0) {
+    char why[300];
+    int rc = plan_build(q->ep, &preq, &plan, why, sizeof why);
+    if (rc == -EINVAL) {
+        httpd_respond_error(q->hr, 400, "bad_request", why, NULL, 0);
+        return;
+    }
+    if (rc < 0) {
         httpd_respond_error(q->hr, 500, "internal", "out of memory", NULL, 0);
         return;
     }
@@ -88,13 +98,15 @@ size_t aggregate_nlegs(const struct request *q)
     return q->fanout != NULL ? fanout_plan(q->fanout)->ncalls : 0;
 }
 
-static const char *result_name(const struct agg *a, size_t i, bool client_gone)
+static const char *result_name(const struct agg *a, size_t i, bool client_gone, bool started)
 {
     switch (agg_state_of(a, i)) {
     case AGG_DONE:
         return "ok";
     case AGG_CANCELLED:
-        return client_gone ? "cancelled" : errkind_name(agg_error_of(a, i));
+        if (client_gone)
+            return started ? "cancelled" : "not_started";
+        return errkind_name(agg_error_of(a, i));
     case AGG_FAILED:
         return errkind_name(agg_error_of(a, i));
     default:
@@ -107,9 +119,11 @@ void aggregate_leg(const void *arg, size_t i, struct access_leg *out)
     const struct request *q = arg;
     const struct fanout *f = q->fanout;
     const struct agg *a = fanout_agg(f);
+    const struct plan_call *call = &fanout_plan(f)->calls[i];
     *out = (struct access_leg){
-        .name = plan_call_name(&fanout_plan(f)->calls[i]),
-        .result = result_name(a, i, q->client_gone),
+        .name = plan_call_name(call),
+        .item = call->item,
+        .result = result_name(a, i, q->client_gone, fanout_call_started(f, i)),
         .status = agg_status_of(a, i),
         .usec = fanout_call_usec(f, i),
         .joined = fanout_call_joined(f, i),

@@ -21,7 +21,7 @@ struct leg {
     size_t index;            /* of its call in the plan, and of its slot in the agg */
     struct flight_wait wait; /* wait.active until finished or cancelled */
     bool joined;             /* shares a transfer another request started */
-    uint64_t t0, usec;
+    uint64_t t0, usec;       /* t0: when it started; 0 while it waits for a slot */
 };
 
 struct fanout {
@@ -31,7 +31,9 @@ struct fanout {
     struct event *ev; /* the deadline; also activated by hand when all are done */
     fanout_done_fn done;
     void *arg;
-    bool finished; /* done() was called, or the fanout was cancelled */
+    bool finished;    /* done() was called, or the fanout was cancelled */
+    bool progressing; /* in progress(): completions met on the way are handled by its loop */
+    uint64_t t0;
     char request_id[REQID_MAX + 1];
     struct leg legs[];
 };
@@ -53,20 +55,8 @@ static void maybe_finish(struct fanout *f)
         event_active(f->ev, EV_TIMEOUT, 0);
 }
 
-static void on_leg_done(void *arg, struct upstream_result *res)
-{
-    struct leg *leg = arg;
-    struct fanout *f = leg->f;
-    if (res->error == ERRKIND_NONE)
-        agg_complete(f->agg, leg->index, res->status, res->body, res->len);
-    else
-        agg_fail(f->agg, leg->index, res->error, res->message);
-    record(f, leg, agg_error_of(f->agg, leg->index));
-    maybe_finish(f);
-}
-
 /* Stops every running leg, marking it with `kind` (ERRKIND_NONE: a client cancel, not counted
- * as an upstream error). */
+ * as an upstream error), and settles every call not yet finished, started or not. */
 static void stop_legs(struct fanout *f, enum errkind kind, const char *why)
 {
     for (size_t i = 0; i < agg_count(f->agg); i++) {
@@ -80,6 +70,52 @@ static void stop_legs(struct fanout *f, enum errkind kind, const char *why)
         }
         agg_cancel(f->agg, i, kind != ERRKIND_NONE ? kind : ERRKIND_TRANSFER, why);
     }
+}
+
+static void start_leg(struct fanout *f, size_t i);
+
+/* Moves the request on after any change: ends it at once when a failure decided it (fail_fast,
+ * a required call), else starts what the state machine lets start (concurrency slots), then
+ * completes once nothing is left. A call that fails to start can decide the request too, and
+ * a completion can arrive while this runs only from the loop, never from inside it, so one
+ * loop here suffices. */
+static void progress(struct fanout *f)
+{
+    if (f->finished || f->progressing)
+        return;
+    f->progressing = true;
+    for (;;) {
+        if (agg_decided(f->agg)) {
+            const struct plan_call *c = &f->plan->calls[agg_decider(f->agg)];
+            char why[320];
+            if (c->item != NULL)
+                snprintf(why, sizeof why, "the request ended early: item \"%.200s\" failed",
+                         c->item);
+            else
+                snprintf(why, sizeof why, "the request ended early: backend \"%.200s\" failed",
+                         plan_call_name(c));
+            stop_legs(f, ERRKIND_CANCELLED, why);
+            break;
+        }
+        size_t i = agg_next(f->agg);
+        if (i == AGG_NONE)
+            break;
+        start_leg(f, i);
+    }
+    f->progressing = false;
+    maybe_finish(f);
+}
+
+static void on_leg_done(void *arg, struct upstream_result *res)
+{
+    struct leg *leg = arg;
+    struct fanout *f = leg->f;
+    if (res->error == ERRKIND_NONE)
+        agg_complete(f->agg, leg->index, res->status, res->body, res->len);
+    else
+        agg_fail(f->agg, leg->index, res->error, res->message);
+    record(f, leg, agg_error_of(f->agg, leg->index));
+    progress(f);
 }
 
 static void on_event(evutil_socket_t fd, short what, void *arg)
@@ -116,6 +152,8 @@ static void start_leg(struct fanout *f, size_t i)
     leg->f = f;
     leg->index = i;
     leg->t0 = clock_now(f->env.clock);
+    if (f->plan->concurrency > 0)
+        metrics_slot_wait(series_of(f, i), f->env.worker, leg->t0 - f->t0);
     agg_start(f->agg, i);
     if (flight_join(f->env.flights, &leg->wait, call->coalesce, &req, on_leg_done, leg,
                     &leg->joined) < 0) {
@@ -148,9 +186,8 @@ struct fanout *fanout_start(const struct fanout_env *env, struct plan *plan, con
     long ms = plan->deadline_ms;
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     evtimer_add(f->ev, &tv);
-    for (size_t i = 0; i < plan->ncalls; i++)
-        start_leg(f, i);
-    maybe_finish(f);
+    f->t0 = clock_now(env->clock);
+    progress(f);
     return f;
 }
 
@@ -198,6 +235,11 @@ uint64_t fanout_call_usec(const struct fanout *f, size_t i)
 {
     const struct leg *leg = &f->legs[i];
     return leg->wait.active ? clock_now(f->env.clock) - leg->t0 : leg->usec;
+}
+
+bool fanout_call_started(const struct fanout *f, size_t i)
+{
+    return f->legs[i].f != NULL;
 }
 
 bool fanout_call_joined(const struct fanout *f, size_t i)

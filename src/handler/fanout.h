@@ -53,6 +53,9 @@ const struct plan *fanout_plan(const struct fanout *f);
 const struct agg *fanout_agg(const struct fanout *f);
 /* Microseconds call i took (so far, if it has not finished). */
 uint64_t fanout_call_usec(const struct fanout *f, size_t i);
+/* Whether call i was started (a call waiting for a concurrency slot, or never started because
+ * the request ended first, was not). */
+bool fanout_call_started(const struct fanout *f, size_t i);
 /* Whether call i joined a transfer another request had started (flight.h). */
 bool fanout_call_joined(const struct fanout *f, size_t i);
 

@@ -39,6 +39,8 @@ struct request {
     const struct config_endpoint *ep; /* REQUEST_AGGREGATE */
     struct metrics_endpoint *stats;
     struct fanout *fanout;       /* once it fanned out */
+    char **params;               /* path parameter values, decoded, by the endpoint's param index */
+    char bad[200];               /* why the path's parameters cannot be served (400), or empty */
     struct request *prev, *next; /* in rt->aggregates while parked */
     bool client_gone;            /* set once done: it left before its answer */
     char client[NETACL_ADDRSTRLEN];

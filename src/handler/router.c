@@ -6,12 +6,49 @@
 #include "httpd.h"
 #include "log.h"
 #include "metrics.h"
+#include "plan.h"
 #include "request.h"
 #include "site.h"
 
+#include <errno.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
+
+/* The parameterised endpoint for the raw target: the first, in configuration order, whose
+ * segments match and whose every value matches its pattern. A path with the shape of one but
+ * a value its pattern refuses is that endpoint's 400 (q->bad says why). NULL when no
+ * endpoint has the path's shape (404). */
+static const struct config_endpoint *route_params(struct request *q, const char *target)
+{
+    const struct config *cfg = q->site->cfg;
+    const struct config_endpoint *refused = NULL;
+    if (target == NULL)
+        return NULL;
+    size_t plen = strcspn(target, "?#");
+    for (size_t e = 0; e < cfg->nendpoints; e++) {
+        const struct config_endpoint *ep = &cfg->endpoints[e];
+        char **values = NULL;
+        if (ep->segs == NULL || plan_match_path(ep, target, plen, &values) <= 0)
+            continue;
+        size_t bad = ep->nparams;
+        for (size_t i = 0; i < ep->nparams && bad == ep->nparams; i++)
+            if (!site_param_matches(q->site, q->rt->env.worker, &ep->params[i], values[i]))
+                bad = i;
+        if (bad == ep->nparams) {
+            q->params = values;
+            q->bad[0] = '\0';
+            return ep;
+        }
+        if (refused == NULL) {
+            refused = ep;
+            snprintf(q->bad, sizeof q->bad, "path parameter %.60s must match %.100s",
+                     ep->params[bad].name, ep->params[bad].pattern);
+        }
+        free(values);
+    }
+    return refused;
+}
 
 static void on_begin(void *arg, struct httpd_req *hr, const char *url)
 {
@@ -25,7 +62,8 @@ static void on_begin(void *arg, struct httpd_req *hr, const char *url)
     const struct config *cfg = q->site->cfg;
     if (cfg->access_log)
         httpd_req_client(hr, cfg->trusted_proxies, q->client, sizeof q->client);
-    if ((q->ep = config_find(cfg, url)) != NULL) {
+    if ((q->ep = config_find(cfg, url)) != NULL ||
+        (cfg->nparams_total > 0 && (q->ep = route_params(q, httpd_req_target(hr))) != NULL)) {
         q->route = REQUEST_AGGREGATE;
         q->stats = site_endpoint_series(q->site, q->ep);
     } else if (strcmp(url, "/healthz") == 0) {
@@ -62,7 +100,9 @@ static void on_serve(void *arg, struct httpd_req *hr)
                             1);
         return;
     }
-    if (q->route == REQUEST_AGGREGATE)
+    if (q->route == REQUEST_AGGREGATE && q->bad[0] != '\0')
+        httpd_respond_error(hr, 400, "bad_request", q->bad, NULL, 0);
+    else if (q->route == REQUEST_AGGREGATE)
         aggregate_serve(q);
     else
         builtin_serve(q);
@@ -90,6 +130,7 @@ static void log_access_line(struct request *q, const struct httpd_outcome *o)
         .nlegs = aggregate_nlegs(q),
         .leg = aggregate_leg,
         .leg_arg = q,
+        .summarise = q->ep != NULL && q->ep->each_param != NULL,
     };
     struct buf b = BUF_INIT;
     if (access_format(&b, &e) == 0)
@@ -108,6 +149,7 @@ static void on_done(void *arg, struct httpd_req *hr, const struct httpd_outcome 
             log_access_line(q, o);
         aggregate_release(q);
         site_unref(q->site);
+        free(q->params);
         free(q);
     }
     rt->env.finished(rt->env.arg);

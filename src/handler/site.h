@@ -6,7 +6,9 @@
 #ifndef GATHERD_SITE_H
 #define GATHERD_SITE_H
 
+#include <regex.h>
 #include <stdatomic.h>
+#include <stdbool.h>
 
 struct config;
 struct config_backend;
@@ -16,14 +18,26 @@ struct metrics_backend;
 struct metrics_endpoint;
 struct metrics_table;
 
+struct config_param;
+
 struct site {
     atomic_int refs;
     struct config *cfg;           /* one reference, dropped with the site */
     struct metrics_table *series; /* by the configuration's ids */
+    /* The path parameters' patterns compiled once per worker: glibc's regexec() takes a lock
+     * in the compiled pattern, which one copy shared by every loop would make a point of
+     * contention on the request path. */
+    unsigned nworkers;
+    regex_t *patterns; /* [worker * cfg->nparams_total + param id] */
 };
 
-/* Takes a reference on cfg and binds its metrics in m. NULL when out of memory. */
-struct site *site_create(struct config *cfg, struct metrics *m);
+/* Takes a reference on cfg, binds its metrics in m and compiles its path patterns for
+ * `nworkers` loops. NULL when out of memory. */
+struct site *site_create(struct config *cfg, struct metrics *m, unsigned nworkers);
+
+/* Whether the decoded value matches path parameter p's pattern, on worker w's copy. */
+bool site_param_matches(const struct site *s, unsigned w, const struct config_param *p,
+                        const char *value);
 
 /* Reference counting; safe from any thread. unref accepts NULL and frees at zero. */
 struct site *site_ref(struct site *s);

@@ -78,6 +78,8 @@ struct httpd_req {
     bool body_too_large;
     bool close_after; /* the connection cannot be trusted for another request */
     bool served;      /* the serve hook ran */
+    bool begun;       /* the begin hook ran: the request is the hooks' too */
+    char *target;     /* the request target as sent: path and query, not decoded */
     int status;
     size_t body_seen;
     size_t bytes_out;
@@ -168,12 +170,37 @@ static void on_client_event(evutil_socket_t fd, short what, void *arg)
     resume(r, PH_GONE);
 }
 
-static struct httpd_req *request_new(struct httpd *h, struct MHD_Connection *conn, const char *url,
-                                     const char *method)
+/* libmicrohttpd hands the access handler a decoded path and split, decoded arguments; routing
+ * on raw segments and reading a query strictly need the target as sent, which only this
+ * callback sees. Its result becomes the request's *req_cls. NULL (out of memory) makes
+ * request_new() start without one. */
+static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     struct httpd_req *r = calloc(1, sizeof *r);
+    (void)conn;
     if (r == NULL)
         return NULL;
+    r->h = cls;
+    if ((r->target = strdup(uri)) == NULL) {
+        free(r);
+        return NULL;
+    }
+    return r;
+}
+
+static void request_free(struct httpd_req *r)
+{
+    free(r->target);
+    free(r);
+}
+
+static struct httpd_req *request_new(struct httpd *h, struct httpd_req *r,
+                                     struct MHD_Connection *conn, const char *url,
+                                     const char *method)
+{
+    if (r == NULL && (r = calloc(1, sizeof *r)) == NULL)
+        return NULL;
+    r->begun = true;
     r->h = h;
     r->conn = conn;
     r->t0 = clock_us();
@@ -319,8 +346,8 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     struct httpd_req *r = *req_cls;
     (void)upload_data;
 
-    if (r == NULL) {
-        if ((r = request_new(h, conn, url, method)) == NULL)
+    if (r == NULL || !r->begun) {
+        if ((r = request_new(h, r, conn, url, method)) == NULL)
             return MHD_NO;
         *req_cls = r;
         const char *bad = reqhead_framing_problem(conn, version);
@@ -377,6 +404,10 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (r == NULL)
         return;
     *req_cls = NULL;
+    if (!r->begun) { /* refused by libmicrohttpd before the handler saw it */
+        request_free(r);
+        return;
+    }
 
     if (r->phase != PH_ANSWERED || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
         /* nginx's convention: 499 for a client that closed before its answer was sent. */
@@ -394,7 +425,7 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     h->in_flight--;
     metrics_gauge_add(&h->env.metrics->requests_in_flight, -1);
     h->env.hooks->done(h->env.arg, r, &o);
-    free(r);
+    request_free(r);
 }
 
 /* Creates the connection's watch (without one, a client leaving is only noticed when its
@@ -484,10 +515,10 @@ struct httpd *httpd_create(const struct httpd_env *env, char *err, size_t errlen
     h->daemon = MHD_start_daemon(
         MHD_USE_EPOLL | MHD_ALLOW_SUSPEND_RESUME | MHD_USE_ERROR_LOG | MHD_USE_NO_LISTEN_SOCKET, 0,
         NULL, NULL, on_request, h, MHD_OPTION_EXTERNAL_LOGGER, on_mhd_log, h,
-        MHD_OPTION_NOTIFY_COMPLETED, on_completed, h, MHD_OPTION_NOTIFY_CONNECTION, on_connection,
-        h, MHD_OPTION_CONNECTION_LIMIT, env->connection_limit, MHD_OPTION_CONNECTION_TIMEOUT,
-        env->idle_timeout_s, MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY,
-        MHD_OPTION_END);
+        MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
+        MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_CONNECTION_LIMIT,
+        env->connection_limit, MHD_OPTION_CONNECTION_TIMEOUT, env->idle_timeout_s,
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY, MHD_OPTION_END);
     if (h->daemon == NULL) {
         snprintf(err, errlen, "libmicrohttpd could not start a daemon");
         free(h);
@@ -560,6 +591,11 @@ const char *httpd_req_path(const struct httpd_req *r)
 const char *httpd_req_id(const struct httpd_req *r)
 {
     return r->rid;
+}
+
+const char *httpd_req_target(const struct httpd_req *r)
+{
+    return r->target;
 }
 
 void httpd_req_client(struct httpd_req *r, const struct netacl *trusted, char *out, size_t outlen)

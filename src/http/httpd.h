@@ -84,6 +84,9 @@ const char *httpd_req_method(const struct httpd_req *r);
 bool httpd_req_is_head(const struct httpd_req *r);
 /* The decoded path, cut to 200 bytes: for logs and messages, not for routing. */
 const char *httpd_req_path(const struct httpd_req *r);
+/* The request target as the client sent it (path and query, not decoded); NULL when it could
+ * not be kept (out of memory). */
+const char *httpd_req_target(const struct httpd_req *r);
 /* The request id: the client's X-Request-Id when valid (reqid.h), else one made up. */
 const char *httpd_req_id(const struct httpd_req *r);
 /* Writes the client's address (reqhead_client()); only during begin. */

@@ -14,7 +14,8 @@ struct access_leg {
     const char *result; /* "ok", an error kind, "cancelled" or "running" */
     long status;        /* the upstream's HTTP status; 0 when none arrived */
     uint64_t usec;
-    bool joined; /* it shared a transfer another request had started */
+    bool joined;      /* it shared a transfer another request had started */
+    const char *item; /* the item it was for ("each" requests), or NULL */
 };
 
 /* Fills *out with call i of the request, 0 <= i < nlegs. */
@@ -29,6 +30,9 @@ struct access_entry {
     size_t nlegs; /* 0: no "backends" member (gatherd's own paths, requests refused early) */
     access_leg_fn leg;
     const void *leg_arg;
+    /* Summarise the calls instead of listing them: "legs": {"total", "outcomes": {result:
+     * count}, "slowest_ms", "slowest_item"}. For "each" requests, which may make 1,000. */
+    bool summarise;
 };
 
 /* Appends the access line as one JSON object, without a newline. 0 or -ENOMEM. */

@@ -37,6 +37,7 @@ struct be_block {
     _Alignas(64) struct hist latency;
     atomic_uint_fast64_t errors[ERRKIND_COUNT];
     atomic_uint_fast64_t joined;
+    struct hist slot_wait;
 };
 
 struct metrics_endpoint {
@@ -338,6 +339,11 @@ void metrics_backend_joined(struct metrics_backend *b, unsigned w)
     metrics_add(&b->w[w].joined, 1);
 }
 
+void metrics_slot_wait(struct metrics_backend *b, unsigned w, uint64_t usec)
+{
+    hist_observe(&b->w[w].slot_wait, usec);
+}
+
 void metrics_reload(struct metrics *m, int ok)
 {
     atomic_fetch_add(ok ? &m->reloads_ok : &m->reloads_failed, 1);
@@ -458,12 +464,21 @@ static int render_backend(struct metrics *m, struct buf *out, struct metrics_bac
         for (unsigned w = 0; w < m->nworkers; w++)
             hist_sum(&h, &b->w[w].latency);
         rc = render_hist(out, "gatherd_upstream_duration_seconds", lb.data, &h);
-    } else if (rc == 0) {
+    } else if (rc == 0 && pass == 2) {
         uint64_t n = 0;
         for (unsigned w = 0; w < m->nworkers; w++)
             n += ld(&b->w[w].joined);
         rc = buf_printf(out, "gatherd_upstream_joined_total{%s} %llu\n", lb.data,
                         (unsigned long long)n);
+    } else if (rc == 0) {
+        /* Only backends of endpoints with a concurrency limit observe it: the others would
+         * add 17 empty series each. */
+        struct hist h;
+        memset(&h, 0, sizeof h);
+        for (unsigned w = 0; w < m->nworkers; w++)
+            hist_sum(&h, &b->w[w].slot_wait);
+        if (ld(&h.count) > 0)
+            rc = render_hist(out, "gatherd_upstream_slot_wait_seconds", lb.data, &h);
     }
     buf_finish(&lb);
     return rc;
@@ -494,6 +509,8 @@ static const char *const backend_families[] = {
     "# HELP gatherd_upstream_joined_total Backend calls answered by a transfer another request "
     "had started (coalesce), by endpoint and backend.\n"
     "# TYPE gatherd_upstream_joined_total counter\n",
+    "# HELP gatherd_upstream_slot_wait_seconds Time calls waited for a concurrency slot of their "
+    "request, by endpoint and backend.\n# TYPE gatherd_upstream_slot_wait_seconds histogram\n",
 };
 
 int metrics_render(struct metrics *m, struct buf *out)

@@ -59,6 +59,8 @@ void metrics_request_done(struct metrics_endpoint *e, unsigned w, int status, ui
 void metrics_backend_done(struct metrics_backend *b, unsigned w, enum errkind kind, uint64_t usec);
 /* A backend call joined a transfer another request had started (flight.h). */
 void metrics_backend_joined(struct metrics_backend *b, unsigned w);
+/* A call of an endpoint with a concurrency limit started after waiting usec for a slot. */
+void metrics_slot_wait(struct metrics_backend *b, unsigned w, uint64_t usec);
 
 /* Control-plane counters, from any thread. */
 void metrics_reload(struct metrics *m, int ok);

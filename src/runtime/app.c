@@ -194,7 +194,7 @@ static void reload(struct app *a)
     }
     int rc = config_load_file(a->opts->config_path, &next, err, sizeof err);
     struct site *site = NULL;
-    if (rc == 0 && (site = site_create(next, a->metrics)) == NULL)
+    if (rc == 0 && (site = site_create(next, a->metrics, a->nworkers)) == NULL)
         rc = -ENOMEM;
     if (rc < 0) {
         struct buf f = BUF_INIT;
@@ -328,7 +328,7 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     a.base = event_base_new();
     if (a.logger == NULL || a.metrics == NULL || a.base == NULL ||
         (a.log = log_sink_new(a.logger)) == NULL ||
-        (a.site = site_create(cfg, a.metrics)) == NULL) {
+        (a.site = site_create(cfg, a.metrics, a.nworkers)) == NULL) {
         fprintf(stderr, "gatherd: out of memory at start\n");
         goto out;
     }

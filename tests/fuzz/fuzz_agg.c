@@ -175,7 +175,7 @@ int LLVMFuzzerTestOneInput(const uint8_t *data, size_t size)
     struct model m[MAX_BACKENDS];
     memset(m, 0, sizeof m);
     struct plan *plan;
-    if (plan_build(&ep, &(struct plan_request){"/fuzz"}, &plan) < 0)
+    if (plan_build(&ep, &(struct plan_request){NULL, NULL}, &plan, NULL, 0) < 0)
         return 0;
     struct agg *a = agg_create(plan);
     CHECK(a != NULL, "oom");

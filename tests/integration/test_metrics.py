@@ -25,6 +25,8 @@ from gd import FakeUpstream, Gatherd, config, endpoint, http_get, parse_metrics,
 
 WORKERS = 2
 KINDS = ("timeout", "connect", "http_status", "invalid_json", "too_large", "transfer")
+# Every kind the errors counter has a series for: those above, and calls an early end cut off.
+METRIC_KINDS = KINDS + ("cancelled",)
 # A path and a backend name that need escaping in a label value (config allows both).
 ODD_PATH = '/q"uo\\te'
 ODD_BACKEND = 'b"a\\ck'
@@ -173,7 +175,7 @@ class MetricsTest(unittest.TestCase):
                           "max_body_bytes": 1000},
             "transfer": {"name": "transfer", "url": u("/reset_mid")},
         }
-        cls.endpoints = ("/ok", "/slow", "/errs", "/allfail", ODD_PATH)
+        cls.endpoints = ("/ok", "/slow", "/errs", "/allfail", ODD_PATH, "/limited")
         cls.gd = None
         try:
             cls.gd = Gatherd(config(
@@ -183,10 +185,13 @@ class MetricsTest(unittest.TestCase):
                          timeout_ms=10000),
                 endpoint("/allfail", [("dead", dead)], timeout_ms=10000),
                 endpoint(ODD_PATH, [(ODD_BACKEND, u("/ok"))], timeout_ms=10000),
+                # A concurrency limit: its calls wait for slots, which has a histogram.
+                endpoint("/limited", [("l1", u("/ok")), ("l2", u("/ok"))], timeout_ms=10000,
+                         concurrency=1),
             ), workers=WORKERS)
             # Give every kind of series something to count, so their labels can be checked.
             for path in ("/ok", "/slow", "/errs", "/allfail", urllib.parse.quote(ODD_PATH),
-                         "/healthz", "/readyz", "/no-such-path", "/metrics"):
+                         "/limited", "/healthz", "/readyz", "/no-such-path", "/metrics"):
                 http_get(cls.gd.url(path), timeout=20)
         except BaseException:
             if cls.gd is not None:
@@ -316,7 +321,7 @@ class MetricsTest(unittest.TestCase):
                                backend=backend)[2]
                 self.assertEqual(c1 - c0, rounds)
         kinds = {lab["kind"] for lab, _ in after.series("gatherd_upstream_errors_total")}
-        self.assertEqual(kinds, set(KINDS))
+        self.assertEqual(kinds, set(METRIC_KINDS))
 
     # -----------------------------------------------------------------------------------------
     # histograms

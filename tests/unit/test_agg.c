@@ -18,7 +18,8 @@ int main(void)
     struct config_endpoint ep = {.path = "/x", .timeout_ms = 1000, .nbackends = 3, .backends = be};
     struct buf out = BUF_INIT;
     struct plan *plan;
-    ok(plan_build(&ep, &(struct plan_request){"/x"}, &plan) == 0 && plan->ncalls == 3,
+    ok(plan_build(&ep, &(struct plan_request){NULL, NULL}, &plan, NULL, 0) == 0 &&
+           plan->ncalls == 3,
        "one call per backend");
 
     /* Completion order does not matter; config order is kept. */

@@ -63,14 +63,14 @@ static void world_init(struct world *w)
     w->metrics = metrics_create(1, "version=\"t\"");
     if (config_parse(cfg_json, strlen(cfg_json), "t", &w->cfg, err, sizeof err) < 0)
         printf("# %s\n", err);
-    w->site = site_create(w->cfg, w->metrics);
+    w->site = site_create(w->cfg, w->metrics, 1);
     w->env = (struct fanout_env){w->base, w->flights, w->site->series, 0, &fake_clock};
 }
 
 static struct fanout *start(struct world *w, const char *rid, struct answer *ans)
 {
     struct plan *p;
-    if (plan_build(&w->cfg->endpoints[0], &(struct plan_request){"/t"}, &p) < 0)
+    if (plan_build(&w->cfg->endpoints[0], &(struct plan_request){NULL, NULL}, &p, NULL, 0) < 0)
         return NULL;
     return fanout_start(&w->env, p, rid, on_done, ans);
 }

@@ -3,6 +3,7 @@
 #include "plan.h"
 #include "tap.h"
 
+#include <errno.h>
 #include <stdlib.h>
 
 int main(void)
@@ -16,7 +17,7 @@ int main(void)
     ok(config_parse(json, strlen(json), "t", &cfg, err, sizeof err) == 0, "config (%s)", err);
     const struct config_endpoint *ep = &cfg->endpoints[0];
     struct plan *p = NULL;
-    ok(plan_build(ep, &(struct plan_request){"/t"}, &p) == 0, "built");
+    ok(plan_build(ep, &(struct plan_request){NULL, NULL}, &p, NULL, 0) == 0, "built");
     ok(p->ep == ep && p->ncalls == 2 && p->deadline_ms == 900, "two calls, endpoint deadline");
     for (size_t i = 0; i < p->ncalls; i++) {
         const struct plan_call *c = &p->calls[i];
@@ -35,6 +36,54 @@ int main(void)
        "ids index the tables beside the configuration");
     plan_destroy(p);
     plan_destroy(NULL);
+    config_unref(cfg);
+
+    /* Items: decoded, split, deduplicated, bounded; and the 400s. */
+    char *store = NULL, err2[200];
+    size_t n = 0;
+    ok(plan_items("a=1&sn=B,,A&sn=A&sn=%C3%A9,C", "sn", 10, &store, &n, err2, sizeof err2) == 0 &&
+           n == 4,
+       "four distinct items");
+    ok(store != NULL && memcmp(store, "B\0A\0\xc3\xa9\0C\0", 10) == 0,
+       "in first-occurrence order, empty pieces skipped");
+    free(store);
+    ok(plan_items("sn=A,B,C", "sn", 2, &store, &n, err2, sizeof err2) == -EINVAL &&
+           strstr(err2, "sn") && strstr(err2, "2"),
+       "too many: names the parameter and the limit");
+    ok(plan_items("sn=A,A,A", "sn", 1, &store, &n, err2, sizeof err2) == 0 && n == 1,
+       "duplicates do not count against the limit");
+    free(store);
+    ok(plan_items("sn=%4", "sn", 5, &store, &n, err2, sizeof err2) == -EINVAL &&
+           strstr(err2, "percent"),
+       "bad percent-encoding refused");
+    ok(plan_items("sn=%00", "sn", 5, &store, &n, err2, sizeof err2) == -EINVAL,
+       "a NUL byte refused");
+    ok(plan_items("other=1", "sn", 5, &store, &n, err2, sizeof err2) == -EINVAL &&
+           strstr(err2, "no items"),
+       "no items refused");
+    ok(plan_items(NULL, "sn", 5, &store, &n, err2, sizeof err2) == -EINVAL, "no query refused");
+    ok(plan_items("s%6E=x", "sn", 5, &store, &n, err2, sizeof err2) == 0 && n == 1,
+       "the key is decoded too");
+    free(store);
+
+    /* Path parameters: shape, decoding, literals. */
+    static const char pj[] =
+        "{\"endpoints\":[{\"path\":\"/t/{pair}/x\",\"params\":{\"pair\":\"[a-z_]+\"},"
+        "\"backends\":[{\"name\":\"a\",\"url\":\"http://u/p?q={pair}\"}]}]}";
+    ok(config_parse(pj, strlen(pj), "t", &cfg, err, sizeof err) == 0, "path config (%s)", err);
+    ep = &cfg->endpoints[0];
+    char **v = NULL;
+    const char *path = "/t/btc%2Fjpy/x";
+    ok(plan_match_path(ep, path, strlen(path), &v) == 1, "matches, the value decoded");
+    is_str(v[0], "btc/jpy", "an encoded slash stays inside the segment");
+    const char *params[] = {v[0]};
+    ok(plan_build(ep, &(struct plan_request){NULL, params}, &p, NULL, 0) == 0, "built");
+    is_str(p->calls[0].url, "http://u/p?q=btc%2Fjpy", "substituted percent-encoded");
+    plan_destroy(p);
+    free(v);
+    ok(plan_match_path(ep, "/t/a/y", 6, &v) == 0, "another literal: no match");
+    ok(plan_match_path(ep, "/t/a/b/x", 8, &v) == 0, "another shape: no match");
+    ok(plan_match_path(ep, "/t/%zz/x", 8, &v) == 0, "bad encoding: no match");
     config_unref(cfg);
     return tap_done();
 }
