@@ -11,11 +11,13 @@ carry an item; `coalesce` never shares a call between different items; a client 
 cancels every item."""
 
 import json
+import time
 import unittest
 import urllib.parse
 
+import gd
 from gd import FakeUpstream, Gatherd, config, endpoint, http_get, scrape
-from gdcase import HEALTHY_PATH, UpstreamCase, ok_body
+from gdcase import HEALTHY_PATH, ConfigCase, UpstreamCase, ok_body
 
 UNRESERVED = set("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789-._~")
 FAR = 20000  # ms: a delay no test waits for
@@ -45,7 +47,6 @@ def unique_keys(pairs):
     if len(d) != len(pairs):
         raise AssertionError(f"duplicate keys in {pairs!r}")
     return d
-
 
 
 class EachTest(UpstreamCase):
@@ -156,6 +157,14 @@ class EachTest(UpstreamCase):
         status, doc, pairs, _ = self.get("/contracts?sn=A1%2CA2&sn=%41%33", "decoded")
         self.assertEqual(status, 200, doc)
         self.assertEqual([k for k, _ in pairs], ["A1", "A2", "A3"])
+
+    def test_a_plus_is_a_plus(self):
+        # Percent-decoding, not form decoding: "+" stays "+" (and is sent as %2B).
+        status, doc, pairs, _ = self.get("/contracts?sn=a+b,c%2Bd", "plus")
+        self.assertEqual(status, 200, doc)
+        self.assert_items(pairs, [("a+b", ok_body("a+b")), ("c+d", ok_body("c+d"))])
+        self.assertEqual(sorted(e["target"] for e in self.requests_of("plus")),
+                         ["/ok?id=a%2Bb", "/ok?id=c%2Bd"])
 
     def test_max_items_counts_distinct_items(self):
         status, doc, pairs, _ = self.get("/contracts?sn=1,2,3,4,5,1,2&sn=3,4,5", "distinct")
@@ -368,9 +377,13 @@ class EachTest(UpstreamCase):
     # clients that leave -----------------------------------------------------------------------
 
     def leave_cancelled(self, target, rid, started, total):
-        """leave(), then: the access line's legs all `cancelled`; fakeup's log."""
+        """leave(), then: the access line's legs are `cancelled` when they ran and
+        `not_started` when they waited for a slot; fakeup's log."""
         line, log = self.leave(target, rid, started)
-        self.assert_legs(line, total, {"cancelled": total})
+        want = {"cancelled": started}
+        if total > started:
+            want["not_started"] = total - started
+        self.assert_legs(line, total, want)
         return log
 
     def test_client_leaves(self):
@@ -379,6 +392,77 @@ class EachTest(UpstreamCase):
     def test_client_leaves_while_items_wait_for_slots(self):
         log = self.leave_cancelled("/leave-conc?sn=a,b,c,d", "leave-each-conc", 2, 4)
         self.assertEqual(sorted(e["target"] for e in log), ["/hang?id=a", "/hang?id=b"])
+
+
+URL = "http://127.0.0.1:9/c?id={item}"
+
+
+def each_config(each_spec=None, backends=None, **ep):
+    """A valid each configuration; each_spec, backends and other endpoint keys replace its
+    own (each_spec=False: no "each" key)."""
+    e = endpoint("/c", backends if backends is not None else [("c", URL)], **ep)
+    if each_spec is not False:
+        e["each"] = {"param": "sn"} if each_spec is None else each_spec
+    return config(e)
+
+
+class EachConfigTest(ConfigCase):
+    def test_accepted(self):
+        for cfg in (each_config(), each_config({"param": "sn", "max_items": 1}),
+                    each_config({"param": "sn", "max_items": 1000}),
+                    each_config(backends=[("c", "https://127.0.0.1:9/c/{item}/x")]),
+                    each_config(backends=[("c", "http://127.0.0.1:9/c/{item}?again={item}")]),
+                    each_config(concurrency=3, on_error="fail_fast", coalesce=True)):
+            with self.subTest(cfg=cfg):
+                self.assert_accepted(cfg)
+
+    def test_rejected(self):
+        ep_each = ("endpoints[0].each", "endpoints[0].backends")
+        two = [("c", URL), ("d", "http://127.0.0.1:9/d?id={item}")]
+        cases = [
+            (each_config(backends=[]), ep_each),
+            (each_config(backends=two), ep_each),
+            (each_config({}), ("endpoints[0].each",)),
+            (each_config({"max_items": 5}), ("endpoints[0].each",)),
+            (each_config({"param": ""}), ("endpoints[0].each",)),
+            (each_config({"param": 5}), ("endpoints[0].each",)),
+            (each_config({"param": "sn", "bogus": 1}), ("endpoints[0].each",)),
+            (each_config("sn"), ("endpoints[0].each",)),
+            (each_config(backends=[("c", "http://127.0.0.1:9/c")]),
+             ("endpoints[0].each", "endpoints[0].backends[0].url")),
+        ]
+        cases += [(each_config({"param": "sn", "max_items": v}), ("endpoints[0].each",))
+                  for v in (0, 1001, -1, "5", 1.5, None)]
+        # {item} outside an each endpoint, or anywhere but the path and query of a URL.
+        cases += [(each_config(False), ("endpoints[0].backends[0].url",))]
+        cases += [(each_config(backends=[("c", url)]), ("endpoints[0].backends[0].url",))
+                  for url in ("http://{item}/c", "http://{item}.example/c",
+                              "http://127.0.0.1:{item}/c", "http://{item}@127.0.0.1/c",
+                              "{item}://127.0.0.1/c", "http://127.0.0.1:9/c#{item}",
+                              "http://127.0.0.1:9/c?id={other}",
+                              "http://127.0.0.1:9/c?id={item}&x={ITEM}")]
+        self.assert_all_rejected(cases)
+
+
+class ContractsExampleTest(ConfigCase):
+    """config/contracts.json, the README's per-item example, against fakeup as the demo runs
+    it (its port in ${DEMO_FAKE_PORT})."""
+
+    def test_example(self):
+        with self.example("contracts.json") as g:
+            items = [f"C{n:03}" for n in range(100)]
+            t0 = time.monotonic()
+            status, _, doc = gd.get_json(g.url("/contracts?sn=" + ",".join(items)))
+            elapsed = time.monotonic() - t0
+            self.assertEqual(status, 200, doc)
+            self.assertEqual(doc, {"results": {i: ok_body(i) for i in items},
+                                   "errors": []})
+            self.assertLess(elapsed, 1.5)
+            status, _, doc = gd.get_json(g.url("/contracts-gentle?sn=A,B,C"))
+            self.assertEqual(status, 200, doc)
+            self.assertEqual(list(doc["results"]), ["A", "B", "C"])
+            status, _, doc = gd.get_json(g.url("/contracts"))
+            self.assertEqual((status, doc["error"]), (400, "bad_request"))
 
 
 if __name__ == "__main__":

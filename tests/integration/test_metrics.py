@@ -186,7 +186,8 @@ class MetricsTest(unittest.TestCase):
                 endpoint("/allfail", [("dead", dead)], timeout_ms=10000),
                 endpoint(ODD_PATH, [(ODD_BACKEND, u("/ok"))], timeout_ms=10000),
                 # A concurrency limit: its calls wait for slots, which has a histogram.
-                endpoint("/limited", [("l1", u("/ok")), ("l2", u("/ok"))], timeout_ms=10000,
+                endpoint("/limited", [("l1", u("/ok?delay_ms=300")), ("l2", u("/ok"))],
+                         timeout_ms=10000,
                          concurrency=1),
             ), workers=WORKERS)
             # Give every kind of series something to count, so their labels can be checked.
@@ -307,7 +308,7 @@ class MetricsTest(unittest.TestCase):
 
         backends = ["ok"] + [b["name"] for b in self.kind_backends.values()]
         for backend in backends:
-            for kind in KINDS:
+            for kind in METRIC_KINDS:
                 with self.subTest(backend=backend, kind=kind):
                     self.assertIsNotNone(errors(after, backend, kind), "series missing")
                     want = rounds if self.kind_backends.get(kind, {}).get("name") == backend \
@@ -328,7 +329,8 @@ class MetricsTest(unittest.TestCase):
 
     def check_histograms(self, exp):
         """Every series of both duration histograms is well formed."""
-        for name in ("gatherd_request_duration_seconds", "gatherd_upstream_duration_seconds"):
+        for name in ("gatherd_request_duration_seconds", "gatherd_upstream_duration_seconds",
+                     "gatherd_upstream_slot_wait_seconds"):
             groups = set()
             for sname, lab, _ in exp.of_family(name):
                 lab.pop("le", None)
@@ -372,6 +374,26 @@ class MetricsTest(unittest.TestCase):
                         self.assertEqual(v1 - v0, 1, f"le={le} missed a 300 ms request")
                     else:
                         self.assertIn(v1 - v0, (0, 1), f"le={le}")
+
+    def test_slot_wait(self):
+        """Each call of an endpoint with a concurrency limit observes its wait for a slot when
+        it starts: l2 waits for l1's 300 ms; endpoints without a limit have no series."""
+        name = "gatherd_upstream_slot_wait_seconds"
+        before = scrape(self.gd)
+        status, _, doc = gd.get_json(self.gd.url("/limited"), timeout=30)
+        self.assertEqual((status, doc["errors"]), (200, []))
+        after = self.wait_requests(before, "/limited", 200, 1)
+        self.check_histograms(after)
+        waits = {}
+        for backend in ("l1", "l2"):
+            _, s0, c0 = histogram(before, name, endpoint="/limited", backend=backend)
+            _, s1, c1 = histogram(after, name, endpoint="/limited", backend=backend)
+            self.assertEqual(c1 - c0, 1, backend)
+            waits[backend] = s1 - s0
+        self.assertLess(waits["l1"], 0.25, waits)
+        self.assertGreaterEqual(waits["l2"], 0.3, waits)
+        self.assertLess(waits["l2"], 5, waits)
+        self.assertEqual({lab["endpoint"] for _, lab, _ in after.of_family(name)}, {"/limited"})
 
     # -----------------------------------------------------------------------------------------
     # requests by endpoint and code

@@ -9,12 +9,12 @@ never shares a call between two values; metrics never carry a value."""
 import json
 import unittest
 
-from gd import FakeUpstream, Gatherd, config, endpoint, fixture_bytes, http_get, raw_members, \
-    scrape
-from gdcase import UpstreamCase, ok_body
+import gd
+from gd import FIXTURE_NAMES, FakeUpstream, Gatherd, config, endpoint, fixture_bytes, http_get, \
+    raw_members, scrape
+from gdcase import ConfigCase, UpstreamCase, ok_body
 
 PAIR = "^[a-z]{3,5}_[a-z]{3,5}$"
-
 
 
 class ParamsTest(UpstreamCase):
@@ -35,6 +35,11 @@ class ParamsTest(UpstreamCase):
                      timeout_ms=10000, params={"name": "^.+$"}),
             endpoint("/pairs/{base}/{quote}", [("pq", u("/ok?id={base}-{quote}"))],
                      timeout_ms=10000, params={"base": "^[a-z]+$", "quote": "^[a-z]+$"}),
+            # Two parameterised paths of one shape: the first whose pattern matches serves.
+            endpoint("/v/{num}", [("num", u("/ok?id=num-{num}"))], timeout_ms=10000,
+                     params={"num": "^[0-9]+$"}),
+            endpoint("/v/{word}", [("word", u("/ok?id=word-{word}"))], timeout_ms=10000,
+                     params={"word": "^[a-z]+$"}),
             endpoint("/co/{pair}", [("co", u("/ok?id={pair}&delay_ms=1000"))],
                      timeout_ms=10000, params={"pair": PAIR}, coalesce=True),
         ))
@@ -111,6 +116,13 @@ class ParamsTest(UpstreamCase):
         status, doc, _ = self.get("/sym/list")
         self.assertEqual((status, doc["results"]), (200, [ok_body("list")]))
 
+    def test_the_first_matching_path_of_a_shape_serves(self):
+        status, doc, _ = self.get("/v/42")
+        self.assertEqual((status, doc["results"]), (200, [ok_body("num-42")]))
+        status, doc, _ = self.get("/v/abc")
+        self.assertEqual((status, doc["results"]), (200, [ok_body("word-abc")]))
+        self.assert_status("/v/ABC", 400)
+
     def test_values_are_percent_encoded_into_the_url(self):
         cases = [
             ("a%20b%2Fc%20%C3%A9", "a b/c é", "a%20b%2Fc%20%C3%A9"),
@@ -159,6 +171,71 @@ class ParamsTest(UpstreamCase):
         # The endpoint label is the configured path.
         self.assertIsNotNone(exp.get("gatherd_upstream_duration_seconds_count",
                                      endpoint="/tickers/{pair}", backend="bitbank"))
+
+
+def param_config(url="http://127.0.0.1:9/t/{pair}", path="/t/{pair}", params=None):
+    """A valid configuration with one path parameter; params=False: no "params" key."""
+    e = endpoint(path, [("t", url)])
+    if params is not False:
+        e["params"] = {"pair": PAIR} if params is None else params
+    return config(e)
+
+
+class ParamsConfigTest(ConfigCase):
+    def test_accepted(self):
+        for cfg in (param_config(), param_config("http://127.0.0.1:9/t?p={pair}&q={pair}"),
+                    param_config("https://h.example:8443/a/{pair}/b?x=1"),
+                    param_config("http://127.0.0.1:9/{a}-{b}", "/t/{a}/{b}",
+                                 {"a": "^[a-z]+$", "b": "x|y"}),
+                    param_config("http://127.0.0.1:9/static", params={"pair": "."})):
+            with self.subTest(cfg=cfg["endpoints"][0]):
+                self.assert_accepted(cfg)
+
+    def test_rejected(self):
+        url_key = ("endpoints[0].backends[0].url",)
+        cases = [(param_config(url), url_key)
+                 for url in ("http://127.0.0.1:9/t/{nope}", "http://{pair}.example/x",
+                             "http://{pair}/x", "http://h:{pair}/x", "http://127.0.0.1:{pair}/x",
+                             "http://{pair}@127.0.0.1/x", "{pair}://127.0.0.1/x",
+                             "http{pair}://127.0.0.1/x", "http://127.0.0.1:9/x#{pair}",
+                             "http://127.0.0.1:9/t/{item}", "http://127.0.0.1:9/t/{pair")]
+        no_pattern = ("endpoints[0].params", "endpoints[0].path")
+        cases += [
+            (param_config(params=False), no_pattern),
+            (param_config(path="/t/{pair}/{other}"), no_pattern),
+            (param_config(params={"pair": PAIR, "other": "x"}), ("endpoints[0].params.other",)),
+            (param_config(path="/t/fixed", url="http://127.0.0.1:9/t"),
+             ("endpoints[0].params",)),
+            (param_config(params={"pair": 5}), ("endpoints[0].params.pair",)),
+            (param_config(params=["pair"]), ("endpoints[0].params",)),
+        ]
+        cases += [(param_config(params={"pair": bad}), ("endpoints[0].params.pair",))
+                  for bad in ("^[a-z", "(", "a{2,1}", "*x", "[[:nope:]]")]
+        self.assert_all_rejected(cases)
+
+
+class PairsExampleTest(ConfigCase):
+    """config/pairs.json, the README's path-parameter example, against fakeup as the demo runs
+    it (its port in ${DEMO_FAKE_PORT})."""
+
+    def test_example(self):
+        with self.example("pairs.json") as g:
+            status, _, body = http_get(g.url("/tickers/btc_jpy"))
+            self.assertEqual(status, 200, body)
+            self.assertEqual(raw_members(body)[0],
+                             fixture_bytes("bitbank_btc_jpy_ticker.json").strip())
+            self.assertEqual(json.loads(body)["results"][1], ok_body("btc_jpy"))
+            # bitbank is required, and the fake exchange has no eth_jpy ticker.
+            status, _, doc = gd.get_json(g.url("/tickers/eth_jpy"))
+            self.assertEqual(status, 502, doc)
+            self.assertEqual([(e["name"], e["error"]) for e in doc["errors"]],
+                             [("bitbank", "http_status")])
+            status, _, body = http_get(g.url("/tickers/all"))
+            self.assertEqual(status, 200, body)
+            self.assertEqual(raw_members(body),
+                             [fixture_bytes(n).strip() for n in FIXTURE_NAMES])
+            status, _, doc = gd.get_json(g.url("/tickers/BTC"))
+            self.assertEqual((status, doc["error"]), (400, "bad_request"))
 
 
 if __name__ == "__main__":

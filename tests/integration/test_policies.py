@@ -11,12 +11,11 @@ gatherd_upstream_errors_total, gatherd_upstream_slot_wait_seconds per call start
 import unittest
 
 from gd import FakeUpstream, Gatherd, config, endpoint, scrape
-from gdcase import HEALTHY_PATH, UpstreamCase, ok_body
+from gdcase import HEALTHY_PATH, ConfigCase, UpstreamCase, ok_body
 
 WAVE_MS = 500          # each call of /waves takes this long upstream
 WAVES, SLOTS = 4, 5    # 20 backends at concurrency 5
 FAR = 20000            # ms: a delay no test waits for; its transfer must be cut off
-
 
 
 class PoliciesTest(UpstreamCase):
@@ -51,6 +50,9 @@ class PoliciesTest(UpstreamCase):
             endpoint("/ff-deadline", [("ok", u("/ok?id=ok")), ("hang", u("/hang")),
                                       ("slow", u(f"/ok?id=slow&delay_ms={FAR}"))],
                      timeout_ms=800, on_error="fail_fast"),
+            endpoint("/required-deadline", [("ok", u("/ok?id=ok")),
+                                            ("req", u("/hang"), {"required": True})],
+                     timeout_ms=800),
             endpoint("/partial-deadline", [("ok", u("/ok?id=ok")), ("hang", u("/hang"))],
                      timeout_ms=800),
             # concurrency.
@@ -191,6 +193,12 @@ class PoliciesTest(UpstreamCase):
         self.assertEqual(doc["results"], [ok_body("ok"), {}])
         self.assert_errors(doc, [(1, "hang", "timeout")])
 
+    def test_a_required_backend_unfinished_at_the_deadline_is_502(self):
+        status, doc, _ = self.fetch("/required-deadline", "rd")
+        self.assertEqual(status, 502, doc)
+        self.assertEqual(doc["results"], [ok_body("ok"), {}])
+        self.assert_errors(doc, [(1, "req", "timeout")])
+
     # concurrency ------------------------------------------------------------------------------
 
     def test_waves_of_five(self):
@@ -296,13 +304,16 @@ class PoliciesTest(UpstreamCase):
 
     # clients that leave -----------------------------------------------------------------------
 
-    def leave_cancelled(self, path, rid, started, never=()):
-        """leave(), then: every backend `cancelled` in the access line, and the targets in
-        `never` (calls that waited for a slot) never requested."""
+    def leave_cancelled(self, path, rid, started, queued=()):
+        """leave(), then: in the access line the running backends are `cancelled` and those
+        in `queued` (waiting for a slot) `not_started`, and those were never requested."""
         line, log = self.leave(path, rid, started)
-        self.assertEqual({b["result"] for b in line["backends"]}, {"cancelled"}, line)
-        for t in never:
-            self.assertNotIn(t, [e["target"] for e in log])
+        self.assertEqual({b["name"]: b["result"] for b in line["backends"]},
+                         {b["name"]: "not_started" if b["name"] in queued else "cancelled"
+                          for b in line["backends"]}, line)
+        self.assertEqual(len(line["backends"]), started + len(queued), line)
+        self.assertFalse([e for e in log if any(f"id={q}" in e["target"] for q in queued)],
+                         log)
 
     def test_client_leaves_partial(self):
         self.leave_cancelled("/leave-partial", "leave-p", 2)
@@ -311,7 +322,40 @@ class PoliciesTest(UpstreamCase):
         self.leave_cancelled("/leave-ff", "leave-ff", 2)
 
     def test_client_leaves_while_calls_wait_for_slots(self):
-        self.leave_cancelled("/leave-conc", "leave-c", 2, never=("/ok?id=q1", "/ok?id=q2"))
+        self.leave_cancelled("/leave-conc", "leave-c", 2, queued=("q1", "q2"))
+
+
+def policy_config(ep=None, be=None):
+    """A valid configuration; its endpoint and first backend get the keys in ep and be."""
+    first = dict({"name": "a", "url": "http://127.0.0.1:9/a"}, **(be or {}))
+    return config(endpoint("/p", [first, ("b", "http://127.0.0.1:9/b")], **(ep or {})))
+
+
+class PolicyConfigTest(ConfigCase):
+    def test_accepted(self):
+        for ep, be in (({"on_error": "partial"}, None), ({"on_error": "fail_fast"}, None),
+                       ({"concurrency": 1}, None), ({"concurrency": 1000}, None),
+                       (None, {"required": True}), (None, {"required": False}),
+                       ({"on_error": "fail_fast", "concurrency": 2}, {"required": True})):
+            with self.subTest(endpoint=ep, backend=be):
+                self.assert_accepted(policy_config(ep, be))
+
+    def test_rejected(self):
+        cases = [({"concurrency": v}, None, "endpoints[0].concurrency")
+                 for v in (0, 1001, -1, "5", 2.5, True, None)]
+        cases += [({"on_error": v}, None, "endpoints[0].on_error")
+                  for v in ("maybe", "", "fail-fast", 1, None, ["partial"])]
+        cases += [(None, {"required": v}, "endpoints[0].backends[0].required")
+                  for v in ("yes", "true", 1, 0, None)]
+        for ep, be, key in cases:
+            with self.subTest(endpoint=ep, backend=be):
+                self.assert_rejected(policy_config(ep, be), key)
+
+    def test_a_bad_policy_stops_the_start(self):
+        g = Gatherd(policy_config({"concurrency": 0}), wait_listening=False)
+        self.assertEqual(g.wait_exit(15), 2)
+        self.assertIn("endpoints[0].concurrency", g.stderr_text())
+        g.stop()
 
 
 if __name__ == "__main__":

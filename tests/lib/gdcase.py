@@ -7,12 +7,15 @@ that answers 200 at once.  tearDownClass stops both and fails on a non-zero exit
 report, a leak).
 """
 
+import contextlib
 import json
+import os
 import socket
 import time
 import unittest
 
-from gd import http_get, parse_response, read_response, scrape, stop_checked, wait_until
+from gd import SRC, FakeUpstream, Gatherd, http_get, parse_response, read_response, \
+    run_check_config, scrape, stop_checked, wait_until
 
 HEALTHY_PATH = "/fast"
 
@@ -96,3 +99,38 @@ class UpstreamCase(unittest.TestCase):
         self.assertEqual(len(log), started, log)
         self.assertEqual({e["outcome"] for e in log}, {"aborted"}, log)
         return line, log
+
+
+class ConfigCase(unittest.TestCase):
+    """Configuration checks through ``gatherd --check-config``."""
+
+    def assert_rejected(self, cfg, *keys):
+        """Exit 2 with a message on stderr naming one of ``keys`` (the key path; the reason's
+        wording is not checked); the stderr."""
+        rc, out, err, _ = run_check_config(cfg)
+        self.assertEqual(rc, 2, f"want exit 2; stdout={out!r} stderr={err!r}")
+        self.assertTrue(any(k in err for k in keys), f"stderr should name {keys}: {err!r}")
+        return err
+
+    def assert_all_rejected(self, cases):
+        """assert_rejected for each (config, keys), a subtest per endpoint."""
+        for cfg, keys in cases:
+            with self.subTest(cfg=cfg["endpoints"][0]):
+                self.assert_rejected(cfg, *keys)
+
+    def assert_accepted(self, cfg):
+        rc, out, err, _ = run_check_config(cfg)
+        self.assertEqual(rc, 0, err)
+
+    @contextlib.contextmanager
+    def example(self, name):
+        """config/<name> as the offline demo runs it: against a fakeup whose port it reads
+        from ${DEMO_FAKE_PORT}; it must pass --check-config, then runs; yields the Gatherd."""
+        with open(os.path.join(SRC, "config", name)) as f:
+            text = f.read()
+        with FakeUpstream() as up:
+            env = {"DEMO_FAKE_PORT": str(up.port)}
+            rc, out, err, _ = run_check_config(text, env=env)
+            self.assertEqual(rc, 0, err)
+            with Gatherd(text, env=env, workers=None) as g:
+                yield g
