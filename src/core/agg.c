@@ -91,6 +91,15 @@ size_t agg_decider(const struct agg *a)
     return a->decider;
 }
 
+static bool deps_done(const struct agg *a, size_t i)
+{
+    const struct plan_call *c = &a->plan->calls[i];
+    for (size_t d = 0; d < c->ndeps; d++)
+        if (a->slots[c->deps[d]].state != AGG_DONE)
+            return false;
+    return true;
+}
+
 size_t agg_next(const struct agg *a)
 {
     if (a->decider != AGG_NONE)
@@ -98,9 +107,18 @@ size_t agg_next(const struct agg *a)
     if (a->plan->concurrency > 0 && a->running >= a->plan->concurrency)
         return AGG_NONE;
     for (size_t i = a->cursor; i < a->n; i++)
-        if (a->slots[i].state == AGG_PENDING)
+        if (a->slots[i].state == AGG_PENDING && deps_done(a, i))
             return i;
     return AGG_NONE;
+}
+
+int agg_body_of(const struct agg *a, size_t i, const char **s, size_t *n)
+{
+    if (i >= a->n || a->slots[i].state != AGG_DONE)
+        return -EINVAL;
+    *s = a->slots[i].body + a->slots[i].vstart;
+    *n = a->slots[i].vend - a->slots[i].vstart;
+    return 0;
 }
 
 /* Moves the cursor past slots that are no longer PENDING. */
@@ -146,6 +164,23 @@ static void settle_failed(struct agg *a, size_t i, enum agg_state state, enum er
     if (state == AGG_FAILED && a->decider == AGG_NONE &&
         (a->plan->fail_fast || a->plan->calls[i].required))
         a->decider = i;
+    if (state != AGG_FAILED || a->decider != AGG_NONE)
+        return; /* a cancel settles everything anyway; a decided request is cancelled whole */
+    /* Calls waiting on this one can never start. Dependencies point backwards or forwards, so
+     * every PENDING call is looked at; the recursion is as deep as the chain. */
+    for (size_t j = 0; j < a->n; j++) {
+        const struct plan_call *c = &a->plan->calls[j];
+        if (a->slots[j].state != AGG_PENDING)
+            continue;
+        for (size_t d = 0; d < c->ndeps; d++)
+            if (c->deps[d] == i) {
+                char msg[300];
+                snprintf(msg, sizeof msg, "dependency \"%.200s\" did not succeed",
+                         plan_call_name(&a->plan->calls[i]));
+                settle_failed(a, j, AGG_FAILED, ERRKIND_DEPENDENCY, msg);
+                break;
+            }
+    }
 }
 
 int agg_complete(struct agg *a, size_t i, long status, char *body, size_t len)
@@ -186,7 +221,7 @@ int agg_fail(struct agg *a, size_t i, enum errkind kind, const char *message)
 {
     if (i >= a->n || kind == ERRKIND_NONE || kind >= ERRKIND_COUNT)
         return -EINVAL;
-    if (a->slots[i].state != AGG_RUNNING)
+    if (a->slots[i].state != AGG_RUNNING && a->slots[i].state != AGG_PENDING)
         return -EALREADY;
     settle_failed(a, i, AGG_FAILED, kind, message);
     return 0;

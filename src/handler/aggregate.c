@@ -127,5 +127,7 @@ void aggregate_leg(const void *arg, size_t i, struct access_leg *out)
         .status = agg_status_of(a, i),
         .usec = fanout_call_usec(f, i),
         .joined = fanout_call_joined(f, i),
+        .dependent = call->ndeps > 0 && fanout_call_started(f, i),
+        .start_usec = fanout_call_start_usec(f, i),
     };
 }

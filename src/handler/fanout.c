@@ -10,6 +10,7 @@
 #include "reqid.h"
 #include "upstream.h"
 
+#include <errno.h>
 #include <event2/event.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -22,6 +23,7 @@ struct leg {
     struct flight_wait wait; /* wait.active until finished or cancelled */
     bool joined;             /* shares a transfer another request started */
     uint64_t t0, usec;       /* t0: when it started; 0 while it waits for a slot */
+    char *url;               /* a chained call's URL, built when it starts; owned */
 };
 
 struct fanout {
@@ -147,11 +149,25 @@ static void start_leg(struct fanout *f, size_t i)
 {
     const struct plan_call *call = &f->plan->calls[i];
     struct leg *leg = &f->legs[i];
-    struct upstream_req req = {call->url,     call->timeout_ms, call->max_body,
-                               call->headers, call->nheaders,   f->request_id};
     leg->f = f;
     leg->index = i;
     leg->t0 = clock_now(f->env.clock);
+    if (call->chained) {
+        char why[512];
+        int rc = plan_chain_url(f->plan, i, f->agg, &leg->url, why, sizeof why);
+        if (rc < 0) {
+            agg_fail(f->agg, i, rc == -EINVAL ? ERRKIND_DEPENDENCY : ERRKIND_TRANSFER,
+                     rc == -EINVAL ? why : "out of memory building the upstream URL");
+            record(f, leg, agg_error_of(f->agg, i));
+            return;
+        }
+    }
+    struct upstream_req req = {leg->url ? leg->url : call->url,
+                               call->timeout_ms,
+                               call->max_body,
+                               call->headers,
+                               call->nheaders,
+                               f->request_id};
     if (f->plan->concurrency > 0)
         metrics_slot_wait(series_of(f, i), f->env.worker, leg->t0 - f->t0);
     agg_start(f->agg, i);
@@ -212,8 +228,10 @@ void fanout_destroy(struct fanout *f)
 {
     if (f == NULL)
         return;
-    for (size_t i = 0; f->agg != NULL && i < agg_count(f->agg); i++)
+    for (size_t i = 0; f->agg != NULL && i < agg_count(f->agg); i++) {
         flight_leave(&f->legs[i].wait);
+        free(f->legs[i].url);
+    }
     if (f->ev != NULL)
         event_free(f->ev);
     agg_destroy(f->agg);
@@ -240,6 +258,11 @@ uint64_t fanout_call_usec(const struct fanout *f, size_t i)
 bool fanout_call_started(const struct fanout *f, size_t i)
 {
     return f->legs[i].f != NULL;
+}
+
+uint64_t fanout_call_start_usec(const struct fanout *f, size_t i)
+{
+    return f->legs[i].f != NULL ? f->legs[i].t0 - f->t0 : 0;
 }
 
 bool fanout_call_joined(const struct fanout *f, size_t i)

@@ -56,6 +56,8 @@ uint64_t fanout_call_usec(const struct fanout *f, size_t i);
 /* Whether call i was started (a call waiting for a concurrency slot, or never started because
  * the request ended first, was not). */
 bool fanout_call_started(const struct fanout *f, size_t i);
+/* Microseconds from the fan-out's start to call i's (0 if it never started). */
+uint64_t fanout_call_start_usec(const struct fanout *f, size_t i);
 /* Whether call i joined a transfer another request had started (flight.h). */
 bool fanout_call_joined(const struct fanout *f, size_t i);
 

@@ -21,6 +21,8 @@ static int format_legs(struct buf *b, const struct access_entry *e)
             rc = buf_printf(b, ",\"status\":%ld", leg.status);
         if (rc == 0)
             rc = buf_printf(b, ",\"ms\":%.2f", (double)leg.usec / 1e3);
+        if (rc == 0 && leg.dependent)
+            rc = buf_printf(b, ",\"start_ms\":%.2f", (double)leg.start_usec / 1e3);
         if (rc == 0)
             rc = buf_appends(b, leg.joined ? ",\"joined\":true}" : "}");
     }

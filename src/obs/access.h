@@ -16,6 +16,8 @@ struct access_leg {
     uint64_t usec;
     bool joined;      /* it shared a transfer another request had started */
     const char *item; /* the item it was for ("each" requests), or NULL */
+    bool dependent;   /* it waited for other calls' answers: "start_ms" shows when it began */
+    uint64_t start_usec;
 };
 
 /* Fills *out with call i of the request, 0 <= i < nlegs. */

@@ -57,7 +57,23 @@ static void check_config(const struct config *cfg)
         CHECK(strcmp(ep->path, "/healthz") && strcmp(ep->path, "/readyz") &&
                   strcmp(ep->path, "/metrics"),
               "reserved path %s accepted", ep->path);
-        CHECK(config_find(cfg, ep->path) == ep, "config_find(%s) is another endpoint", ep->path);
+        /* config_find() serves literal paths; those with placeholders are routed by segment. */
+        CHECK(config_find(cfg, ep->path) == (ep->segs == NULL ? ep : NULL),
+              "config_find(%s) is another endpoint", ep->path);
+        CHECK((ep->segs != NULL) == (ep->nparams > 0), "segments without parameters: %s",
+              ep->path);
+        for (size_t b = 0; b < ep->nbackends; b++)
+            for (size_t r = 0; r < ep->backends[b].nrefs; r++) {
+                const struct config_ref *ref = &ep->backends[b].refs[r];
+                const char *url = ep->backends[b].url;
+                const char *auth = strstr(url, "://") + 3;
+                CHECK(url + ref->start >= auth + strcspn(auth, "/?#"),
+                      "a placeholder in the scheme or authority of %s", url);
+                CHECK(ref->param != CONFIG_REF_DEP || ref->dep != b, "a self reference in %s",
+                      url);
+                CHECK(ref->param != CONFIG_REF_ITEM || ep->each_param != NULL, "{item} in %s",
+                      url);
+            }
         for (size_t j = 0; j < i; j++)
             CHECK(strcmp(cfg->endpoints[j].path, ep->path) != 0, "duplicate path");
         CHECK(ep->timeout_ms >= 1 && ep->timeout_ms <= CONFIG_MAX_TIMEOUT_MS, "ep timeout");
