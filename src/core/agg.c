@@ -56,6 +56,11 @@ size_t agg_count(const struct agg *a)
     return a->n;
 }
 
+const struct plan *agg_plan(const struct agg *a)
+{
+    return a->plan;
+}
+
 enum agg_state agg_state_of(const struct agg *a, size_t i)
 {
     return a->slots[i].state;
@@ -261,6 +266,47 @@ static int append_label(struct buf *out, const struct plan_call *call, bool each
     return rc == 0 ? jsonv_append_string(out, call->item, strlen(call->item)) : rc;
 }
 
+/* ,"error":..,"status":..,"message":.. of a failed or cancelled slot. */
+static int append_error(struct buf *out, const struct slot *s)
+{
+    const char *msg = s->message ? s->message : errkind_default_message(s->error);
+    int rc =
+        buf_printf(out, ",\"error\":\"%s\"", errkind_name(s->error ? s->error : ERRKIND_TRANSFER));
+    if (rc == 0 && s->error == ERRKIND_HTTP_STATUS)
+        rc = buf_printf(out, ",\"status\":%ld", s->status);
+    if (rc == 0)
+        rc = buf_appends(out, ",\"message\":");
+    if (rc == 0)
+        rc = jsonv_append_string(out, msg, strlen(msg));
+    return rc;
+}
+
+int agg_render_call(const struct agg *a, size_t i, struct buf *out)
+{
+    const struct slot *s = &a->slots[i];
+    if (i >= a->n || s->state == AGG_PENDING || s->state == AGG_RUNNING)
+        return -EINVAL;
+    const struct plan_call *call = &a->plan->calls[i];
+    const char *name = plan_call_name(call);
+    int rc = buf_appendc(out, '{');
+    if (rc == 0)
+        rc = append_label(out, call, a->plan->each);
+    if (rc == 0)
+        rc = buf_appends(out, ",\"name\":");
+    if (rc == 0)
+        rc = jsonv_append_string(out, name, strlen(name));
+    if (rc == 0 && s->state == AGG_DONE) {
+        rc = buf_appends(out, ",\"result\":");
+        if (rc == 0)
+            rc = buf_append(out, s->body + s->vstart, s->vend - s->vstart);
+    } else if (rc == 0) {
+        rc = append_error(out, s);
+    }
+    if (rc == 0)
+        rc = buf_appendc(out, '}');
+    return rc;
+}
+
 int agg_render(const struct agg *a, struct buf *out)
 {
     bool each = a->plan->each;
@@ -298,9 +344,6 @@ int agg_render(const struct agg *a, struct buf *out)
             continue;
         const struct plan_call *call = &a->plan->calls[i];
         const char *name = plan_call_name(call);
-        const char *msg = s->message ? s->message : errkind_default_message(s->error);
-        if (s->state != AGG_FAILED && s->state != AGG_CANCELLED)
-            msg = "backend never finished"; /* render() before agg_done(): a caller bug */
         rc = buf_appends(out, first ? "{" : ",{");
         if (rc == 0)
             rc = append_label(out, call, each);
@@ -308,15 +351,11 @@ int agg_render(const struct agg *a, struct buf *out)
             rc = buf_appends(out, ",\"name\":");
         if (rc == 0)
             rc = jsonv_append_string(out, name, strlen(name));
-        if (rc == 0)
-            rc = buf_printf(out, ",\"error\":\"%s\"",
-                            errkind_name(s->error ? s->error : ERRKIND_TRANSFER));
-        if (rc == 0 && s->error == ERRKIND_HTTP_STATUS)
-            rc = buf_printf(out, ",\"status\":%ld", s->status);
-        if (rc == 0)
-            rc = buf_appends(out, ",\"message\":");
-        if (rc == 0)
-            rc = jsonv_append_string(out, msg, strlen(msg));
+        if (rc == 0 && s->state != AGG_FAILED && s->state != AGG_CANCELLED)
+            rc = buf_appends(out, ",\"error\":\"transfer\",\"message\":\"backend never "
+                                  "finished\""); /* render() before agg_done(): a caller bug */
+        else if (rc == 0)
+            rc = append_error(out, s);
         if (rc == 0)
             rc = buf_appendc(out, '}');
         first = false;

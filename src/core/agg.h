@@ -42,6 +42,7 @@ struct agg *agg_create(const struct plan *plan);
 void agg_destroy(struct agg *a);
 
 size_t agg_count(const struct agg *a);
+const struct plan *agg_plan(const struct agg *a);
 enum agg_state agg_state_of(const struct agg *a, size_t i);
 enum errkind agg_error_of(const struct agg *a, size_t i);
 long agg_status_of(const struct agg *a, size_t i);
@@ -87,6 +88,11 @@ static inline bool agg_done(const struct agg *a)
 {
     return agg_remaining(a) == 0;
 }
+
+/* Appends call i, settled, as one JSON object: its label ("index" or "item"), "name", then
+ * "result" (its answer) or "error", "message" and, for http_status, "status". For streamed
+ * answers, one object a line. 0 or -ENOMEM; -EINVAL when the call has not settled. */
+int agg_render_call(const struct agg *a, size_t i, struct buf *out);
 
 /* Appends the join {"results":...,"errors":[...]} to out and returns the HTTP status it
  * deserves. "results" is an array in plan order, or for an "each" plan an object keyed by

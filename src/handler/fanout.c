@@ -24,6 +24,7 @@ struct leg {
     bool joined;             /* shares a transfer another request started */
     uint64_t t0, usec;       /* t0: when it started; 0 while it waits for a slot */
     char *url;               /* a chained call's URL, built when it starts; owned */
+    bool told;               /* env.settled was called for it */
 };
 
 struct fanout {
@@ -49,6 +50,21 @@ static void record(struct fanout *f, struct leg *leg, enum errkind kind)
 {
     leg->usec = clock_now(f->env.clock) - leg->t0;
     metrics_backend_done(series_of(f, leg->index), f->env.worker, kind, leg->usec);
+}
+
+/* Tells env.settled of every call that settled since the last time: completions, failures to
+ * start, cut-offs, and dependents that failed with their dependency inside the state machine. */
+static void tell_settled(struct fanout *f)
+{
+    if (f->env.settled == NULL)
+        return;
+    for (size_t i = 0; i < f->plan->ncalls && !f->finished; i++) {
+        enum agg_state st = agg_state_of(f->agg, i);
+        if (!f->legs[i].told && st != AGG_PENDING && st != AGG_RUNNING) {
+            f->legs[i].told = true;
+            f->env.settled(f->arg, i);
+        }
+    }
 }
 
 static void maybe_finish(struct fanout *f)
@@ -105,6 +121,7 @@ static void progress(struct fanout *f)
         start_leg(f, i);
     }
     f->progressing = false;
+    tell_settled(f);
     maybe_finish(f);
 }
 
@@ -131,8 +148,16 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
         char why[96];
         snprintf(why, sizeof why, "endpoint deadline of %ld ms reached", f->plan->deadline_ms);
         stop_legs(f, ERRKIND_TIMEOUT, why);
+        tell_settled(f);
     }
     f->finished = true;
+    if (f->env.no_join) {
+        struct buf none = BUF_INIT;
+        int status = agg_render(f->agg, &none); /* the status alone would do; it is cheap */
+        buf_finish(&none);
+        f->done(f->arg, status < 0 ? 500 : status, NULL, 0);
+        return;
+    }
     struct buf out = BUF_INIT;
     int status = agg_render(f->agg, &out);
     if (status < 0) {
@@ -221,6 +246,7 @@ void fanout_expire(struct fanout *f, const char *why)
     if (f->finished)
         return;
     stop_legs(f, ERRKIND_TIMEOUT, why);
+    tell_settled(f);
     maybe_finish(f);
 }
 

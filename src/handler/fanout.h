@@ -18,12 +18,18 @@ struct flights;
 struct metrics_table;
 struct plan;
 
+/* Call i has settled (succeeded, failed, or been cut off): for streamed answers. Called from
+ * the loop, in the order calls settle, never after fanout_cancel(). */
+typedef void (*fanout_settled_fn)(void *arg, size_t i);
+
 struct fanout_env {
     struct event_base *base;
     struct flights *flights;            /* every call starts through it, shared or not */
     const struct metrics_table *series; /* where each call's outcome is counted */
     unsigned worker;                    /* the metrics block to record into */
     const struct clock *clock;          /* NULL: the monotonic clock */
+    fanout_settled_fn settled;          /* NULL, or told of each call as it settles */
+    bool no_join; /* the answer is streamed: done() gets the status and no body */
 };
 
 struct fanout;

@@ -35,6 +35,7 @@ struct access_entry {
     /* Summarise the calls instead of listing them: "legs": {"total", "outcomes": {result:
      * count}, "slowest_ms", "slowest_item"}. For "each" requests, which may make 1,000. */
     bool summarise;
+    const char *stream; /* "ndjson" or "sse" for a streamed answer; NULL otherwise */
 };
 
 /* Appends the access line as one JSON object, without a newline. 0 or -ENOMEM. */
