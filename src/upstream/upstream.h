@@ -62,7 +62,9 @@ struct upstream *upstream_create(struct event_base *base, const struct upstream_
 /* Cancels every transfer without calling back and frees everything; accepts NULL. */
 void upstream_destroy(struct upstream *u);
 
-/* Starts a GET. NULL when it cannot start (out of memory, curl refused): no callback then. */
+/* Starts a GET. NULL when it cannot start (out of memory, curl refused): no callback then.
+ * req->timeout_ms counts from now, also while the transfer waits for a connection under
+ * max_host_connections; one whose time is up while it waits fails as ERRKIND_TIMEOUT. */
 struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_req *req,
                                      upstream_done_fn done, void *arg);
 

@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 struct event;
+struct upstream__qclass;
 struct upstream__sock;
 
 /* Easy handles kept for reuse, per receive buffer size: creating one costs more than reusing
@@ -26,6 +27,23 @@ struct upstream__sock;
 #define UPSTREAM__SMALL_BUFFER 2048L
 enum { UPSTREAM__BUF_SMALL, UPSTREAM__BUF_DEFAULT, UPSTREAM__BUF_CLASSES };
 
+/* Queued transfers, oldest first, threaded through one of their links. */
+struct upstream__qlist {
+    struct upstream__queued *head, *tail;
+};
+
+/* A transfer's place in its pool's queue (upstream_queue.c); part of the transfer. */
+struct upstream__queued {
+    struct upstream_xfer *x;
+    /* [UPSTREAM__BY_ARRIVAL]: the pool's queue; [UPSTREAM__BY_CLASS]: its class's. */
+    struct {
+        struct upstream__queued *prev, *next;
+    } link[2];
+    struct upstream__qclass *cls; /* transfers of the same timeout_ms; NULL while not queued */
+    uint64_t deadline;            /* clock_us() at which its timeout_ms is up */
+};
+enum { UPSTREAM__BY_ARRIVAL, UPSTREAM__BY_CLASS };
+
 /* One curl multi handle per upstream origin (scheme, authority). Each keeps its own connection
  * cache, so a cache only ever holds connections that this origin's transfers can reuse, and it
  * stays small: curl 7.88 walks a multi's whole cache on every curl_multi_remove_handle(). */
@@ -37,9 +55,14 @@ struct upstream__pool {
     char *origin;
     /* Transfers beyond the connection cap wait here, not in curl: curl 7.88 walks its whole
      * pending list every time a transfer ends, which with thousands queued stalled the loop for
-     * seconds (tests/fault/test_c10k.py). Here a queued transfer costs nothing until its turn. */
-    size_t running; /* handed to curl */
-    struct upstream_xfer *queue_head, *queue_tail;
+     * seconds (tests/fault/test_c10k.py). Here a queued transfer costs nothing until its turn
+     * or its deadline (upstream_queue.c). */
+    size_t running;                    /* handed to curl */
+    struct upstream__qlist queue;      /* waiting for their turn */
+    struct upstream__qclass **classes; /* one per timeout_ms that waits here */
+    size_t nclasses, classes_cap;
+    struct event *queue_timer; /* at or before the earliest deadline in the queue */
+    uint64_t queue_timer_at;   /* clock_us() it is set for; 0 when it is not */
 };
 
 /* One per worker. upstream_sock.c keeps socks, inos and nsocks, upstream_pool.c pools, npools
@@ -78,6 +101,27 @@ static inline uint64_t upstream__fnv1a(const char *s, size_t n)
 /* Drains p's finished transfers, calling each one's done callback. Only from the loop, after
  * curl_multi_socket_action() on p->multi returns: the callbacks may start or cancel transfers. */
 void upstream__check_done(struct upstream__pool *p);
+
+/* Starts queued transfers of p while it has room. */
+void upstream__pump(struct upstream__pool *p);
+
+/* Fails x, whose deadline passed while it was queued, as a timeout, and calls its callback
+ * (which may start or cancel transfers). From the pool's queue timer only. */
+void upstream__queue_timed_out(struct upstream_xfer *x);
+
+/* upstream_queue.c: transfers waiting for a connection */
+
+/* Creates p's queue timer: 0, or -ENOMEM. */
+int upstream__queue_init(struct upstream__pool *p);
+
+/* Frees what the queue holds; only once it is empty. */
+void upstream__queue_finish(struct upstream__pool *p);
+
+/* Queues q (q->x set) behind every other: it may wait timeout_ms from now. 0, or -ENOMEM. */
+int upstream__queue_push(struct upstream__pool *p, struct upstream__queued *q, long timeout_ms);
+
+/* Takes q, which is queued, out of the queue: constant time. */
+void upstream__queue_remove(struct upstream__pool *p, struct upstream__queued *q);
 
 /* upstream_pool.c: the pools, by origin */
 

@@ -31,6 +31,7 @@ static void pool_destroy(struct upstream__pool *p)
         curl_multi_cleanup(p->multi); /* closes cached connections through close_cb */
     if (p->timer != NULL)
         event_free(p->timer);
+    upstream__queue_finish(p);
     free(p->origin);
     free(p);
 }
@@ -90,7 +91,7 @@ struct upstream__pool *upstream__pool_for(struct upstream *u, const char *url)
     p->origin = strndup(url, len);
     p->multi = curl_multi_init();
     p->timer = evtimer_new(u->base, on_timer, p);
-    if (p->origin == NULL || p->multi == NULL || p->timer == NULL) {
+    if (p->origin == NULL || p->multi == NULL || p->timer == NULL || upstream__queue_init(p) < 0) {
         pool_destroy(p);
         return NULL;
     }
