@@ -10,10 +10,15 @@ struct site *site_create(struct config *cfg, struct metrics *m)
     struct site *s = calloc(1, sizeof *s);
     if (s == NULL)
         return NULL;
-    if ((s->series = metrics_bind(m, cfg)) == NULL) {
+    s->urls = malloc((cfg->nbackends_total + 1) * sizeof *s->urls);
+    if (s->urls == NULL || (s->series = metrics_bind(m, cfg)) == NULL) {
+        free(s->urls);
         free(s);
         return NULL;
     }
+    for (size_t i = 0; i < cfg->nendpoints; i++)
+        for (size_t j = 0; j < cfg->endpoints[i].nbackends; j++)
+            s->urls[cfg->endpoints[i].backends[j].id] = cfg->endpoints[i].backends[j].url;
     atomic_init(&s->refs, 1);
     s->cfg = config_ref(cfg);
     return s;
@@ -30,6 +35,7 @@ void site_unref(struct site *s)
     if (s == NULL || atomic_fetch_sub_explicit(&s->refs, 1, memory_order_acq_rel) != 1)
         return;
     metrics_table_destroy(s->series);
+    free(s->urls);
     config_unref(s->cfg);
     free(s);
 }

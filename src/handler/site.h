@@ -1,5 +1,6 @@
 /* What one configuration generation serves: the configuration itself, immutable, and the
- * tables that live beside it (the metrics series its endpoints and backends record into).
+ * tables that live beside it (the metrics series its endpoints and backends record into, the
+ * URLs they call).
  * Built by the control thread at start and on every reload, then shared read-only by every
  * worker; each request holds a reference for its whole life, so a reload never changes what a
  * request in flight sees, and a site is freed when its last reference is dropped. */
@@ -20,6 +21,7 @@ struct site {
     atomic_int refs;
     struct config *cfg;           /* one reference, dropped with the site */
     struct metrics_table *series; /* by the configuration's ids */
+    const char **urls;            /* every backend's URL, borrowed from cfg: nbackends_total */
 };
 
 /* Takes a reference on cfg and binds its metrics in m. NULL when out of memory. */

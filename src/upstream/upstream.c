@@ -155,6 +155,7 @@ static void release(struct upstream_xfer *x)
     buf_finish(&x->body);
     free(x);
     upstream__pump(p);
+    upstream__pool_idle(p);
 }
 
 void upstream__queue_timed_out(struct upstream_xfer *x)
@@ -370,14 +371,17 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
     if (pool == NULL)
         return NULL;
     struct upstream_xfer *x = calloc(1, sizeof *x + nnodes * sizeof x->nodes[0]);
-    if (x == NULL)
+    if (x == NULL) {
+        upstream__pool_idle(pool);
         return NULL;
+    }
     struct parsed_url *url = parsed_url(u, req->url);
     int cls = url != NULL && url->largest <= (size_t)UPSTREAM__SMALL_BUFFER ? UPSTREAM__BUF_SMALL
                                                                             : UPSTREAM__BUF_DEFAULT;
     CURL *e = u->nspare[cls] > 0 ? u->spare[cls][--u->nspare[cls]] : easy_new(u, cls);
     if (e == NULL) {
         free(x);
+        upstream__pool_idle(pool);
         return NULL;
     }
     x->buf_class = cls;
@@ -423,6 +427,7 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
                         : submit(x, x->timeout_ms) < 0) {
         curl_easy_cleanup(e);
         free(x);
+        upstream__pool_idle(pool);
         return NULL;
     }
     x->next = u->xfers;

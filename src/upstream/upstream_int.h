@@ -63,10 +63,22 @@ struct upstream__pool {
     size_t nclasses, classes_cap;
     struct event *queue_timer; /* at or before the earliest deadline in the queue */
     uint64_t queue_timer_at;   /* clock_us() it is set for; 0 when it is not */
+    /* Whether the configuration in use names this origin (upstream_keep_origins()): a pool
+     * nobody needs is released once no transfer runs or waits on it. */
+    bool needed;
+    bool reaping; /* on u->reap, to be released by on_reap */
+    struct upstream__pool *reap_next;
+    size_t nsocks; /* socket watches pointing at this pool (upstream_sock.c) */
 };
 
-/* One per worker. upstream_sock.c keeps socks, inos and nsocks, upstream_pool.c pools, npools
- * and pools_cap, upstream.c the rest. */
+/* An origin the configuration in use names: an entry of upstream.keep. */
+struct upstream__keep {
+    uint64_t hash;
+    char *origin;
+};
+
+/* One per worker. upstream_sock.c keeps socks, inos and nsocks, upstream_pool.c pools, npools,
+ * pools_cap, keep, keep_cap, reap and reap_ev, upstream.c the rest. */
 struct upstream {
     struct event_base *base;
     bool destroying;
@@ -80,6 +92,10 @@ struct upstream {
     size_t nsocks;
     struct upstream__pool **pools; /* open addressing on the origin's hash; never shrinks */
     size_t npools, pools_cap;
+    struct upstream__keep *keep; /* keep_cap slots, open addressing; NULL: keep every origin */
+    size_t keep_cap;
+    struct upstream__pool *reap; /* pools to release on the next turn of the loop */
+    struct event *reap_ev;
     struct parsed_url *urls; /* URLS_CAP slots, open addressing on the URL's hash */
     size_t nurls;
     CURL *spare[UPSTREAM__BUF_CLASSES]
@@ -129,6 +145,11 @@ void upstream__queue_remove(struct upstream__pool *p, struct upstream__queued *q
  * memory or curl cannot be set up. */
 struct upstream__pool *upstream__pool_for(struct upstream *u, const char *url);
 
+/* Called when a transfer of p ended or could not start: if none runs or waits on p any more
+ * and its origin is not needed, p is released on the next turn of the loop (never now: a
+ * callback of its multi may be running). */
+void upstream__pool_idle(struct upstream__pool *p);
+
 /* Destroys every pool and the table; their multis close cached connections through close_cb.
  * Only once no transfer remains. */
 void upstream__pool_finish(struct upstream *u);
@@ -141,6 +162,11 @@ void upstream__sock_attach_multi(struct upstream__pool *p);
 
 /* Has e open and close its sockets through the registry, which counts them in u->metrics. */
 void upstream__sock_attach_easy(struct upstream *u, CURL *e);
+
+/* After p's multi is cleaned up: frees any watch still pointing at p. None is expected (the
+ * multi closes each idle connection through close_cb, which frees its watch); this makes sure
+ * no event can reach the freed pool. */
+void upstream__sock_forget_pool(struct upstream__pool *p);
 
 /* Frees every socket watch and the registry. Only once every multi is cleaned up: until then
  * curl may still hold them. */

@@ -1,7 +1,8 @@
-/* The upstream client's queue of transfers waiting for a connection, driven through curl on a
- * real loop against listeners on 127.0.0.1 that accept (in the kernel) and never answer: a
- * transfer to one runs until its timeout or its cancel. Ends with nothing running, no
- * connection counted open and the process's descriptors back where they started. */
+/* The upstream client's queue of transfers waiting for a connection, and the release of pools
+ * whose origin is no longer needed, driven through curl on a real loop against listeners on
+ * 127.0.0.1 that accept (in the kernel) and never answer: a transfer to one runs until its
+ * timeout or its cancel. Ends with nothing running, no connection counted open and the
+ * process's descriptors back where they started. */
 #include "clock.h"
 #include "metrics.h"
 #include "tap.h"
@@ -184,12 +185,55 @@ static void test_cancel_cost(struct upstream *u, const char *url)
     ok(hold.calls == 0, "cancelled: no callback");
 }
 
+static bool fds_at_most(void *arg)
+{
+    return open_fds() <= *(int *)arg;
+}
+
+/* A pool whose origin the configuration no longer names is released once nothing runs or
+ * waits on it; one still named stays. */
+static void test_release_unneeded(struct upstream *u, const char *url, const char *url2,
+                                  struct metrics_worker *mw)
+{
+    int fds0 = open_fds();
+    struct got g1 = {0}, g2 = {0}, g3 = {0};
+    struct upstream_xfer *x1 = start(u, url2, 20000, &g1);
+    struct upstream_xfer *x2 = start(u, url2, 20000, &g2); /* queued behind x1 */
+    ok(x1 != NULL && x2 != NULL, "two transfers on a second origin, one queued");
+    run_until(never, NULL, 50);
+    int fds1 = open_fds();
+    ok(fds1 > fds0, "its pool holds descriptors (%d, was %d)", fds1, fds0);
+    const char *keep[] = {url};
+    ok(upstream_keep_origins(u, keep, 1) == 0, "only the first origin is needed now");
+    run_until(never, NULL, 50);
+    ok(open_fds() == fds1 && g1.calls == 0, "a pool with transfers stays");
+    upstream_cancel(x1);
+    run_until(never, NULL, 50);
+    ok(open_fds() >= fds1 - 1 && g2.calls == 0, "one still waits: the pool stays");
+    upstream_cancel(x2);
+    ok(run_until(fds_at_most, &fds0, 2000), "the last one gone, the pool is released (%d fds)",
+       open_fds());
+    /* A transfer to an origin not needed still works, on a pool released after it. */
+    struct upstream_xfer *x3 = start(u, url2, 200, &g3);
+    ok(x3 != NULL && run_until(called, &g3, 3000) && g3.error == ERRKIND_TIMEOUT,
+       "a transfer to an unneeded origin runs");
+    ok(run_until(fds_at_most, &fds0, 2000), "and its pool goes after it (%d fds)", open_fds());
+    ok(atomic_load(&mw->upstream_connections_open) == 0, "no connection counted open");
+    /* Needed again: the pool of the first origin is kept when idle. */
+    const char *both[] = {url, url2, url};
+    ok(upstream_keep_origins(u, both, 3) == 0, "both needed");
+    struct got g4 = {0};
+    ok(start(u, url2, 100, &g4) != NULL && run_until(called, &g4, 3000), "one more transfer");
+    run_until(never, NULL, 50);
+    ok(open_fds() > fds0, "a needed origin's pool stays when idle (%d fds)", open_fds());
+}
+
 int main(void)
 {
     curl_global_init(CURL_GLOBAL_DEFAULT);
     int fds_start = open_fds();
-    char url[64];
-    int l1 = silent_listener(url, sizeof url);
+    char url[64], url2[64];
+    int l1 = silent_listener(url, sizeof url), l2 = silent_listener(url2, sizeof url2);
     base = event_base_new();
     struct metrics *m = metrics_create(1, "");
     struct metrics_worker *mw = metrics_worker(m, 0);
@@ -200,12 +244,14 @@ int main(void)
     test_timeouts_while_queued(u, url);
     test_wait_counts_once_started(u, url);
     test_cancel_cost(u, url);
+    test_release_unneeded(u, url, url2, mw);
 
     upstream_destroy(u);
     ok(atomic_load(&mw->upstream_connections_open) == 0, "every connection closed");
     metrics_destroy(m);
     event_base_free(base);
     close(l1);
+    close(l2);
     ok(open_fds() == fds_start, "descriptors back to the start (%d)", open_fds());
     curl_global_cleanup();
     libevent_global_shutdown();
