@@ -616,6 +616,9 @@ static int parse_endpoint(struct ctx *c, json_t *obj, const char *path, struct c
         return fail(c, k, "must not be empty");
     if (json_array_size(arr) > CONFIG_MAX_BACKENDS)
         return fail(c, k, "must have at most %d entries", CONFIG_MAX_BACKENDS);
+    if (cfg->nbackends_total + json_array_size(arr) > CONFIG_MAX_BACKENDS_TOTAL)
+        return fail(c, k, "brings the backends of all endpoints to %zu, over the limit of %d",
+                    cfg->nbackends_total + json_array_size(arr), CONFIG_MAX_BACKENDS_TOTAL);
     ep->backends = calloc(json_array_size(arr), sizeof *ep->backends);
     if (ep->backends == NULL)
         return -ENOMEM;
@@ -752,8 +755,12 @@ static int parse_top(struct ctx *c, json_t *root, struct config *cfg)
     if (json_array_size(arr) == 0)
         return fail(c, "endpoints", "must not be empty");
     cfg->endpoints = calloc(json_array_size(arr), sizeof *cfg->endpoints);
-    if (cfg->endpoints == NULL)
+    /* Each path's index, so that finding duplicates stays linear in the endpoints. */
+    json_t *paths = json_object();
+    if (cfg->endpoints == NULL || paths == NULL) {
+        json_decref(paths);
         return -ENOMEM;
+    }
     size_t i;
     json_array_foreach(arr, i, v)
     {
@@ -762,16 +769,22 @@ static int parse_top(struct ctx *c, json_t *root, struct config *cfg)
         cfg->nendpoints = i + 1;
         cfg->endpoints[i].id = i;
         if ((rc = parse_endpoint(c, v, k, cfg, &cfg->endpoints[i])) < 0)
-            return rc;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(cfg->endpoints[j].path, cfg->endpoints[i].path) == 0) {
-                char pk[80];
-                snprintf(pk, sizeof pk, "%s.path", k);
-                return fail(c, pk, "duplicate path \"%s\" (also endpoints[%zu])",
-                            cfg->endpoints[i].path, j);
-            }
+            break;
+        json_t *seen = json_object_get(paths, cfg->endpoints[i].path);
+        if (seen != NULL) {
+            char pk[80];
+            snprintf(pk, sizeof pk, "%s.path", k);
+            rc = fail(c, pk, "duplicate path \"%s\" (also endpoints[%lld])", cfg->endpoints[i].path,
+                      json_integer_value(seen));
+            break;
+        }
+        if (json_object_set_new(paths, cfg->endpoints[i].path, json_integer((json_int_t)i)) < 0) {
+            rc = -ENOMEM;
+            break;
+        }
     }
-    return 0;
+    json_decref(paths);
+    return rc < 0 ? rc : 0;
 }
 
 static void free_config(struct config *cfg)

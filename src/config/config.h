@@ -13,6 +13,9 @@
 struct netacl;
 
 #define CONFIG_MAX_BACKENDS 1000
+/* Across all endpoints. Each backend costs every worker its counters and /metrics about 2 KB
+ * a scrape (20 MB at this bound); start-up and reload are linear in it. */
+#define CONFIG_MAX_BACKENDS_TOTAL 10000
 #define CONFIG_MAX_TIMEOUT_MS 600000L
 
 /* A {name} placeholder in a backend URL, found and resolved at load. Placeholders stand only in

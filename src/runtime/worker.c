@@ -90,6 +90,8 @@ static void on_mail(evutil_socket_t fd, short what, void *arg)
         site_unref(w->site);
         w->site = site;
         router_set_site(w->router, site);
+        /* Pools of origins it no longer names go once idle (out of memory: the last set holds). */
+        upstream_keep_origins(w->upstream, site->urls, site->cfg->nbackends_total);
     }
     if (gen > atomic_load(&w->applied_gen)) {
         atomic_store(&w->applied_gen, gen);
