@@ -9,6 +9,7 @@ static const char *const names[ERRKIND_COUNT] = {
     [ERRKIND_TOO_LARGE] = "too_large",
     [ERRKIND_TRANSFER] = "transfer",
     [ERRKIND_CANCELLED] = "cancelled",
+    [ERRKIND_DEPENDENCY] = "dependency",
 };
 
 static const char *const default_messages[ERRKIND_COUNT] = {
@@ -20,6 +21,7 @@ static const char *const default_messages[ERRKIND_COUNT] = {
     [ERRKIND_TOO_LARGE] = "upstream body exceeds max_body_bytes",
     [ERRKIND_TRANSFER] = "upstream transfer failed",
     [ERRKIND_CANCELLED] = "cancelled: the request ended early",
+    [ERRKIND_DEPENDENCY] = "a call this one depends on failed",
 };
 
 const char *errkind_name(enum errkind kind)

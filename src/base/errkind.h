@@ -11,7 +11,8 @@ enum errkind {
     ERRKIND_INVALID_JSON,
     ERRKIND_TOO_LARGE,
     ERRKIND_TRANSFER,
-    ERRKIND_CANCELLED, /* cut off when a failure ended the request early */
+    ERRKIND_CANCELLED,  /* cut off when a failure ended the request early */
+    ERRKIND_DEPENDENCY, /* a call it reads from failed, or did not have the field it needs */
     ERRKIND_COUNT
 };
 

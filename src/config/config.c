@@ -1,6 +1,7 @@
 #include "config.h"
 
 #include "envsubst.h"
+#include "jsonptr.h"
 #include "laddr.h"
 #include "netacl.h"
 #include "validate.h"
@@ -243,6 +244,31 @@ static int parse_refs(struct ctx *c, const char *key, const struct config_endpoi
             return fail(c, key, "has a '}' that closes no placeholder (at byte %zu)", i);
         if (url[i] != '{')
             continue;
+        if (i < path_at || (frag != NULL && url + i > frag))
+            return fail(c, key,
+                        "placeholder at byte %zu may stand only in the path or query, never in "
+                        "the scheme, host, port or fragment",
+                        i);
+        size_t colon = i + 1 + strcspn(url + i + 1, ":{}");
+        if (url[colon] == ':') { /* {backend:/pointer}, resolved once every backend is read */
+            size_t close = colon + strcspn(url + colon, "{}");
+            if (url[close] != '}' || colon == i + 1)
+                return fail(c, key,
+                            "has a malformed reference at byte %zu: write "
+                            "{backend:/json/pointer}",
+                            i);
+            struct config_ref *ref = &be->refs[be->nrefs++];
+            *ref = (struct config_ref){i, close + 1, CONFIG_REF_DEP, 0, NULL};
+            if ((ref->pointer = strndup(url + colon + 1, close - colon - 1)) == NULL)
+                return -ENOMEM;
+            if (!jsonptr_valid(ref->pointer))
+                return fail(c, key,
+                            "%.*s: \"%s\" is not an RFC 6901 JSON pointer (empty, or /tokens "
+                            "in which ~ is followed by 0 or 1)",
+                            (int)(close + 1 - i), url + i, ref->pointer);
+            i = close;
+            continue;
+        }
         size_t j = i + 1;
         while (is_name_char(url[j]))
             j++;
@@ -253,11 +279,6 @@ static int parse_refs(struct ctx *c, const char *key, const struct config_endpoi
                         i);
         const char *name = url + i + 1;
         size_t len = j - i - 1;
-        if (i < path_at || (frag != NULL && url + i > frag))
-            return fail(c, key,
-                        "placeholder {%.*s} may stand only in the path or query, never in the "
-                        "scheme, host, port or fragment",
-                        (int)len, name);
         int param = find_param(ep, name, len);
         if (len == 4 && memcmp(name, "item", 4) == 0 && param < 0) {
             if (ep->each_param == NULL)
@@ -267,7 +288,7 @@ static int parse_refs(struct ctx *c, const char *key, const struct config_endpoi
             return fail(c, key, "unknown placeholder {%.*s}: not a parameter of the path %s",
                         (int)len, name, ep->path);
         }
-        be->refs[be->nrefs++] = (struct config_ref){i, j + 1, param};
+        be->refs[be->nrefs++] = (struct config_ref){i, j + 1, param, 0, NULL};
         i = j;
     }
     return 0;
@@ -328,6 +349,93 @@ static int parse_backend(struct ctx *c, json_t *obj, const char *path,
 static const char *const endpoint_keys[] = {
     "path",     "timeout_ms",  "backends", "max_body_bytes", "coalesce",
     "on_error", "concurrency", "each",     "params",         NULL};
+
+/* Resolves each backend's {name:/pointer} references to backends of ep, and refuses what could
+ * never run: an unknown name, a backend reading itself, a cycle, a chain in an each endpoint. */
+static int resolve_chains(struct ctx *c, const char *path, struct config_endpoint *ep)
+{
+    char k[320];
+    for (size_t b = 0; b < ep->nbackends; b++) {
+        struct config_backend *be = &ep->backends[b];
+        snprintf(k, sizeof k, "%s.backends[%zu].url", path, b);
+        for (size_t r = 0; r < be->nrefs; r++) {
+            struct config_ref *ref = &be->refs[r];
+            if (ref->param != CONFIG_REF_DEP)
+                continue;
+            const char *name = be->url + ref->start + 1;
+            size_t len = strcspn(name, ":");
+            size_t d = 0;
+            while (d < ep->nbackends && !(strlen(ep->backends[d].name) == len &&
+                                          memcmp(ep->backends[d].name, name, len) == 0))
+                d++;
+            int shown = (int)(ref->end - ref->start);
+            if (ep->each_param != NULL)
+                return fail(c, k, "%.*s: an endpoint with \"each\" cannot chain calls", shown,
+                            be->url + ref->start);
+            if (d == ep->nbackends)
+                return fail(c, k, "%.*s: no backend \"%.*s\" in this endpoint", shown,
+                            be->url + ref->start, (int)len, name);
+            if (d == b)
+                return fail(c, k, "%.*s: a backend cannot read its own answer", shown,
+                            be->url + ref->start);
+            ref->dep = d;
+            size_t seen = 0;
+            while (seen < be->ndeps && be->deps[seen] != d)
+                seen++;
+            if (seen == be->ndeps) {
+                if (be->deps == NULL && (be->deps = calloc(be->nrefs, sizeof *be->deps)) == NULL)
+                    return -ENOMEM;
+                be->deps[be->ndeps++] = d;
+            }
+        }
+    }
+    /* A cycle: depth-first, colouring backends 1 (on the path) and 2 (done). */
+    unsigned char *colour = calloc(ep->nbackends, 1);
+    size_t *stack = calloc(ep->nbackends, sizeof *stack),
+           *next = calloc(ep->nbackends, sizeof *next);
+    int rc = colour && stack && next ? 0 : -ENOMEM;
+    for (size_t root = 0; rc == 0 && root < ep->nbackends; root++) {
+        if (colour[root] != 0)
+            continue;
+        size_t depth = 0;
+        stack[depth++] = root;
+        colour[root] = 1;
+        next[root] = 0;
+        while (rc == 0 && depth > 0) {
+            size_t v = stack[depth - 1];
+            const struct config_backend *be = &ep->backends[v];
+            if (next[v] == be->ndeps) {
+                colour[v] = 2;
+                depth--;
+                continue;
+            }
+            size_t d = be->deps[next[v]++];
+            if (colour[d] == 0) {
+                colour[d] = 1;
+                next[d] = 0;
+                stack[depth++] = d;
+            } else if (colour[d] == 1) {
+                char cycle[512];
+                size_t at = 0, from = 0;
+                while (stack[from] != d)
+                    from++;
+                for (size_t i = from; i < depth && at < sizeof cycle; i++)
+                    at += (size_t)snprintf(cycle + at, sizeof cycle - at, "%s -> ",
+                                           ep->backends[stack[i]].name);
+                if (at < sizeof cycle)
+                    snprintf(cycle + at, sizeof cycle - at, "%s", ep->backends[d].name);
+                snprintf(k, sizeof k, "%s.backends", path);
+                rc =
+                    fail(c, k, "the references form a cycle: %s (each reads the next one's answer)",
+                         cycle);
+            }
+        }
+    }
+    free(colour);
+    free(stack);
+    free(next);
+    return rc;
+}
 
 /* Splits a path with placeholders into segments; each {name} must be a whole segment and have a
  * pattern in "params" that compiles. Literal paths are left alone. */
@@ -508,6 +616,9 @@ static int parse_endpoint(struct ctx *c, json_t *obj, const char *path, struct c
         return fail(c, k, "must not be empty");
     if (json_array_size(arr) > CONFIG_MAX_BACKENDS)
         return fail(c, k, "must have at most %d entries", CONFIG_MAX_BACKENDS);
+    if (cfg->nbackends_total + json_array_size(arr) > CONFIG_MAX_BACKENDS_TOTAL)
+        return fail(c, k, "brings the backends of all endpoints to %zu, over the limit of %d",
+                    cfg->nbackends_total + json_array_size(arr), CONFIG_MAX_BACKENDS_TOTAL);
     ep->backends = calloc(json_array_size(arr), sizeof *ep->backends);
     if (ep->backends == NULL)
         return -ENOMEM;
@@ -529,6 +640,8 @@ static int parse_endpoint(struct ctx *c, json_t *obj, const char *path, struct c
                             ep->backends[i].name, j);
             }
     }
+    if ((rc = resolve_chains(c, path, ep)) < 0)
+        return rc;
     if (ep->each_param != NULL) {
         join_key(k, sizeof k, path, "each");
         if (ep->nbackends != 1)
@@ -642,8 +755,12 @@ static int parse_top(struct ctx *c, json_t *root, struct config *cfg)
     if (json_array_size(arr) == 0)
         return fail(c, "endpoints", "must not be empty");
     cfg->endpoints = calloc(json_array_size(arr), sizeof *cfg->endpoints);
-    if (cfg->endpoints == NULL)
+    /* Each path's index, so that finding duplicates stays linear in the endpoints. */
+    json_t *paths = json_object();
+    if (cfg->endpoints == NULL || paths == NULL) {
+        json_decref(paths);
         return -ENOMEM;
+    }
     size_t i;
     json_array_foreach(arr, i, v)
     {
@@ -652,16 +769,22 @@ static int parse_top(struct ctx *c, json_t *root, struct config *cfg)
         cfg->nendpoints = i + 1;
         cfg->endpoints[i].id = i;
         if ((rc = parse_endpoint(c, v, k, cfg, &cfg->endpoints[i])) < 0)
-            return rc;
-        for (size_t j = 0; j < i; j++)
-            if (strcmp(cfg->endpoints[j].path, cfg->endpoints[i].path) == 0) {
-                char pk[80];
-                snprintf(pk, sizeof pk, "%s.path", k);
-                return fail(c, pk, "duplicate path \"%s\" (also endpoints[%zu])",
-                            cfg->endpoints[i].path, j);
-            }
+            break;
+        json_t *seen = json_object_get(paths, cfg->endpoints[i].path);
+        if (seen != NULL) {
+            char pk[80];
+            snprintf(pk, sizeof pk, "%s.path", k);
+            rc = fail(c, pk, "duplicate path \"%s\" (also endpoints[%lld])", cfg->endpoints[i].path,
+                      json_integer_value(seen));
+            break;
+        }
+        if (json_object_set_new(paths, cfg->endpoints[i].path, json_integer((json_int_t)i)) < 0) {
+            rc = -ENOMEM;
+            break;
+        }
     }
-    return 0;
+    json_decref(paths);
+    return rc < 0 ? rc : 0;
 }
 
 static void free_config(struct config *cfg)
@@ -675,7 +798,10 @@ static void free_config(struct config *cfg)
             free(be->headers);
             free(be->name);
             free(be->url);
+            for (size_t r = 0; r < be->nrefs; r++)
+                free(be->refs[r].pointer);
             free(be->refs);
+            free(be->deps);
         }
         for (size_t j = 0; j < ep->nparams; j++) {
             free(ep->params[j].name);

@@ -13,6 +13,9 @@
 struct netacl;
 
 #define CONFIG_MAX_BACKENDS 1000
+/* Across all endpoints. Each backend costs every worker its counters and /metrics about 2 KB
+ * a scrape (20 MB at this bound); start-up and reload are linear in it. */
+#define CONFIG_MAX_BACKENDS_TOTAL 10000
 #define CONFIG_MAX_TIMEOUT_MS 600000L
 
 /* A {name} placeholder in a backend URL, found and resolved at load. Placeholders stand only in
@@ -20,9 +23,12 @@ struct netacl;
  * host gatherd talks to; every value is percent-encoded when substituted (core/plan.c). */
 struct config_ref {
     size_t start, end; /* the span of "{name}" in the backend's url */
-    int param;         /* the index of its path parameter in the endpoint, or CONFIG_REF_ITEM */
+    int param;  /* its path parameter's index in the endpoint, CONFIG_REF_ITEM or CONFIG_REF_DEP */
+    size_t dep; /* CONFIG_REF_DEP: the backend of the endpoint whose answer it reads */
+    char *pointer; /* CONFIG_REF_DEP: an RFC 6901 pointer into that answer */
 };
 #define CONFIG_REF_ITEM (-1)
+#define CONFIG_REF_DEP (-2) /* {backend:/pointer}: a field of another backend's answer */
 
 /* A path placeholder and the pattern its decoded value must match as a whole. */
 struct config_param {
@@ -49,6 +55,8 @@ struct config_backend {
     struct config_ref *refs; /* placeholders in url, in order; NULL when none */
     size_t nrefs;
     bool required; /* its failure fails the request (502), under either on_error */
+    size_t *deps;  /* the distinct backends its URL reads from, in order; NULL when none */
+    size_t ndeps;
     long timeout_ms;
     size_t max_body_bytes;
     bool coalesce;  /* concurrent requests share one transfer (flight.h) */

@@ -56,6 +56,11 @@ size_t agg_count(const struct agg *a)
     return a->n;
 }
 
+const struct plan *agg_plan(const struct agg *a)
+{
+    return a->plan;
+}
+
 enum agg_state agg_state_of(const struct agg *a, size_t i)
 {
     return a->slots[i].state;
@@ -91,6 +96,15 @@ size_t agg_decider(const struct agg *a)
     return a->decider;
 }
 
+static bool deps_done(const struct agg *a, size_t i)
+{
+    const struct plan_call *c = &a->plan->calls[i];
+    for (size_t d = 0; d < c->ndeps; d++)
+        if (a->slots[c->deps[d]].state != AGG_DONE)
+            return false;
+    return true;
+}
+
 size_t agg_next(const struct agg *a)
 {
     if (a->decider != AGG_NONE)
@@ -98,9 +112,18 @@ size_t agg_next(const struct agg *a)
     if (a->plan->concurrency > 0 && a->running >= a->plan->concurrency)
         return AGG_NONE;
     for (size_t i = a->cursor; i < a->n; i++)
-        if (a->slots[i].state == AGG_PENDING)
+        if (a->slots[i].state == AGG_PENDING && deps_done(a, i))
             return i;
     return AGG_NONE;
+}
+
+int agg_body_of(const struct agg *a, size_t i, const char **s, size_t *n)
+{
+    if (i >= a->n || a->slots[i].state != AGG_DONE)
+        return -EINVAL;
+    *s = a->slots[i].body + a->slots[i].vstart;
+    *n = a->slots[i].vend - a->slots[i].vstart;
+    return 0;
 }
 
 /* Moves the cursor past slots that are no longer PENDING. */
@@ -146,6 +169,23 @@ static void settle_failed(struct agg *a, size_t i, enum agg_state state, enum er
     if (state == AGG_FAILED && a->decider == AGG_NONE &&
         (a->plan->fail_fast || a->plan->calls[i].required))
         a->decider = i;
+    if (state != AGG_FAILED || a->decider != AGG_NONE)
+        return; /* a cancel settles everything anyway; a decided request is cancelled whole */
+    /* Calls waiting on this one can never start. Dependencies point backwards or forwards, so
+     * every PENDING call is looked at; the recursion is as deep as the chain. */
+    for (size_t j = 0; j < a->n; j++) {
+        const struct plan_call *c = &a->plan->calls[j];
+        if (a->slots[j].state != AGG_PENDING)
+            continue;
+        for (size_t d = 0; d < c->ndeps; d++)
+            if (c->deps[d] == i) {
+                char msg[300];
+                snprintf(msg, sizeof msg, "dependency \"%.200s\" did not succeed",
+                         plan_call_name(&a->plan->calls[i]));
+                settle_failed(a, j, AGG_FAILED, ERRKIND_DEPENDENCY, msg);
+                break;
+            }
+    }
 }
 
 int agg_complete(struct agg *a, size_t i, long status, char *body, size_t len)
@@ -186,7 +226,7 @@ int agg_fail(struct agg *a, size_t i, enum errkind kind, const char *message)
 {
     if (i >= a->n || kind == ERRKIND_NONE || kind >= ERRKIND_COUNT)
         return -EINVAL;
-    if (a->slots[i].state != AGG_RUNNING)
+    if (a->slots[i].state != AGG_RUNNING && a->slots[i].state != AGG_PENDING)
         return -EALREADY;
     settle_failed(a, i, AGG_FAILED, kind, message);
     return 0;
@@ -226,6 +266,47 @@ static int append_label(struct buf *out, const struct plan_call *call, bool each
     return rc == 0 ? jsonv_append_string(out, call->item, strlen(call->item)) : rc;
 }
 
+/* ,"error":..,"status":..,"message":.. of a failed or cancelled slot. */
+static int append_error(struct buf *out, const struct slot *s)
+{
+    const char *msg = s->message ? s->message : errkind_default_message(s->error);
+    int rc =
+        buf_printf(out, ",\"error\":\"%s\"", errkind_name(s->error ? s->error : ERRKIND_TRANSFER));
+    if (rc == 0 && s->error == ERRKIND_HTTP_STATUS)
+        rc = buf_printf(out, ",\"status\":%ld", s->status);
+    if (rc == 0)
+        rc = buf_appends(out, ",\"message\":");
+    if (rc == 0)
+        rc = jsonv_append_string(out, msg, strlen(msg));
+    return rc;
+}
+
+int agg_render_call(const struct agg *a, size_t i, struct buf *out)
+{
+    const struct slot *s = &a->slots[i];
+    if (i >= a->n || s->state == AGG_PENDING || s->state == AGG_RUNNING)
+        return -EINVAL;
+    const struct plan_call *call = &a->plan->calls[i];
+    const char *name = plan_call_name(call);
+    int rc = buf_appendc(out, '{');
+    if (rc == 0)
+        rc = append_label(out, call, a->plan->each);
+    if (rc == 0)
+        rc = buf_appends(out, ",\"name\":");
+    if (rc == 0)
+        rc = jsonv_append_string(out, name, strlen(name));
+    if (rc == 0 && s->state == AGG_DONE) {
+        rc = buf_appends(out, ",\"result\":");
+        if (rc == 0)
+            rc = buf_append(out, s->body + s->vstart, s->vend - s->vstart);
+    } else if (rc == 0) {
+        rc = append_error(out, s);
+    }
+    if (rc == 0)
+        rc = buf_appendc(out, '}');
+    return rc;
+}
+
 int agg_render(const struct agg *a, struct buf *out)
 {
     bool each = a->plan->each;
@@ -263,9 +344,6 @@ int agg_render(const struct agg *a, struct buf *out)
             continue;
         const struct plan_call *call = &a->plan->calls[i];
         const char *name = plan_call_name(call);
-        const char *msg = s->message ? s->message : errkind_default_message(s->error);
-        if (s->state != AGG_FAILED && s->state != AGG_CANCELLED)
-            msg = "backend never finished"; /* render() before agg_done(): a caller bug */
         rc = buf_appends(out, first ? "{" : ",{");
         if (rc == 0)
             rc = append_label(out, call, each);
@@ -273,15 +351,11 @@ int agg_render(const struct agg *a, struct buf *out)
             rc = buf_appends(out, ",\"name\":");
         if (rc == 0)
             rc = jsonv_append_string(out, name, strlen(name));
-        if (rc == 0)
-            rc = buf_printf(out, ",\"error\":\"%s\"",
-                            errkind_name(s->error ? s->error : ERRKIND_TRANSFER));
-        if (rc == 0 && s->error == ERRKIND_HTTP_STATUS)
-            rc = buf_printf(out, ",\"status\":%ld", s->status);
-        if (rc == 0)
-            rc = buf_appends(out, ",\"message\":");
-        if (rc == 0)
-            rc = jsonv_append_string(out, msg, strlen(msg));
+        if (rc == 0 && s->state != AGG_FAILED && s->state != AGG_CANCELLED)
+            rc = buf_appends(out, ",\"error\":\"transfer\",\"message\":\"backend never "
+                                  "finished\""); /* render() before agg_done(): a caller bug */
+        else if (rc == 0)
+            rc = append_error(out, s);
         if (rc == 0)
             rc = buf_appendc(out, '}');
         first = false;

@@ -42,12 +42,16 @@ struct agg *agg_create(const struct plan *plan);
 void agg_destroy(struct agg *a);
 
 size_t agg_count(const struct agg *a);
+const struct plan *agg_plan(const struct agg *a);
 enum agg_state agg_state_of(const struct agg *a, size_t i);
 enum errkind agg_error_of(const struct agg *a, size_t i);
 long agg_status_of(const struct agg *a, size_t i);
 
-/* The call to start next: the first PENDING one, when a concurrency slot is free and nothing
- * has decided the request; AGG_NONE otherwise. */
+/* The call to start next: the first PENDING one whose dependencies (plan.h) have all
+ * succeeded, when a concurrency slot is free and nothing has decided the request; AGG_NONE
+ * otherwise. A PENDING call whose dependency did not succeed never starts: it fails at once
+ * with error kind "dependency", and so do its own dependents (unless the failure that caused it
+ * decided the request, which then cancels them). */
 size_t agg_next(const struct agg *a);
 
 /* Calls RUNNING now. */
@@ -61,8 +65,8 @@ int agg_start(struct agg *a, size_t i);
  * in every case, including errors. */
 int agg_complete(struct agg *a, size_t i, long status, char *body, size_t len);
 
-/* RUNNING -> FAILED with a transport error. `message` is copied (may be NULL: a default text
- * for the kind is used). */
+/* RUNNING (or PENDING: a call that could not be started) -> FAILED with an error of `kind`.
+ * `message` is copied (may be NULL: a default text for the kind is used). */
 int agg_fail(struct agg *a, size_t i, enum errkind kind, const char *message);
 
 /* PENDING or RUNNING -> CANCELLED, reported in the join as error `kind` with `message`. */
@@ -75,12 +79,20 @@ bool agg_decided(const struct agg *a);
 /* The call whose failure decided the request, or AGG_NONE. */
 size_t agg_decider(const struct agg *a);
 
+/* The validated body of a DONE call, its JSON value in [*s, *s + *n). -EINVAL otherwise. */
+int agg_body_of(const struct agg *a, size_t i, const char **s, size_t *n);
+
 /* Calls not yet in a terminal state. */
 size_t agg_remaining(const struct agg *a);
 static inline bool agg_done(const struct agg *a)
 {
     return agg_remaining(a) == 0;
 }
+
+/* Appends call i, settled, as one JSON object: its label ("index" or "item"), "name", then
+ * "result" (its answer) or "error", "message" and, for http_status, "status". For streamed
+ * answers, one object a line. 0 or -ENOMEM; -EINVAL when the call has not settled. */
+int agg_render_call(const struct agg *a, size_t i, struct buf *out);
 
 /* Appends the join {"results":...,"errors":[...]} to out and returns the HTTP status it
  * deserves. "results" is an array in plan order, or for an "each" plan an object keyed by

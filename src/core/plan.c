@@ -1,7 +1,9 @@
 #include "plan.h"
 
+#include "agg.h"
 #include "buf.h"
 #include "config.h"
+#include "jsonptr.h"
 #include "pct.h"
 
 #include <errno.h>
@@ -110,18 +112,50 @@ int plan_items(const char *query, const char *param, size_t max, char **out, siz
     return *out != NULL ? 0 : -ENOMEM;
 }
 
-/* Appends be->url with each placeholder replaced by its value, percent-encoded. */
+/* The value of a {backend:/pointer} reference in a's answers, appended percent-encoded.
+ * -EINVAL with the reason in err when the pointer finds no string or number. */
+static int append_dep(struct buf *b, const struct config_ref *ref, const struct plan *p,
+                      const struct agg *a, char *err, size_t errlen)
+{
+    const char *body, *name = plan_call_name(&p->calls[ref->dep]);
+    size_t n, vs = 0, ve = 0;
+    if (agg_body_of(a, ref->dep, &body, &n) < 0) {
+        snprintf(err, errlen, "dependency \"%.200s\" has no answer", name);
+        return -EINVAL;
+    }
+    enum jsonptr_type t = jsonptr_find(body, n, ref->pointer, &vs, &ve);
+    if (t == JSONPTR_STRING) {
+        struct buf s = BUF_INIT;
+        int rc = jsonptr_unescape(&s, body + vs, ve - vs);
+        if (rc == 0)
+            rc = pct_encode(b, s.data ? s.data : "", s.len);
+        buf_finish(&s);
+        return rc;
+    }
+    if (t == JSONPTR_NUMBER)
+        return pct_encode(b, body + vs, ve - vs);
+    snprintf(err, errlen, "{%.200s:%.200s} found %s in that answer; it needs a string or a number",
+             name, ref->pointer, jsonptr_type_name(t));
+    return -EINVAL;
+}
+
+/* Appends be->url with each placeholder replaced by its value, percent-encoded; dependency
+ * references need the plan and the agg (NULL for calls that have none). */
 static int expand_url(struct buf *b, const struct config_backend *be, const char *item,
-                      const char *const *params)
+                      const char *const *params, const struct plan *p, const struct agg *a,
+                      char *err, size_t errlen)
 {
     size_t at = 0;
     int rc = 0;
     for (size_t r = 0; rc == 0 && r < be->nrefs; r++) {
         const struct config_ref *ref = &be->refs[r];
-        const char *v = ref->param == CONFIG_REF_ITEM ? item : params[ref->param];
         rc = buf_append(b, be->url + at, ref->start - at);
-        if (rc == 0)
+        if (rc == 0 && ref->param == CONFIG_REF_DEP) {
+            rc = append_dep(b, ref, p, a, err, errlen);
+        } else if (rc == 0) {
+            const char *v = ref->param == CONFIG_REF_ITEM ? item : params[ref->param];
             rc = pct_encode(b, v, strlen(v));
+        }
         at = ref->end;
     }
     if (rc == 0)
@@ -143,7 +177,44 @@ static void set_call(struct plan_call *c, const struct config_backend *be, size_
         .coalesce = be->coalesce,
         .required = be->required,
         .index = index,
+        .ndeps = be->ndeps,
+        .deps = be->deps,
     };
+    for (size_t r = 0; r < be->nrefs; r++)
+        c->chained |= be->refs[r].param == CONFIG_REF_DEP;
+    if (c->chained)
+        c->url = NULL;
+}
+
+/* A copy of the request's path parameter values, for chained calls: one allocation. */
+static char **copy_params(const struct config_endpoint *ep, const char *const *params)
+{
+    size_t n = ep->nparams, bytes = n * sizeof(char *);
+    for (size_t i = 0; i < n; i++)
+        bytes += strlen(params[i]) + 1;
+    char **copy = malloc(bytes);
+    if (copy == NULL)
+        return NULL;
+    char *s = (char *)(copy + n);
+    for (size_t i = 0; i < n; i++) {
+        copy[i] = s;
+        s = stpcpy(s, params[i]) + 1;
+    }
+    return copy;
+}
+
+int plan_chain_url(const struct plan *p, size_t i, const struct agg *a, char **url, char *err,
+                   size_t errlen)
+{
+    const struct plan_call *c = &p->calls[i];
+    struct buf b = BUF_INIT;
+    int rc = expand_url(&b, c->be, c->item, (const char *const *)p->params, p, a, err, errlen);
+    if (rc < 0) {
+        buf_finish(&b);
+        return rc;
+    }
+    *url = buf_steal(&b, NULL);
+    return *url != NULL ? 0 : -ENOMEM;
 }
 
 int plan_build(const struct config_endpoint *ep, const struct plan_request *req, struct plan **out,
@@ -170,6 +241,7 @@ int plan_build(const struct config_endpoint *ep, const struct plan_request *req,
     p->each = ep->each_param != NULL;
     p->store = NULL;
     p->items = NULL;
+    p->params = NULL;
     p->ncalls = ncalls;
 
     /* URLs with placeholders go into one buffer; offsets first, pointers once it stops
@@ -184,12 +256,12 @@ int plan_build(const struct config_endpoint *ep, const struct plan_request *req,
             p->calls[i].item = item;
             item += strlen(item) + 1;
         }
-        if (be->nrefs == 0)
+        if (be->nrefs == 0 || p->calls[i].chained)
             continue;
         if (at == NULL && (at = calloc(ncalls, sizeof *at)) == NULL)
             goto nomem;
         at[i] = urls.len + 1;
-        if (expand_url(&urls, be, p->calls[i].item, req->params) < 0)
+        if (expand_url(&urls, be, p->calls[i].item, req->params, NULL, NULL, NULL, 0) < 0)
             goto nomem;
     }
     if (at != NULL) {
@@ -202,6 +274,10 @@ int plan_build(const struct config_endpoint *ep, const struct plan_request *req,
         free(at);
     }
     p->items = items;
+    if (ep->nparams > 0 && (p->params = copy_params(ep, req->params)) == NULL) {
+        plan_destroy(p);
+        return -ENOMEM;
+    }
     *out = p;
     return 0;
 
@@ -220,6 +296,7 @@ void plan_destroy(struct plan *p)
         return;
     free(p->store);
     free(p->items);
+    free(p->params);
     free(p);
 }
 
@@ -227,8 +304,7 @@ void plan_destroy(struct plan *p)
  * each parameter one whole raw segment, decoded. On a structural match, the decoded values go
  * into *values (one allocation: the pointers, then the strings; the caller frees it) and 1 is
  * returned; 0 when the path has another shape; -ENOMEM. */
-int plan_match_path(const struct config_endpoint *ep, const char *path, size_t plen,
-                    char ***values)
+int plan_match_path(const struct config_endpoint *ep, const char *path, size_t plen, char ***values)
 {
     size_t nsegs = 0;
     for (size_t i = 0; i < plen; i++)

@@ -25,12 +25,13 @@ struct plan_call {
     size_t nheaders;
     long timeout_ms;
     size_t max_body;
-    bool coalesce;    /* may share a transfer with an identical call of another request */
-    bool required;    /* its failure fails the request */
-    size_t index;     /* its position in the plan, and in "results" unless labelled by item */
-    const char *item; /* "each": the item it is for (its label in the answer); else NULL */
-    size_t ndeps;     /* calls that must succeed before this one starts; none yet */
-    const size_t *deps;
+    bool coalesce;      /* may share a transfer with an identical call of another request */
+    bool required;      /* its failure fails the request */
+    size_t index;       /* its position in the plan, and in "results" unless labelled by item */
+    const char *item;   /* "each": the item it is for (its label in the answer); else NULL */
+    size_t ndeps;       /* calls that must succeed before this one starts */
+    const size_t *deps; /* their indexes (a backend's call has its backend's index) */
+    bool chained;       /* its URL reads the answers of deps: url is NULL, see plan_chain_url() */
 };
 
 /* Immutable once built. Borrows the endpoint, which must outlive it (a request holds a
@@ -43,6 +44,7 @@ struct plan {
     bool each;          /* calls are labelled by item: "results" is an object */
     char *store;        /* the substituted URLs */
     char *items;        /* the items, NUL-separated */
+    char **params;      /* the request's path parameter values, kept for chained calls */
     size_t ncalls;
     struct plan_call calls[];
 };
@@ -58,6 +60,15 @@ struct plan_request {
  * -ENOMEM. */
 int plan_build(const struct config_endpoint *ep, const struct plan_request *req, struct plan **out,
                char *err, size_t errlen);
+
+/* The URL of chained call i once its dependencies are DONE in `a`: every placeholder
+ * substituted, a {backend:/pointer} by the field the pointer finds in that call's answer (a
+ * string as its characters, a number as its JSON text), percent-encoded. 0 and a malloc'd URL
+ * in *url; -EINVAL with the reason in err when a pointer finds nothing or something else (the
+ * call then fails with error kind "dependency"); -ENOMEM. */
+struct agg;
+int plan_chain_url(const struct plan *p, size_t i, const struct agg *a, char **url, char *err,
+                   size_t errlen);
 
 /* Frees the plan; accepts NULL. */
 void plan_destroy(struct plan *p);

@@ -10,6 +10,7 @@
 #include "reqid.h"
 #include "upstream.h"
 
+#include <errno.h>
 #include <event2/event.h>
 #include <stdbool.h>
 #include <stdio.h>
@@ -22,6 +23,8 @@ struct leg {
     struct flight_wait wait; /* wait.active until finished or cancelled */
     bool joined;             /* shares a transfer another request started */
     uint64_t t0, usec;       /* t0: when it started; 0 while it waits for a slot */
+    char *url;               /* a chained call's URL, built when it starts; owned */
+    bool told;               /* env.settled was called for it */
 };
 
 struct fanout {
@@ -47,6 +50,21 @@ static void record(struct fanout *f, struct leg *leg, enum errkind kind)
 {
     leg->usec = clock_now(f->env.clock) - leg->t0;
     metrics_backend_done(series_of(f, leg->index), f->env.worker, kind, leg->usec);
+}
+
+/* Tells env.settled of every call that settled since the last time: completions, failures to
+ * start, cut-offs, and dependents that failed with their dependency inside the state machine. */
+static void tell_settled(struct fanout *f)
+{
+    if (f->env.settled == NULL)
+        return;
+    for (size_t i = 0; i < f->plan->ncalls && !f->finished; i++) {
+        enum agg_state st = agg_state_of(f->agg, i);
+        if (!f->legs[i].told && st != AGG_PENDING && st != AGG_RUNNING) {
+            f->legs[i].told = true;
+            f->env.settled(f->arg, i);
+        }
+    }
 }
 
 static void maybe_finish(struct fanout *f)
@@ -103,6 +121,7 @@ static void progress(struct fanout *f)
         start_leg(f, i);
     }
     f->progressing = false;
+    tell_settled(f);
     maybe_finish(f);
 }
 
@@ -129,8 +148,16 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
         char why[96];
         snprintf(why, sizeof why, "endpoint deadline of %ld ms reached", f->plan->deadline_ms);
         stop_legs(f, ERRKIND_TIMEOUT, why);
+        tell_settled(f);
     }
     f->finished = true;
+    if (f->env.no_join) {
+        struct buf none = BUF_INIT;
+        int status = agg_render(f->agg, &none); /* the status alone would do; it is cheap */
+        buf_finish(&none);
+        f->done(f->arg, status < 0 ? 500 : status, NULL, 0);
+        return;
+    }
     struct buf out = BUF_INIT;
     int status = agg_render(f->agg, &out);
     if (status < 0) {
@@ -147,11 +174,25 @@ static void start_leg(struct fanout *f, size_t i)
 {
     const struct plan_call *call = &f->plan->calls[i];
     struct leg *leg = &f->legs[i];
-    struct upstream_req req = {call->url,     call->timeout_ms, call->max_body,
-                               call->headers, call->nheaders,   f->request_id};
     leg->f = f;
     leg->index = i;
     leg->t0 = clock_now(f->env.clock);
+    if (call->chained) {
+        char why[512];
+        int rc = plan_chain_url(f->plan, i, f->agg, &leg->url, why, sizeof why);
+        if (rc < 0) {
+            agg_fail(f->agg, i, rc == -EINVAL ? ERRKIND_DEPENDENCY : ERRKIND_TRANSFER,
+                     rc == -EINVAL ? why : "out of memory building the upstream URL");
+            record(f, leg, agg_error_of(f->agg, i));
+            return;
+        }
+    }
+    struct upstream_req req = {leg->url ? leg->url : call->url,
+                               call->timeout_ms,
+                               call->max_body,
+                               call->headers,
+                               call->nheaders,
+                               f->request_id};
     if (f->plan->concurrency > 0)
         metrics_slot_wait(series_of(f, i), f->env.worker, leg->t0 - f->t0);
     agg_start(f->agg, i);
@@ -205,6 +246,7 @@ void fanout_expire(struct fanout *f, const char *why)
     if (f->finished)
         return;
     stop_legs(f, ERRKIND_TIMEOUT, why);
+    tell_settled(f);
     maybe_finish(f);
 }
 
@@ -212,8 +254,10 @@ void fanout_destroy(struct fanout *f)
 {
     if (f == NULL)
         return;
-    for (size_t i = 0; f->agg != NULL && i < agg_count(f->agg); i++)
+    for (size_t i = 0; f->agg != NULL && i < agg_count(f->agg); i++) {
         flight_leave(&f->legs[i].wait);
+        free(f->legs[i].url);
+    }
     if (f->ev != NULL)
         event_free(f->ev);
     agg_destroy(f->agg);
@@ -240,6 +284,11 @@ uint64_t fanout_call_usec(const struct fanout *f, size_t i)
 bool fanout_call_started(const struct fanout *f, size_t i)
 {
     return f->legs[i].f != NULL;
+}
+
+uint64_t fanout_call_start_usec(const struct fanout *f, size_t i)
+{
+    return f->legs[i].f != NULL ? f->legs[i].t0 - f->t0 : 0;
 }
 
 bool fanout_call_joined(const struct fanout *f, size_t i)

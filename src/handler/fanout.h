@@ -18,12 +18,18 @@ struct flights;
 struct metrics_table;
 struct plan;
 
+/* Call i has settled (succeeded, failed, or been cut off): for streamed answers. Called from
+ * the loop, in the order calls settle, never after fanout_cancel(). */
+typedef void (*fanout_settled_fn)(void *arg, size_t i);
+
 struct fanout_env {
     struct event_base *base;
     struct flights *flights;            /* every call starts through it, shared or not */
     const struct metrics_table *series; /* where each call's outcome is counted */
     unsigned worker;                    /* the metrics block to record into */
     const struct clock *clock;          /* NULL: the monotonic clock */
+    fanout_settled_fn settled;          /* NULL, or told of each call as it settles */
+    bool no_join; /* the answer is streamed: done() gets the status and no body */
 };
 
 struct fanout;
@@ -56,6 +62,8 @@ uint64_t fanout_call_usec(const struct fanout *f, size_t i);
 /* Whether call i was started (a call waiting for a concurrency slot, or never started because
  * the request ended first, was not). */
 bool fanout_call_started(const struct fanout *f, size_t i);
+/* Microseconds from the fan-out's start to call i's (0 if it never started). */
+uint64_t fanout_call_start_usec(const struct fanout *f, size_t i);
 /* Whether call i joined a transfer another request had started (flight.h). */
 bool fanout_call_joined(const struct fanout *f, size_t i);
 

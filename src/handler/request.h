@@ -6,10 +6,12 @@
 #include "access.h"
 #include "netacl.h"
 #include "router.h"
+#include "stream.h"
 
 #include <stdbool.h>
 
 struct config_endpoint;
+struct event;
 struct fanout;
 struct httpd_req;
 struct metrics_endpoint;
@@ -43,6 +45,9 @@ struct request {
     char bad[200];               /* why the path's parameters cannot be served (400), or empty */
     struct request *prev, *next; /* in rt->aggregates while parked */
     bool client_gone;            /* set once done: it left before its answer */
+    enum stream_mode stream;     /* how the answer goes out */
+    struct event *keepalive;     /* SSE: comment lines while the stream idles */
+    size_t ok, failed;           /* streamed calls so far */
     char client[NETACL_ADDRSTRLEN];
 };
 

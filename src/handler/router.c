@@ -131,6 +131,9 @@ static void log_access_line(struct request *q, const struct httpd_outcome *o)
         .leg = aggregate_leg,
         .leg_arg = q,
         .summarise = q->ep != NULL && q->ep->each_param != NULL,
+        .stream = q->stream == STREAM_NDJSON ? "ndjson"
+                  : q->stream == STREAM_SSE  ? "sse"
+                                             : NULL,
     };
     struct buf b = BUF_INIT;
     if (access_format(&b, &e) == 0)

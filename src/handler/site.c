@@ -44,11 +44,16 @@ struct site *site_create(struct config *cfg, struct metrics *m, unsigned nworker
         return NULL;
     s->cfg = cfg;
     s->nworkers = nworkers;
-    if ((s->series = metrics_bind(m, cfg)) == NULL || !compile_patterns(s)) {
+    s->urls = malloc((cfg->nbackends_total + 1) * sizeof *s->urls);
+    if (s->urls == NULL || (s->series = metrics_bind(m, cfg)) == NULL || !compile_patterns(s)) {
         metrics_table_destroy(s->series);
+        free(s->urls);
         free(s);
         return NULL;
     }
+    for (size_t i = 0; i < cfg->nendpoints; i++)
+        for (size_t j = 0; j < cfg->endpoints[i].nbackends; j++)
+            s->urls[cfg->endpoints[i].backends[j].id] = cfg->endpoints[i].backends[j].url;
     atomic_init(&s->refs, 1);
     config_ref(cfg);
     return s;
@@ -73,6 +78,7 @@ void site_unref(struct site *s)
         return;
     metrics_table_destroy(s->series);
     free_patterns(s, s->cfg->nparams_total * s->nworkers);
+    free(s->urls);
     config_unref(s->cfg);
     free(s);
 }

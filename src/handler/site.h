@@ -1,5 +1,6 @@
 /* What one configuration generation serves: the configuration itself, immutable, and the
- * tables that live beside it (the metrics series its endpoints and backends record into).
+ * tables that live beside it (the metrics series its endpoints and backends record into, the
+ * URLs they call).
  * Built by the control thread at start and on every reload, then shared read-only by every
  * worker; each request holds a reference for its whole life, so a reload never changes what a
  * request in flight sees, and a site is freed when its last reference is dropped. */
@@ -29,6 +30,7 @@ struct site {
      * contention on the request path. */
     unsigned nworkers;
     regex_t *patterns; /* [worker * cfg->nparams_total + param id] */
+    const char **urls;            /* every backend's URL, borrowed from cfg: nbackends_total */
 };
 
 /* Takes a reference on cfg, binds its metrics in m and compiles its path patterns for

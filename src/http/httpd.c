@@ -80,6 +80,11 @@ struct httpd_req {
     bool served;      /* the serve hook ran */
     bool begun;       /* the begin hook ran: the request is the hooks' too */
     char *target;     /* the request target as sent: path and query, not decoded */
+    bool streaming;   /* the answer is a stream of pieces (httpd_stream_begin()) */
+    bool stream_ended;
+    bool stream_parked; /* suspended in the content reader until a piece comes */
+    struct buf stream;  /* pieces not yet handed to libmicrohttpd */
+    size_t stream_off;  /* how much of them was */
     int status;
     size_t body_seen;
     size_t bytes_out;
@@ -137,6 +142,7 @@ static void resume(struct httpd_req *r, enum phase phase)
     }
     unlink_waiting(r);
     r->phase = phase;
+    r->stream_parked = false;
     MHD_resume_connection(r->conn);
     httpd_wake(r->h);
 }
@@ -190,6 +196,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 
 static void request_free(struct httpd_req *r)
 {
+    buf_finish(&r->stream);
     free(r->target);
     free(r);
 }
@@ -220,17 +227,11 @@ static struct httpd_req *request_new(struct httpd *h, struct httpd_req *r,
 
 /* Builds the MHD response for an answer, with gatherd's headers. NULL when out of memory (an
  * owned body is freed then). */
-static struct MHD_Response *make_response(struct httpd_req *r, const char *ctype, char *body,
-                                          size_t len, enum httpd_mem mem,
-                                          const struct httpd_header *extra, size_t nextra)
+/* gatherd's headers on every answer, then the extra ones; an extra Cache-Control replaces the
+ * default. */
+static void add_headers(struct httpd_req *r, struct MHD_Response *resp, const char *ctype,
+                        const struct httpd_header *extra, size_t nextra)
 {
-    struct MHD_Response *resp = MHD_create_response_from_buffer(
-        len, body, mem == HTTPD_MEM_OWNED ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
-    if (resp == NULL) {
-        if (mem == HTTPD_MEM_OWNED)
-            free(body);
-        return NULL;
-    }
     bool cache_control = false;
     for (size_t i = 0; i < nextra; i++)
         cache_control |= strcasecmp(extra[i].name, MHD_HTTP_HEADER_CACHE_CONTROL) == 0;
@@ -242,6 +243,22 @@ static struct MHD_Response *make_response(struct httpd_req *r, const char *ctype
         MHD_add_response_header(resp, extra[i].name, extra[i].value);
     if (r->close_after || atomic_load_explicit(r->h->env.closing, memory_order_relaxed))
         MHD_add_response_header(resp, MHD_HTTP_HEADER_CONNECTION, "close");
+}
+
+/* Builds the MHD response for an answer, with gatherd's headers. NULL when out of memory (an
+ * owned body is freed then). */
+static struct MHD_Response *make_response(struct httpd_req *r, const char *ctype, char *body,
+                                          size_t len, enum httpd_mem mem,
+                                          const struct httpd_header *extra, size_t nextra)
+{
+    struct MHD_Response *resp = MHD_create_response_from_buffer(
+        len, body, mem == HTTPD_MEM_OWNED ? MHD_RESPMEM_MUST_FREE : MHD_RESPMEM_PERSISTENT);
+    if (resp == NULL) {
+        if (mem == HTTPD_MEM_OWNED)
+            free(body);
+        return NULL;
+    }
+    add_headers(r, resp, ctype, extra, nextra);
     return resp;
 }
 
@@ -306,6 +323,94 @@ int httpd_respond_error(struct httpd_req *r, int status, const char *code, const
     size_t len;
     char *body = buf_steal(&b, &len);
     return httpd_respond(r, status, "application/json", body, len, HTTPD_MEM_OWNED, extra, nextra);
+}
+
+/* Parks a stream that has nothing to send, or wakes it; the same watch and list as a parked
+ * request, so a client that leaves meanwhile is noticed and shutdown resumes it. */
+static void stream_park(struct httpd_req *r)
+{
+    struct httpd *h = r->h;
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    struct conn_watch *cw = ci != NULL ? ci->socket_context : NULL;
+    MHD_suspend_connection(r->conn);
+    r->stream_parked = true;
+    if (cw != NULL) {
+        cw->parked = r;
+        r->watch = cw;
+    }
+    r->next = h->waiting;
+    if (h->waiting != NULL)
+        h->waiting->prev = r;
+    h->waiting = r;
+}
+
+static void stream_wake(struct httpd_req *r)
+{
+    if (!r->stream_parked)
+        return;
+    r->stream_parked = false;
+    resume(r, r->phase);
+}
+
+/* libmicrohttpd asks for the next bytes of a stream: what is queued, the end, or nothing yet,
+ * in which case the connection is suspended until httpd_stream_write() or _end(): returning 0
+ * alone would have it ask again on every run of the daemon. */
+static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
+{
+    struct httpd_req *r = cls;
+    (void)pos;
+    if (r->phase == PH_GONE)
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    size_t avail = r->stream.len - r->stream_off;
+    if (avail > 0) {
+        size_t n = avail < max ? avail : max;
+        memcpy(out, r->stream.data + r->stream_off, n);
+        r->stream_off += n;
+        if (r->stream_off == r->stream.len) /* all handed over: reuse the buffer */
+            r->stream.len = r->stream_off = 0;
+        return (ssize_t)n;
+    }
+    if (r->stream_ended)
+        return MHD_CONTENT_READER_END_OF_STREAM;
+    stream_park(r);
+    return 0;
+}
+
+int httpd_stream_begin(struct httpd_req *r, int status, const char *ctype,
+                       const struct httpd_header *extra, size_t nextra)
+{
+    if (r->phase != PH_NEW)
+        return -EALREADY;
+    struct MHD_Response *resp =
+        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, r, NULL);
+    if (resp == NULL)
+        return -ENOMEM;
+    add_headers(r, resp, ctype, extra, nextra);
+    r->streaming = true;
+    return queue(r, status, resp, 0) == MHD_YES ? 0 : -ENOMEM;
+}
+
+int httpd_stream_write(struct httpd_req *r, const char *data, size_t len)
+{
+    if (!r->streaming || r->stream_ended)
+        return -EALREADY;
+    if (r->phase == PH_GONE)
+        return -EPIPE;
+    if (buf_append(&r->stream, data, len) < 0)
+        return -ENOMEM;
+    r->bytes_out += len;
+    stream_wake(r);
+    return 0;
+}
+
+int httpd_stream_end(struct httpd_req *r)
+{
+    if (!r->streaming || r->stream_ended)
+        return -EALREADY;
+    r->stream_ended = true;
+    stream_wake(r);
+    return 0;
 }
 
 int httpd_park(struct httpd_req *r)
@@ -591,6 +696,11 @@ const char *httpd_req_path(const struct httpd_req *r)
 const char *httpd_req_id(const struct httpd_req *r)
 {
     return r->rid;
+}
+
+const char *httpd_req_header(const struct httpd_req *r, const char *name)
+{
+    return MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, name);
 }
 
 const char *httpd_req_target(const struct httpd_req *r)

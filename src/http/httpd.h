@@ -115,6 +115,21 @@ int httpd_respond(struct httpd_req *r, int status, const char *ctype, char *body
 int httpd_respond_error(struct httpd_req *r, int status, const char *code, const char *message,
                         const struct httpd_header *extra, size_t nextra);
 
+/* A streamed answer: status and headers go out at once, then each piece as it is written
+ * (chunked for HTTP/1.1), then the end. Begin only during serve, instead of httpd_respond();
+ * the request is not parked but waits in the same way between pieces, so a client that leaves
+ * is noticed (the gone hook runs) and shutdown resumes it. Pieces are copied and held until
+ * libmicrohttpd takes them: never more than what was written and not yet sent. Each returns 0,
+ * -ENOMEM, -EALREADY (not a stream, or already ended), or (write) -EPIPE when the client has
+ * left. */
+int httpd_stream_begin(struct httpd_req *r, int status, const char *ctype,
+                       const struct httpd_header *extra, size_t nextra);
+int httpd_stream_write(struct httpd_req *r, const char *data, size_t len);
+int httpd_stream_end(struct httpd_req *r);
+
+/* The value of request header `name` (the first of them), or NULL. During the hooks. */
+const char *httpd_req_header(const struct httpd_req *r, const char *name);
+
 /* The answer will come later: suspends r and watches its client. Only during serve. 0, or
  * -EPIPE when the client has already gone (nothing was parked; r ends as 499). */
 int httpd_park(struct httpd_req *r);

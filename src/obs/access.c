@@ -21,6 +21,8 @@ static int format_legs(struct buf *b, const struct access_entry *e)
             rc = buf_printf(b, ",\"status\":%ld", leg.status);
         if (rc == 0)
             rc = buf_printf(b, ",\"ms\":%.2f", (double)leg.usec / 1e3);
+        if (rc == 0 && leg.dependent)
+            rc = buf_printf(b, ",\"start_ms\":%.2f", (double)leg.start_usec / 1e3);
         if (rc == 0)
             rc = buf_appends(b, leg.joined ? ",\"joined\":true}" : "}");
     }
@@ -86,6 +88,8 @@ int access_format(struct buf *b, const struct access_entry *e)
                         e->status, (double)e->usec / 1e3, e->bytes, e->worker);
     if (rc == 0)
         rc = jsonv_append_string(b, e->client, strlen(e->client));
+    if (rc == 0 && e->stream != NULL)
+        rc = buf_printf(b, ",\"stream\":\"%s\"", e->stream);
     if (rc == 0 && e->nlegs > 0)
         rc = e->summarise ? format_summary(b, e) : format_legs(b, e);
     if (rc == 0)

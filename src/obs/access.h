@@ -16,6 +16,8 @@ struct access_leg {
     uint64_t usec;
     bool joined;      /* it shared a transfer another request had started */
     const char *item; /* the item it was for ("each" requests), or NULL */
+    bool dependent;   /* it waited for other calls' answers: "start_ms" shows when it began */
+    uint64_t start_usec;
 };
 
 /* Fills *out with call i of the request, 0 <= i < nlegs. */
@@ -33,6 +35,7 @@ struct access_entry {
     /* Summarise the calls instead of listing them: "legs": {"total", "outcomes": {result:
      * count}, "slowest_ms", "slowest_item"}. For "each" requests, which may make 1,000. */
     bool summarise;
+    const char *stream; /* "ndjson" or "sse" for a streamed answer; NULL otherwise */
 };
 
 /* Appends the access line as one JSON object, without a newline. 0 or -ENOMEM. */

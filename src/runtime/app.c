@@ -277,16 +277,31 @@ static int start_workers(struct app *a, char *err, size_t errlen)
     pthread_sigmask(SIG_BLOCK, &all, &old);
     int rc = 0;
     for (unsigned i = 0; rc == 0 && i < a->nworkers; i++) {
-        rc = worker_init(&a->workers[i], i, &a->shared, a->site, err, errlen);
+        char why[512];
+        rc = worker_init(&a->workers[i], i, &a->shared, a->site, why, sizeof why);
         if (rc == 0 && (rc = worker_start(&a->workers[i])) < 0)
-            snprintf(err, errlen, "cannot start worker thread %u: %s", i, strerror(-rc));
-        if (rc < 0)
+            snprintf(why, sizeof why, "cannot create its thread: %s", strerror(-rc));
+        if (rc < 0) {
+            snprintf(err, errlen, "cannot start worker %u of %u: %s", i, a->nworkers, why);
             worker_finish(&a->workers[i]);
-        else
+        } else
             a->started++;
     }
     pthread_sigmask(SIG_SETMASK, &old, NULL);
     return rc;
+}
+
+/* Start-up failed after some workers were running: they may already hold connections, so they
+ * drain as at SIGTERM, and the control loop ends once every one has exited. With none running
+ * nothing would ever end that loop, so there is nothing to run. */
+static void stop_started(struct app *a)
+{
+    if (a->started == 0)
+        return;
+    atomic_store(&a->draining, 1);
+    for (unsigned i = 0; i < a->started; i++)
+        worker_post_drain(&a->workers[i]);
+    event_base_dispatch(a->base);
 }
 
 static void teardown(struct app *a)
@@ -323,11 +338,15 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     }
     a.nworkers = (unsigned)app_worker_count(opts->workers >= 0 ? opts->workers : cfg->workers);
     app_versions(labels, sizeof labels, 1);
-    a.logger = log_create(level);
+    /* The log writer is the process's first thread, and a thread is what it most likely lacks. */
+    if ((a.logger = log_create(level)) == NULL) {
+        fprintf(stderr, "gatherd: cannot start the log writer thread (out of memory or "
+                        "threads)\n");
+        goto out;
+    }
     a.metrics = metrics_create(a.nworkers, labels);
     a.base = event_base_new();
-    if (a.logger == NULL || a.metrics == NULL || a.base == NULL ||
-        (a.log = log_sink_new(a.logger)) == NULL ||
+    if (a.metrics == NULL || a.base == NULL || (a.log = log_sink_new(a.logger)) == NULL ||
         (a.site = site_create(cfg, a.metrics, a.nworkers)) == NULL) {
         fprintf(stderr, "gatherd: out of memory at start\n");
         goto out;
@@ -362,11 +381,7 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     };
     if (start_workers(&a, err, sizeof err) < 0) {
         fprintf(stderr, "gatherd: %s\n", err);
-        /* Workers already running must drain before they can be joined. */
-        for (unsigned i = 0; i < a.started; i++)
-            worker_post_drain(&a.workers[i]);
-        atomic_store(&a.draining, 1);
-        event_base_dispatch(a.base);
+        stop_started(&a);
         goto out;
     }
     char f[256];

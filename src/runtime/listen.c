@@ -13,24 +13,67 @@
 #include <sys/un.h>
 #include <unistd.h>
 
+/* What is at path before binding: nothing or a stale socket (removed) is 0; a socket something
+ * accepts on, or anything else, is an error with the reason in why. A stale socket is one a
+ * connect() is refused on: its process is gone. The probe does not block (a full backlog is
+ * EAGAIN, and means alive). */
+static int clear_stale(const char *path, const struct sockaddr_un *sa, const char **why)
+{
+    struct stat st;
+    if (lstat(path, &st) == -1)
+        return errno == ENOENT ? 0 : -errno;
+    if (!S_ISSOCK(st.st_mode)) {
+        *why = "exists and is not a socket";
+        return -EEXIST;
+    }
+    int probe = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
+    if (probe == -1)
+        return -errno;
+    int rc = connect(probe, (const struct sockaddr *)sa, sizeof *sa) == 0 ? 0 : errno;
+    close(probe);
+    if (rc == ECONNREFUSED)
+        return unlink(path) == -1 && errno != ENOENT ? -errno : 0;
+    if (rc == ENOENT)
+        return 0; /* removed meanwhile */
+    if (rc == 0 || rc == EAGAIN || rc == EINPROGRESS) {
+        *why = "another process is accepting connections on it";
+        return -EADDRINUSE;
+    }
+    return -rc;
+}
+
 static int open_unix(const char *path, struct listener *l, char *err, size_t errlen)
 {
     struct sockaddr_un sa = {.sun_family = AF_UNIX};
     strcpy(sa.sun_path, path); /* laddr_parse() checked the length */
-    struct stat st;
-    if (lstat(path, &st) == 0 && S_ISSOCK(st.st_mode))
-        unlink(path); /* a stale socket from a previous run */
+    const char *why = NULL;
+    int rc = clear_stale(path, &sa, &why);
+    if (rc < 0) {
+        snprintf(err, errlen, "listen: unix:%s: %s", path, why ? why : strerror(-rc));
+        return rc;
+    }
     int fd = socket(AF_UNIX, SOCK_STREAM | SOCK_NONBLOCK | SOCK_CLOEXEC, 0);
-    if (fd == -1 || bind(fd, (struct sockaddr *)&sa, sizeof sa) == -1 || chmod(path, 0660) == -1 ||
-        listen(fd, SOMAXCONN) == -1) {
+    if (fd == -1 || bind(fd, (struct sockaddr *)&sa, sizeof sa) == -1) {
         int e = errno;
         snprintf(err, errlen, "listen: unix:%s: %s", path, strerror(e));
         if (fd != -1)
             close(fd);
         return -e;
     }
+    /* The file bind() made, told apart from whatever may replace it at this path later: only
+     * this one is removed at exit. */
+    struct stat st;
+    if (lstat(path, &st) == -1 || chmod(path, 0660) == -1 || listen(fd, SOMAXCONN) == -1 ||
+        (l->unix_path = strdup(path)) == NULL) {
+        int e = errno;
+        snprintf(err, errlen, "listen: unix:%s: %s", path, strerror(e));
+        close(fd);
+        unlink(path);
+        return -e;
+    }
     l->fd = fd;
-    l->unix_path = strdup(path);
+    l->unix_dev = st.st_dev;
+    l->unix_ino = st.st_ino;
     snprintf(l->addr, sizeof l->addr, "unix:%s", path);
     return 0;
 }
@@ -79,7 +122,10 @@ void listen_close(struct listener *l)
         l->fd = -1;
     }
     if (l->unix_path != NULL) {
-        unlink(l->unix_path);
+        /* Another process may have replaced the file meanwhile (and serve on it): leave that. */
+        struct stat st;
+        if (lstat(l->unix_path, &st) == 0 && st.st_dev == l->unix_dev && st.st_ino == l->unix_ino)
+            unlink(l->unix_path);
         free(l->unix_path);
         l->unix_path = NULL;
     }

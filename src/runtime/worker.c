@@ -90,6 +90,8 @@ static void on_mail(evutil_socket_t fd, short what, void *arg)
         site_unref(w->site);
         w->site = site;
         router_set_site(w->router, site);
+        /* Pools of origins it no longer names go once idle (out of memory: the last set holds). */
+        upstream_keep_origins(w->upstream, site->urls, site->cfg->nbackends_total);
     }
     if (gen > atomic_load(&w->applied_gen)) {
         atomic_store(&w->applied_gen, gen);
@@ -162,7 +164,7 @@ int worker_init(struct worker *w, unsigned id, const struct worker_shared *share
     w->router = w->log && w->flights ? router_create(&re, site) : NULL;
     if (w->log == NULL || w->upstream == NULL || w->flights == NULL || w->mail == NULL ||
         w->drain_timer == NULL || w->router == NULL) {
-        snprintf(err, errlen, "out of memory setting up worker %u", id);
+        snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
     struct httpd_env he = {
@@ -190,7 +192,7 @@ int worker_init(struct worker *w, unsigned id, const struct worker_shared *share
         .arg = w,
     };
     if ((w->acceptor = acceptor_create(&ao)) == NULL) {
-        snprintf(err, errlen, "cannot register the listening socket with worker %u's loop", id);
+        snprintf(err, errlen, "cannot register the listening socket with its loop");
         return -EIO;
     }
     return 0;
@@ -225,9 +227,12 @@ static void *worker_main(void *arg)
 
 int worker_start(struct worker *w)
 {
+    /* On failure glibc has already stored a descriptor in w->thread and freed it again, so
+     * whether there is a thread to join is recorded apart. */
     int rc = pthread_create(&w->thread, NULL, worker_main, w);
     if (rc != 0)
         return -rc;
+    w->joinable = true;
     return 0;
 }
 
@@ -252,7 +257,7 @@ void worker_post_stop(struct worker *w)
 
 void worker_finish(struct worker *w)
 {
-    if (w->thread)
+    if (w->joinable)
         pthread_join(w->thread, NULL);
     teardown(w);
     if (w->mail != NULL)

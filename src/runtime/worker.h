@@ -68,15 +68,17 @@ struct worker {
     atomic_bool exited;   /* the loop ended and the thread tore its parts down */
 
     pthread_t thread;
+    bool joinable; /* worker_start() succeeded: only then does thread name a thread */
 };
 
 /* Builds the worker's loop, daemon and upstream client in the calling thread (so start-up
  * failures are reported before anything runs) with a reference to site. 0 or a negative errno,
- * with the reason in err. */
+ * with the reason in err (the caller names the worker). */
 int worker_init(struct worker *w, unsigned id, const struct worker_shared *shared,
                 struct site *site, char *err, size_t errlen);
 
-/* Runs the loop on a new thread. */
+/* Runs the loop on a new thread. 0, or a negative errno when the thread cannot be created (the
+ * worker is then still only initialised: worker_finish() frees it without a join). */
 int worker_start(struct worker *w);
 
 /* From the control thread: hand over a new configuration (a site: a reference is taken)

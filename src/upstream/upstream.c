@@ -39,8 +39,7 @@ struct upstream_xfer {
     void *arg;
     struct buf body;
     long timeout_ms;
-    uint64_t queued_at; /* microseconds; nonzero while waiting in the pool's queue */
-    struct upstream_xfer *qnext;
+    struct upstream__queued q; /* q.cls is set while waiting in the pool's queue */
     size_t max_body;
     size_t seen;  /* body bytes received, kept or not */
     bool discard; /* a non-2xx answer: its body is counted, not kept */
@@ -94,17 +93,10 @@ static void unlink_xfer(struct upstream_xfer *x)
     u->active--;
 }
 
-/* Hands x to curl. Its timeout is what remains of its own: time spent queued counts, as it
- * would in curl's own queue. */
-static int submit(struct upstream_xfer *x)
+/* Hands x to curl with timeout_ms of its own left. */
+static int submit(struct upstream_xfer *x, long timeout_ms)
 {
-    long timeout = x->timeout_ms;
-    if (x->queued_at != 0) {
-        long waited = (long)((clock_us() - x->queued_at) / 1000);
-        timeout = waited < timeout ? timeout - waited : 1; /* 1 ms: curl reports the timeout */
-        x->queued_at = 0;
-    }
-    curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, timeout);
+    curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
     if (curl_multi_add_handle(x->pool->multi, x->easy) != CURLM_OK)
         return -1;
     x->pool->running++;
@@ -116,39 +108,23 @@ static bool pool_full(const struct upstream__pool *p)
     return p->u->max_host_connections > 0 && p->running >= (size_t)p->u->max_host_connections;
 }
 
-/* Starts queued transfers while the pool has room. */
-static void pump(struct upstream__pool *p)
+/* The time spent queued counts against a transfer's timeout, as it would in curl's own queue:
+ * curl gets what is left of it. One whose time is up is not started but left to the queue's
+ * timer, which fails it as having waited for a connection (its callback cannot run here, in
+ * the middle of another transfer's release). */
+void upstream__pump(struct upstream__pool *p)
 {
-    while (p->queue_head != NULL && !pool_full(p) && !p->u->destroying) {
-        struct upstream_xfer *x = p->queue_head;
-        p->queue_head = x->qnext;
-        if (p->queue_head == NULL)
-            p->queue_tail = NULL;
-        x->qnext = NULL;
-        if (submit(x) < 0) { /* out of memory in curl: put it back, retry on the next exit */
-            x->qnext = p->queue_head;
-            p->queue_head = x;
-            if (p->queue_tail == NULL)
-                p->queue_tail = x;
-            x->queued_at = clock_us();
+    uint64_t now = 0;
+    while (p->queue.head != NULL && !pool_full(p) && !p->u->destroying) {
+        struct upstream__queued *q = p->queue.head;
+        if (now == 0)
+            now = clock_us();
+        if (q->deadline <= now)
             return;
-        }
+        if (submit(q->x, (long)((q->deadline - now + 999) / 1000)) < 0)
+            return; /* out of memory in curl: it stays first, retried when another ends */
+        upstream__queue_remove(p, q);
     }
-}
-
-static void dequeue(struct upstream_xfer *x)
-{
-    struct upstream__pool *p = x->pool;
-    struct upstream_xfer **pp = &p->queue_head, *prev = NULL;
-    while (*pp != NULL && *pp != x) {
-        prev = *pp;
-        pp = &(*pp)->qnext;
-    }
-    if (*pp == NULL)
-        return;
-    *pp = x->qnext;
-    if (p->queue_tail == x)
-        p->queue_tail = prev;
 }
 
 /* Takes x out of curl (or of the queue), returns its easy handle to the spares, frees x, and
@@ -157,8 +133,8 @@ static void release(struct upstream_xfer *x)
 {
     struct upstream *u = x->u;
     struct upstream__pool *p = x->pool;
-    if (x->queued_at != 0) {
-        dequeue(x);
+    if (x->q.cls != NULL) {
+        upstream__queue_remove(p, &x->q);
     } else {
         curl_multi_remove_handle(p->multi, x->easy);
         p->running--;
@@ -178,7 +154,21 @@ static void release(struct upstream_xfer *x)
     unlink_xfer(x);
     buf_finish(&x->body);
     free(x);
-    pump(p);
+    upstream__pump(p);
+    upstream__pool_idle(p);
+}
+
+void upstream__queue_timed_out(struct upstream_xfer *x)
+{
+    char message[160];
+    snprintf(message, sizeof message,
+             "timed out after %ld ms waiting for a connection to this origin (at its limit of %ld)",
+             x->timeout_ms, x->u->max_host_connections);
+    struct upstream_result res = {ERRKIND_TIMEOUT, 0, NULL, 0, message};
+    upstream_done_fn done = x->done;
+    void *arg = x->arg;
+    release(x);
+    done(arg, &res);
 }
 
 static enum errkind classify(CURLcode rc, bool too_large)
@@ -381,14 +371,17 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
     if (pool == NULL)
         return NULL;
     struct upstream_xfer *x = calloc(1, sizeof *x + nnodes * sizeof x->nodes[0]);
-    if (x == NULL)
+    if (x == NULL) {
+        upstream__pool_idle(pool);
         return NULL;
+    }
     struct parsed_url *url = parsed_url(u, req->url);
     int cls = url != NULL && url->largest <= (size_t)UPSTREAM__SMALL_BUFFER ? UPSTREAM__BUF_SMALL
                                                                             : UPSTREAM__BUF_DEFAULT;
     CURL *e = u->nspare[cls] > 0 ? u->spare[cls][--u->nspare[cls]] : easy_new(u, cls);
     if (e == NULL) {
         free(x);
+        upstream__pool_idle(pool);
         return NULL;
     }
     x->buf_class = cls;
@@ -429,16 +422,12 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
     curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body);
 
     x->timeout_ms = req->timeout_ms;
-    if (pool_full(pool)) {
-        x->queued_at = clock_us();
-        if (pool->queue_tail != NULL)
-            pool->queue_tail->qnext = x;
-        else
-            pool->queue_head = x;
-        pool->queue_tail = x;
-    } else if (submit(x) < 0) {
+    x->q.x = x;
+    if (pool_full(pool) ? upstream__queue_push(pool, &x->q, x->timeout_ms) < 0
+                        : submit(x, x->timeout_ms) < 0) {
         curl_easy_cleanup(e);
         free(x);
+        upstream__pool_idle(pool);
         return NULL;
     }
     x->next = u->xfers;

@@ -62,7 +62,17 @@ struct upstream *upstream_create(struct event_base *base, const struct upstream_
 /* Cancels every transfer without calling back and frees everything; accepts NULL. */
 void upstream_destroy(struct upstream *u);
 
-/* Starts a GET. NULL when it cannot start (out of memory, curl refused): no callback then. */
+/* Says which origins (scheme and authority) the configuration in use needs: those of urls[0,
+ * n), which are only read during the call. The pool of any other origin (its multi, its idle
+ * connections, its timers) is released once no transfer runs or waits on it, at once if none
+ * does; a transfer to such an origin still works, on a pool made for it and released after.
+ * Until the first call every origin is kept. 0, or -ENOMEM and nothing changes. From the loop,
+ * not from an upstream callback. */
+int upstream_keep_origins(struct upstream *u, const char *const *urls, size_t n);
+
+/* Starts a GET. NULL when it cannot start (out of memory, curl refused): no callback then.
+ * req->timeout_ms counts from now, also while the transfer waits for a connection under
+ * max_host_connections; one whose time is up while it waits fails as ERRKIND_TIMEOUT. */
 struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_req *req,
                                      upstream_done_fn done, void *arg);
 

@@ -13,6 +13,7 @@
 #include <sys/types.h>
 
 struct event;
+struct upstream__qclass;
 struct upstream__sock;
 
 /* Easy handles kept for reuse, per receive buffer size: creating one costs more than reusing
@@ -26,6 +27,23 @@ struct upstream__sock;
 #define UPSTREAM__SMALL_BUFFER 2048L
 enum { UPSTREAM__BUF_SMALL, UPSTREAM__BUF_DEFAULT, UPSTREAM__BUF_CLASSES };
 
+/* Queued transfers, oldest first, threaded through one of their links. */
+struct upstream__qlist {
+    struct upstream__queued *head, *tail;
+};
+
+/* A transfer's place in its pool's queue (upstream_queue.c); part of the transfer. */
+struct upstream__queued {
+    struct upstream_xfer *x;
+    /* [UPSTREAM__BY_ARRIVAL]: the pool's queue; [UPSTREAM__BY_CLASS]: its class's. */
+    struct {
+        struct upstream__queued *prev, *next;
+    } link[2];
+    struct upstream__qclass *cls; /* transfers of the same timeout_ms; NULL while not queued */
+    uint64_t deadline;            /* clock_us() at which its timeout_ms is up */
+};
+enum { UPSTREAM__BY_ARRIVAL, UPSTREAM__BY_CLASS };
+
 /* One curl multi handle per upstream origin (scheme, authority). Each keeps its own connection
  * cache, so a cache only ever holds connections that this origin's transfers can reuse, and it
  * stays small: curl 7.88 walks a multi's whole cache on every curl_multi_remove_handle(). */
@@ -37,13 +55,30 @@ struct upstream__pool {
     char *origin;
     /* Transfers beyond the connection cap wait here, not in curl: curl 7.88 walks its whole
      * pending list every time a transfer ends, which with thousands queued stalled the loop for
-     * seconds (tests/fault/test_c10k.py). Here a queued transfer costs nothing until its turn. */
-    size_t running; /* handed to curl */
-    struct upstream_xfer *queue_head, *queue_tail;
+     * seconds (tests/fault/test_c10k.py). Here a queued transfer costs nothing until its turn
+     * or its deadline (upstream_queue.c). */
+    size_t running;                    /* handed to curl */
+    struct upstream__qlist queue;      /* waiting for their turn */
+    struct upstream__qclass **classes; /* one per timeout_ms that waits here */
+    size_t nclasses, classes_cap;
+    struct event *queue_timer; /* at or before the earliest deadline in the queue */
+    uint64_t queue_timer_at;   /* clock_us() it is set for; 0 when it is not */
+    /* Whether the configuration in use names this origin (upstream_keep_origins()): a pool
+     * nobody needs is released once no transfer runs or waits on it. */
+    bool needed;
+    bool reaping; /* on u->reap, to be released by on_reap */
+    struct upstream__pool *reap_next;
+    size_t nsocks; /* socket watches pointing at this pool (upstream_sock.c) */
 };
 
-/* One per worker. upstream_sock.c keeps socks, inos and nsocks, upstream_pool.c pools, npools
- * and pools_cap, upstream.c the rest. */
+/* An origin the configuration in use names: an entry of upstream.keep. */
+struct upstream__keep {
+    uint64_t hash;
+    char *origin;
+};
+
+/* One per worker. upstream_sock.c keeps socks, inos and nsocks, upstream_pool.c pools, npools,
+ * pools_cap, keep, keep_cap, reap and reap_ev, upstream.c the rest. */
 struct upstream {
     struct event_base *base;
     bool destroying;
@@ -57,6 +92,10 @@ struct upstream {
     size_t nsocks;
     struct upstream__pool **pools; /* open addressing on the origin's hash; never shrinks */
     size_t npools, pools_cap;
+    struct upstream__keep *keep; /* keep_cap slots, open addressing; NULL: keep every origin */
+    size_t keep_cap;
+    struct upstream__pool *reap; /* pools to release on the next turn of the loop */
+    struct event *reap_ev;
     struct parsed_url *urls; /* URLS_CAP slots, open addressing on the URL's hash */
     size_t nurls;
     CURL *spare[UPSTREAM__BUF_CLASSES]
@@ -79,11 +118,37 @@ static inline uint64_t upstream__fnv1a(const char *s, size_t n)
  * curl_multi_socket_action() on p->multi returns: the callbacks may start or cancel transfers. */
 void upstream__check_done(struct upstream__pool *p);
 
+/* Starts queued transfers of p while it has room. */
+void upstream__pump(struct upstream__pool *p);
+
+/* Fails x, whose deadline passed while it was queued, as a timeout, and calls its callback
+ * (which may start or cancel transfers). From the pool's queue timer only. */
+void upstream__queue_timed_out(struct upstream_xfer *x);
+
+/* upstream_queue.c: transfers waiting for a connection */
+
+/* Creates p's queue timer: 0, or -ENOMEM. */
+int upstream__queue_init(struct upstream__pool *p);
+
+/* Frees what the queue holds; only once it is empty. */
+void upstream__queue_finish(struct upstream__pool *p);
+
+/* Queues q (q->x set) behind every other: it may wait timeout_ms from now. 0, or -ENOMEM. */
+int upstream__queue_push(struct upstream__pool *p, struct upstream__queued *q, long timeout_ms);
+
+/* Takes q, which is queued, out of the queue: constant time. */
+void upstream__queue_remove(struct upstream__pool *p, struct upstream__queued *q);
+
 /* upstream_pool.c: the pools, by origin */
 
 /* The pool of url's origin, made with its multi on first use; owned by u. NULL when out of
  * memory or curl cannot be set up. */
 struct upstream__pool *upstream__pool_for(struct upstream *u, const char *url);
+
+/* Called when a transfer of p ended or could not start: if none runs or waits on p any more
+ * and its origin is not needed, p is released on the next turn of the loop (never now: a
+ * callback of its multi may be running). */
+void upstream__pool_idle(struct upstream__pool *p);
 
 /* Destroys every pool and the table; their multis close cached connections through close_cb.
  * Only once no transfer remains. */
@@ -97,6 +162,11 @@ void upstream__sock_attach_multi(struct upstream__pool *p);
 
 /* Has e open and close its sockets through the registry, which counts them in u->metrics. */
 void upstream__sock_attach_easy(struct upstream *u, CURL *e);
+
+/* After p's multi is cleaned up: frees any watch still pointing at p. None is expected (the
+ * multi closes each idle connection through close_cb, which frees its watch); this makes sure
+ * no event can reach the freed pool. */
+void upstream__sock_forget_pool(struct upstream__pool *p);
 
 /* Frees every socket watch and the registry. Only once every multi is cleaned up: until then
  * curl may still hold them. */

@@ -1,6 +1,7 @@
 #include "upstream_int.h"
 
 #include <curl/curl.h>
+#include <errno.h>
 #include <event2/event.h>
 #include <stdlib.h>
 #include <string.h>
@@ -27,10 +28,13 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 
 static void pool_destroy(struct upstream__pool *p)
 {
-    if (p->multi != NULL)
+    if (p->multi != NULL) {
         curl_multi_cleanup(p->multi); /* closes cached connections through close_cb */
+        upstream__sock_forget_pool(p);
+    }
     if (p->timer != NULL)
         event_free(p->timer);
+    upstream__queue_finish(p);
     free(p->origin);
     free(p);
 }
@@ -43,15 +47,127 @@ static size_t origin_len(const char *url)
     return (size_t)(p + strcspn(p, "/?#") - url);
 }
 
+/* Whether s, of hash h, is the origin origin[0, len) of that hash. */
+static bool same_origin(uint64_t h, const char *s, uint64_t hash, const char *origin, size_t len)
+{
+    return h == hash && strncmp(s, origin, len) == 0 && s[len] == '\0';
+}
+
 static struct upstream__pool **slot_for(struct upstream__pool **table, size_t cap, uint64_t hash,
                                         const char *origin, size_t len)
 {
     for (size_t i = hash & (cap - 1);; i = (i + 1) & (cap - 1)) {
         struct upstream__pool *p = table[i];
-        if (p == NULL ||
-            (p->hash == hash && strncmp(p->origin, origin, len) == 0 && p->origin[len] == '\0'))
+        if (p == NULL || same_origin(p->hash, p->origin, hash, origin, len))
             return &table[i];
     }
+}
+
+/* The slot of origin[0, len) in a keep table, or the empty one where it would go. */
+static struct upstream__keep *keep_slot(struct upstream__keep *keep, size_t cap, uint64_t hash,
+                                        const char *origin, size_t len)
+{
+    for (size_t i = hash & (cap - 1);; i = (i + 1) & (cap - 1))
+        if (keep[i].origin == NULL || same_origin(keep[i].hash, keep[i].origin, hash, origin, len))
+            return &keep[i];
+}
+
+/* Takes p out of the table (backward-shift deletion, so that no probe sequence breaks). */
+static void unlist(struct upstream *u, struct upstream__pool *p)
+{
+    size_t mask = u->pools_cap - 1;
+    size_t i = (size_t)(slot_for(u->pools, u->pools_cap, p->hash, p->origin, strlen(p->origin)) -
+                        u->pools);
+    for (size_t j = (i + 1) & mask; u->pools[j] != NULL; j = (j + 1) & mask) {
+        size_t home = u->pools[j]->hash & mask;
+        /* The entry at j may fill the hole at i unless its home lies cyclically in (i, j]. */
+        bool stays = i < j ? home > i && home <= j : home > i || home <= j;
+        if (!stays) {
+            u->pools[i] = u->pools[j];
+            i = j;
+        }
+    }
+    u->pools[i] = NULL;
+    u->npools--;
+}
+
+/* Whether the configuration in use names the origin origin[0, len). */
+static bool kept(const struct upstream *u, uint64_t hash, const char *origin, size_t len)
+{
+    return u->keep == NULL || keep_slot(u->keep, u->keep_cap, hash, origin, len)->origin != NULL;
+}
+
+static void free_keep(struct upstream__keep *keep, size_t cap)
+{
+    for (size_t i = 0; keep != NULL && i < cap; i++)
+        free(keep[i].origin);
+    free(keep);
+}
+
+/* Releases the pools on u->reap that are still idle and unneeded: their multis close their
+ * idle connections, and their timers, caches and wakeup sockets go. A pool that got a
+ * transfer or became needed since stays. */
+static void on_reap(evutil_socket_t fd, short what, void *arg)
+{
+    struct upstream *u = arg;
+    (void)fd;
+    (void)what;
+    while (u->reap != NULL) {
+        struct upstream__pool *p = u->reap;
+        u->reap = p->reap_next;
+        p->reap_next = NULL;
+        p->reaping = false;
+        if (!p->needed && p->running == 0 && p->queue.head == NULL) {
+            unlist(u, p);
+            pool_destroy(p);
+        }
+    }
+}
+
+void upstream__pool_idle(struct upstream__pool *p)
+{
+    struct upstream *u = p->u;
+    if (p->needed || p->reaping || p->running > 0 || p->queue.head != NULL || u->destroying)
+        return;
+    if (u->reap_ev == NULL && (u->reap_ev = event_new(u->base, -1, 0, on_reap, u)) == NULL)
+        return; /* out of memory: the pool stays until the next try */
+    p->reaping = true;
+    p->reap_next = u->reap;
+    u->reap = p;
+    event_active(u->reap_ev, EV_READ, 0);
+}
+
+int upstream_keep_origins(struct upstream *u, const char *const *urls, size_t n)
+{
+    size_t cap = 16;
+    while (cap < 2 * n)
+        cap *= 2;
+    struct upstream__keep *keep = calloc(cap, sizeof *keep);
+    if (keep == NULL)
+        return -ENOMEM;
+    for (size_t i = 0; i < n; i++) {
+        size_t len = origin_len(urls[i]);
+        uint64_t hash = upstream__fnv1a(urls[i], len);
+        struct upstream__keep *k = keep_slot(keep, cap, hash, urls[i], len);
+        if (k->origin != NULL)
+            continue;
+        if ((k->origin = strndup(urls[i], len)) == NULL) {
+            free_keep(keep, cap);
+            return -ENOMEM;
+        }
+        k->hash = hash;
+    }
+    free_keep(u->keep, u->keep_cap);
+    u->keep = keep;
+    u->keep_cap = cap;
+    for (size_t i = 0; i < u->pools_cap; i++) {
+        struct upstream__pool *p = u->pools[i];
+        if (p != NULL) {
+            p->needed = kept(u, p->hash, p->origin, strlen(p->origin));
+            upstream__pool_idle(p);
+        }
+    }
+    return 0;
 }
 
 static int grow_pools(struct upstream *u)
@@ -87,10 +203,11 @@ struct upstream__pool *upstream__pool_for(struct upstream *u, const char *url)
         return NULL;
     p->u = u;
     p->hash = hash;
+    p->needed = kept(u, hash, url, len);
     p->origin = strndup(url, len);
     p->multi = curl_multi_init();
     p->timer = evtimer_new(u->base, on_timer, p);
-    if (p->origin == NULL || p->multi == NULL || p->timer == NULL) {
+    if (p->origin == NULL || p->multi == NULL || p->timer == NULL || upstream__queue_init(p) < 0) {
         pool_destroy(p);
         return NULL;
     }
@@ -110,4 +227,7 @@ void upstream__pool_finish(struct upstream *u)
         if (u->pools[i] != NULL)
             pool_destroy(u->pools[i]);
     free(u->pools);
+    if (u->reap_ev != NULL)
+        event_free(u->reap_ev);
+    free_keep(u->keep, u->keep_cap);
 }

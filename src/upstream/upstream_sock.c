@@ -76,6 +76,7 @@ static void sock_lost(struct upstream *u, struct upstream__sock **slot)
 static void usock_free(struct upstream__sock *us)
 {
     if (us != NULL && us != &sock_opened) {
+        us->pool->nsocks--;
         event_free(us->ev);
         free(us);
     }
@@ -126,6 +127,7 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
             free(us);
             return -1;
         }
+        p->nsocks++;
         if (slot != NULL && *slot == &sock_opened) {
             if (sock_still_ours(p->u, s))
                 *slot = us;
@@ -224,10 +226,24 @@ void upstream__sock_attach_easy(struct upstream *u, CURL *e)
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, u);
 }
 
+void upstream__sock_forget_pool(struct upstream__pool *p)
+{
+    struct upstream *u = p->u;
+    for (size_t i = 0; p->nsocks > 0 && i < u->nsocks; i++)
+        if (u->socks[i] != NULL && u->socks[i] != &sock_opened && u->socks[i]->pool == p) {
+            usock_free(u->socks[i]);
+            u->socks[i] = &sock_opened; /* open, for all we know: no longer watched */
+        }
+}
+
 void upstream__sock_finish(struct upstream *u)
 {
+    /* The pools are gone: usock_free() would count in them. */
     for (size_t i = 0; i < u->nsocks; i++)
-        usock_free(u->socks[i]);
+        if (u->socks[i] != NULL && u->socks[i] != &sock_opened) {
+            event_free(u->socks[i]->ev);
+            free(u->socks[i]);
+        }
     free(u->socks);
     free(u->inos);
 }

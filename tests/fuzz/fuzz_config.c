@@ -32,28 +32,6 @@ static int has_ctl(const char *s)
     return 0;
 }
 
-/* The security rule of placeholders: each stands in the url's path or query, after the
- * authority, names something the endpoint has, and spans a "{...}" of the url. */
-static void check_refs(const struct config_endpoint *ep, const struct config_backend *be)
-{
-    const char *auth = strstr(be->url, "://") + 3;
-    size_t after = (size_t)(auth - be->url) + strcspn(auth, "/?#");
-    bool item = false;
-    for (size_t r = 0; r < be->nrefs; r++) {
-        const struct config_ref *ref = &be->refs[r];
-        item |= ref->param == CONFIG_REF_ITEM;
-        CHECK(ref->start >= after && ref->start < ref->end && ref->end <= strlen(be->url),
-              "placeholder at %zu of %s is not in its path or query", ref->start, be->url);
-        CHECK(be->url[ref->start] == '{' && be->url[ref->end - 1] == '}', "ref span");
-        CHECK(memchr(be->url + after, '#', ref->start - after) == NULL, "ref in a fragment");
-        if (ref->param == CONFIG_REF_ITEM)
-            CHECK(ep->each_param != NULL, "{item} outside each in %s", be->url);
-        else
-            CHECK(ref->param >= 0 && (size_t)ref->param < ep->nparams, "ref param");
-    }
-    CHECK(ep->each_param == NULL || item, "each backend without {item}: %s", be->url);
-}
-
 static void check_config(const struct config *cfg)
 {
     CHECK(atomic_load(&cfg->refs) == 1, "refs %d", atomic_load(&cfg->refs));
@@ -79,15 +57,28 @@ static void check_config(const struct config *cfg)
         CHECK(strcmp(ep->path, "/healthz") && strcmp(ep->path, "/readyz") &&
                   strcmp(ep->path, "/metrics"),
               "reserved path %s accepted", ep->path);
-        /* config_find() knows literal paths only; a parameterised one is routed by segments. */
-        CHECK(ep->segs != NULL || config_find(cfg, ep->path) == ep,
+        /* config_find() serves literal paths; those with placeholders are routed by segment. */
+        CHECK(config_find(cfg, ep->path) == (ep->segs == NULL ? ep : NULL),
               "config_find(%s) is another endpoint", ep->path);
+        CHECK((ep->segs != NULL) == (ep->nparams > 0), "segments without parameters: %s",
+              ep->path);
+        for (size_t b = 0; b < ep->nbackends; b++)
+            for (size_t r = 0; r < ep->backends[b].nrefs; r++) {
+                const struct config_ref *ref = &ep->backends[b].refs[r];
+                const char *url = ep->backends[b].url;
+                const char *auth = strstr(url, "://") + 3;
+                CHECK(url + ref->start >= auth + strcspn(auth, "/?#"),
+                      "a placeholder in the scheme or authority of %s", url);
+                CHECK(ref->param != CONFIG_REF_DEP || ref->dep != b, "a self reference in %s",
+                      url);
+                CHECK(ref->param != CONFIG_REF_ITEM || ep->each_param != NULL, "{item} in %s",
+                      url);
+            }
         CHECK(ep->concurrency >= 0 && ep->concurrency <= CONFIG_MAX_CONCURRENCY, "concurrency");
         if (ep->each_param != NULL)
             CHECK(ep->each_param[0] != '\0' && ep->nbackends == 1 && ep->max_items >= 1 &&
                       ep->max_items <= CONFIG_MAX_ITEMS,
                   "each on %s", ep->path);
-        CHECK((ep->segs == NULL) == (ep->nparams == 0), "params of %s", ep->path);
         for (size_t j = 0; j < i; j++)
             CHECK(strcmp(cfg->endpoints[j].path, ep->path) != 0, "duplicate path");
         CHECK(ep->timeout_ms >= 1 && ep->timeout_ms <= CONFIG_MAX_TIMEOUT_MS, "ep timeout");
@@ -109,7 +100,6 @@ static void check_config(const struct config *cfg)
                   "backend timeout %ld > endpoint %ld", be->timeout_ms, ep->timeout_ms);
             CHECK(be->max_body_bytes >= 1 && be->max_body_bytes <= (1u << 30), "max body");
             CHECK(be->nheaders == 0 || be->headers != NULL, "headers");
-            check_refs(ep, be);
             for (size_t h = 0; h < be->nheaders; h++) {
                 const char *line = be->headers[h];
                 const char *colon = strstr(line, ": ");

@@ -25,8 +25,9 @@ from gd import FakeUpstream, Gatherd, config, endpoint, http_get, parse_metrics,
 
 WORKERS = 2
 KINDS = ("timeout", "connect", "http_status", "invalid_json", "too_large", "transfer")
-# Every kind the errors counter has a series for: those above, and calls an early end cut off.
-METRIC_KINDS = KINDS + ("cancelled",)
+# Every kind the errors counter has a series for: those above, calls an early end cut off, and
+# chained calls whose dependency gave them nothing to use.
+METRIC_KINDS = KINDS + ("cancelled", "dependency")
 # A path and a backend name that need escaping in a label value (config allows both).
 ODD_PATH = '/q"uo\\te'
 ODD_BACKEND = 'b"a\\ck'

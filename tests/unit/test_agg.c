@@ -59,12 +59,21 @@ int main(void)
     agg_destroy(a);
     out.len = 0;
 
+    /* A call that could not be started fails from PENDING (a chained call whose dependency gave
+     * it nothing to use); a settled one cannot fail again. */
+    a = agg_create(plan);
+    ok(agg_fail(a, 2, ERRKIND_DEPENDENCY, "no field") == 0 && agg_remaining(a) == 2,
+       "fail a pending call");
+    ok(agg_fail(a, 2, ERRKIND_CONNECT, NULL) == -EALREADY, "fail a failed call refused");
+    ok(agg_start(a, 2) == -EALREADY, "a failed call never starts");
+    agg_destroy(a);
+
     /* All failed: 502; cancel covers pending and running; transport errors keep messages. */
     a = agg_create(plan);
     agg_start(a, 0);
     agg_start(a, 1);
     ok(agg_fail(a, 0, ERRKIND_CONNECT, "refused") == 0, "connect failure");
-    ok(agg_fail(a, 2, ERRKIND_CONNECT, NULL) == -EALREADY, "fail on a pending backend refused");
+    ok(agg_fail(a, 2, ERRKIND_NONE, NULL) == -EINVAL, "failing with no error kind refused");
     ok(agg_cancel(a, 1, ERRKIND_TIMEOUT, "deadline") == 0, "cancel running");
     ok(agg_cancel(a, 2, ERRKIND_TIMEOUT, NULL) == 0, "cancel pending");
     ok(agg_cancel(a, 2, ERRKIND_TIMEOUT, NULL) == -EALREADY, "cancel twice refused");

@@ -64,7 +64,7 @@ static void world_init(struct world *w)
     if (config_parse(cfg_json, strlen(cfg_json), "t", &w->cfg, err, sizeof err) < 0)
         printf("# %s\n", err);
     w->site = site_create(w->cfg, w->metrics, 1);
-    w->env = (struct fanout_env){w->base, w->flights, w->site->series, 0, &fake_clock};
+    w->env = (struct fanout_env){w->base, w->flights, w->site->series, 0, &fake_clock, NULL, false};
 }
 
 static struct fanout *start(struct world *w, const char *rid, struct answer *ans)

@@ -7,6 +7,7 @@
 #include "plan.h"
 #include "tap.h"
 
+#include <errno.h>
 #include <stdlib.h>
 
 static char *dup_s(const char *s)
@@ -48,7 +49,7 @@ static void test_slots(void)
     ok(agg_next(a) == 1, "then the second");
     agg_start(a, 1);
     ok(agg_next(a) == AGG_NONE && agg_running(a) == 2, "both slots taken: nothing more starts");
-    ok(agg_complete(a, 1, 200, dup_s("1"), 1) == 0 && agg_next(a) == 2,
+    ok(agg_complete(a, 1, 200, dup_s("1"), strlen("1")) == 0 && agg_next(a) == 2,
        "a slot frees: the next call in plan order");
     agg_start(a, 2);
     ok(agg_fail(a, 0, ERRKIND_TIMEOUT, NULL) == 0 && agg_next(a) == 3,
@@ -58,11 +59,11 @@ static void test_slots(void)
         n++;
     }
     ok(n == 1 && order[0] == 3 && agg_running(a) == 2, "never more than two running");
-    agg_complete(a, 2, 200, dup_s("2"), 1);
+    agg_complete(a, 2, 200, dup_s("2"), strlen("2"));
     ok(agg_next(a) == 4, "the last call waits for its slot");
     agg_start(a, 4);
-    agg_complete(a, 3, 200, dup_s("3"), 1);
-    agg_complete(a, 4, 200, dup_s("4"), 1);
+    agg_complete(a, 3, 200, dup_s("3"), strlen("3"));
+    agg_complete(a, 4, 200, dup_s("4"), strlen("4"));
     ok(agg_done(a) && agg_running(a) == 0 && !agg_decided(a), "done, nothing running");
     struct buf out = BUF_INIT;
     ok(agg_render(a, &out) == 200, "partial with one timeout: 200");
@@ -81,7 +82,7 @@ static void test_fail_fast(void)
     struct agg *a = agg_create(p);
     agg_start(a, 0);
     agg_start(a, 1);
-    ok(agg_complete(a, 0, 200, dup_s("{\"a\":1}"), 7) == 0 && !agg_decided(a),
+    ok(agg_complete(a, 0, 200, dup_s("{\"a\":1}"), strlen("{\"a\":1}")) == 0 && !agg_decided(a),
        "a success decides nothing");
     ok(agg_complete(a, 1, 503, NULL, 0) == 0 && agg_decided(a) && agg_decider(a) == 1,
        "the first failure decides the request");
@@ -102,8 +103,8 @@ static void test_fail_fast(void)
     a = agg_create(p);
     for (size_t i = 0; i < 2; i++)
         agg_start(a, i);
-    agg_complete(a, 0, 200, dup_s("1"), 1);
-    agg_complete(a, 1, 200, dup_s("1"), 1);
+    agg_complete(a, 0, 200, dup_s("1"), strlen("1"));
+    agg_complete(a, 1, 200, dup_s("1"), strlen("1"));
     agg_start(a, 2);
     agg_cancel(a, 2, ERRKIND_TIMEOUT, "deadline");
     ok(!agg_decided(a), "a deadline cut decides nothing by itself");
@@ -129,7 +130,7 @@ static void test_required(void)
        "an optional failure stays isolated");
     ok(agg_fail(a, 1, ERRKIND_TIMEOUT, NULL) == 0 && agg_decided(a) && agg_decider(a) == 1,
        "a required failure decides the request");
-    agg_complete(a, 2, 200, dup_s("3"), 1);
+    agg_complete(a, 2, 200, dup_s("3"), strlen("3"));
     struct buf out = BUF_INIT;
     ok(agg_render(a, &out) == 502, "502 even with a success");
     agg_destroy(a);
@@ -153,7 +154,7 @@ static void test_each(void)
     struct agg *a = agg_create(p);
     for (size_t i = 0; i < 3; i++)
         agg_start(a, i);
-    agg_complete(a, 0, 200, dup_s("{\"n\":1}"), 7);
+    agg_complete(a, 0, 200, dup_s("{\"n\":1}"), strlen("{\"n\":1}"));
     agg_complete(a, 1, 404, NULL, 0);
     agg_fail(a, 2, ERRKIND_TIMEOUT, "slow");
     struct buf out = BUF_INIT;
@@ -170,8 +171,74 @@ static void test_each(void)
     config_unref(cfg);
 }
 
+static void test_graph(void)
+{
+    /* b and d read a; e reads b and d (a diamond); c is independent; f reads e. */
+    struct config *cfg = parse("{\"endpoints\":[{\"path\":\"/g\",\"backends\":["
+                               "{\"name\":\"a\",\"url\":\"http://u/a\"},"
+                               "{\"name\":\"b\",\"url\":\"http://u/b?u={a:/user/id}\"},"
+                               "{\"name\":\"c\",\"url\":\"http://u/c\"},"
+                               "{\"name\":\"d\",\"url\":\"http://u/d/{a:/user/name}\"},"
+                               "{\"name\":\"e\",\"url\":\"http://u/e?x={b:/v}&y={d:/v}\"},"
+                               "{\"name\":\"f\",\"url\":\"http://u/f?{e:/v}\"}]}]}");
+    struct plan *p = plan_of(cfg, 0, NULL);
+    ok(p->calls[1].chained && p->calls[1].url == NULL && !p->calls[2].chained,
+       "chained calls have no URL until they start");
+    ok(p->calls[4].ndeps == 2 && p->calls[4].deps[0] == 1 && p->calls[4].deps[1] == 3,
+       "e depends on b and d");
+    struct agg *a = agg_create(p);
+    size_t first[6], n = 0, i;
+    while ((i = agg_next(a)) != AGG_NONE) {
+        first[n++] = i;
+        agg_start(a, i);
+    }
+    ok(n == 2 && first[0] == 0 && first[1] == 2, "independent calls start at once: a and c");
+    agg_complete(a, 0, 200, dup_s("{\"user\":{\"id\":42,\"name\":\"J\\u00f6 D/e\"}}"), strlen("{\"user\":{\"id\":42,\"name\":\"J\\u00f6 D/e\"}}"));
+    char *url = NULL, err[256];
+    ok(agg_next(a) == 1, "b starts the moment a succeeds");
+    ok(plan_chain_url(p, 1, a, &url, err, sizeof err) == 0, "b's URL");
+    is_str(url, "http://u/b?u=42", "a number as its JSON text");
+    free(url);
+    agg_start(a, 1);
+    ok(agg_next(a) == 3, "and so does d, not waiting for a stage");
+    ok(plan_chain_url(p, 3, a, &url, err, sizeof err) == 0, "d's URL");
+    is_str(url, "http://u/d/J%C3%B6%20D%2Fe", "a string unescaped, then percent-encoded");
+    free(url);
+    agg_start(a, 3);
+    ok(agg_next(a) == AGG_NONE, "e waits for both b and d");
+    agg_complete(a, 1, 200, dup_s("{\"v\":[1]}"), strlen("{\"v\":[1]}"));
+    ok(agg_next(a) == AGG_NONE, "still waiting for d");
+    agg_complete(a, 3, 200, dup_s("{\"v\":\"x\"}"), strlen("{\"v\":\"x\"}"));
+    ok(agg_next(a) == 4, "e starts once both have succeeded");
+    ok(plan_chain_url(p, 4, a, &url, err, sizeof err) == -EINVAL && strstr(err, "an array"),
+       "a pointer that finds an array: a dependency error naming what it found (%s)", err);
+    ok(agg_fail(a, 4, ERRKIND_DEPENDENCY, err) == 0, "e fails before it starts");
+    ok(agg_state_of(a, 5) == AGG_FAILED && agg_error_of(a, 5) == ERRKIND_DEPENDENCY,
+       "its dependent fails with it, transitively");
+    agg_complete(a, 2, 200, dup_s("1"), strlen("1"));
+    ok(agg_done(a), "done");
+    struct buf out = BUF_INIT;
+    ok(agg_render(a, &out) == 200 && strstr(out.data, "\"dependency\"") != NULL,
+       "200 with dependency errors");
+    buf_finish(&out);
+    agg_destroy(a);
+    plan_destroy(p);
+    config_unref(cfg);
+
+    /* Load-time refusals. */
+    char e2[512];
+    struct config *bad = NULL;
+    static const char cyc[] = "{\"endpoints\":[{\"path\":\"/g\",\"backends\":["
+                              "{\"name\":\"a\",\"url\":\"http://u/a?{b:/x}\"},"
+                              "{\"name\":\"b\",\"url\":\"http://u/b?{a:/x}\"}]}]}";
+    ok(config_parse(cyc, strlen(cyc), "t", &bad, e2, sizeof e2) == -EINVAL &&
+           strstr(e2, "a -> b -> a") != NULL,
+       "a cycle is named (%s)", e2);
+}
+
 int main(void)
 {
+    test_graph();
     test_slots();
     test_fail_fast();
     test_required();
