@@ -304,7 +304,8 @@ void plan_destroy(struct plan *p)
  * each parameter one whole raw segment, decoded. On a structural match, the decoded values go
  * into *values (one allocation: the pointers, then the strings; the caller frees it) and 1 is
  * returned; 0 when the path has another shape; -ENOMEM. */
-int plan_match_path(const struct config_endpoint *ep, const char *path, size_t plen, char ***values)
+int plan_match_path(const struct config_endpoint *ep, const char *path, size_t plen, char ***values,
+                    size_t *bad)
 {
     size_t nsegs = 0;
     for (size_t i = 0; i < plen; i++)
@@ -314,31 +315,35 @@ int plan_match_path(const struct config_endpoint *ep, const char *path, size_t p
     char **v = malloc(ep->nparams * sizeof *v + plen + 1);
     if (v == NULL)
         return -ENOMEM;
-    char *store = (char *)(v + ep->nparams), *dec = store;
+    char *dec = (char *)(v + ep->nparams);
     const char *p = path + 1;
-    for (size_t s = 0; s < ep->nsegs; s++) {
-        size_t len = strcspn(p, "/");
+    bool shape = true, readable = true;
+    for (size_t s = 0; s < ep->nsegs && shape; s++) {
+        size_t len = strcspn(p, "/"), dlen = 0;
         if (p + len > path + plen)
             len = (size_t)(path + plen - p);
-        size_t dlen;
-        if (pct_decode(p, len, dec, &dlen) < 0) {
-            /* Not valid percent-encoding: no literal segment can match it, and a parameter
-             * would be refused; either way it is not this endpoint's shape. */
-            free(v);
-            return 0;
-        }
-        dec[dlen] = '\0';
         const struct config_seg *seg = &ep->segs[s];
+        bool decoded = pct_decode(p, len, dec, &dlen) == 0;
         if (seg->param < 0) {
-            if (strcmp(seg->text, dec) != 0) {
-                free(v);
-                return 0;
-            }
+            /* A literal segment matches its decoded text only. */
+            shape = decoded && strlen(seg->text) == dlen && memcmp(seg->text, dec, dlen) == 0;
         } else {
+            /* A value that cannot be read still has this endpoint's shape: its 400, not a
+             * 404, unless a later literal segment says it is another shape. */
+            if (!decoded && readable) {
+                readable = false;
+                *bad = (size_t)seg->param;
+                dlen = 0;
+            }
+            dec[decoded ? dlen : 0] = '\0';
             v[seg->param] = dec;
-            dec += dlen + 1;
+            dec += (decoded ? dlen : 0) + 1;
         }
         p += len + 1;
+    }
+    if (!shape || !readable) {
+        free(v);
+        return shape ? -EINVAL : 0;
     }
     *values = v;
     return 1;

@@ -87,9 +87,10 @@ int plan_items(const char *query, const char *param, size_t max, char **store, s
 /* Matches the raw path[0..plen) (not decoded) against ep's segments (config.h): each literal
  * segment must equal the decoded raw segment, each parameter takes one whole raw segment,
  * decoded. 1 on a match, with the decoded values, by the endpoint's param index, in *values
- * (one allocation; the caller frees it); 0 when the path has another shape, or a segment is
- * not valid percent-encoding; -ENOMEM. Patterns are the caller's to check. */
-int plan_match_path(const struct config_endpoint *ep, const char *path, size_t plen,
-                    char ***values);
+ * (one allocation; the caller frees it); 0 when the path has another shape; -EINVAL when it
+ * has this shape but parameter *bad is not valid percent-encoding or decodes to a NUL byte
+ * (the endpoint's 400); -ENOMEM. Patterns are the caller's to check. */
+int plan_match_path(const struct config_endpoint *ep, const char *path, size_t plen, char ***values,
+                    size_t *bad);
 
 #endif

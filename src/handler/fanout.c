@@ -17,6 +17,9 @@
 #include <stdlib.h>
 #include <string.h>
 
+/* How much longer than the deadline a call that would reach it is given. */
+#define DEADLINE_SLACK_MS 250
+
 struct leg {
     struct fanout *f;
     size_t index;            /* of its call in the plan, and of its slot in the agg */
@@ -170,6 +173,19 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
     f->done(f->arg, body ? status : 500, body, body ? len : 0);
 }
 
+/* A call's own timeout, unless it would reach the deadline: then the deadline must decide,
+ * or curl's timer and the deadline's could fire in either order, and under fail_fast a call
+ * timing out just first would read as the failure that cancelled the rest. So the transfer
+ * gets a little longer than what is left, and the deadline cuts it off as a timeout. */
+static long call_timeout(const struct fanout *f, const struct plan_call *call, uint64_t now)
+{
+    uint64_t elapsed_ms = (now - f->t0) / 1000;
+    long left = f->plan->deadline_ms - (long)elapsed_ms;
+    if (left < 1)
+        left = 1;
+    return call->timeout_ms < left ? call->timeout_ms : left + DEADLINE_SLACK_MS;
+}
+
 static void start_leg(struct fanout *f, size_t i)
 {
     const struct plan_call *call = &f->plan->calls[i];
@@ -188,7 +204,7 @@ static void start_leg(struct fanout *f, size_t i)
         }
     }
     struct upstream_req req = {leg->url ? leg->url : call->url,
-                               call->timeout_ms,
+                               call_timeout(f, call, leg->t0),
                                call->max_body,
                                call->headers,
                                call->nheaders,

@@ -29,7 +29,14 @@ static const struct config_endpoint *route_params(struct request *q, const char 
     for (size_t e = 0; e < cfg->nendpoints; e++) {
         const struct config_endpoint *ep = &cfg->endpoints[e];
         char **values = NULL;
-        if (ep->segs == NULL || plan_match_path(ep, target, plen, &values) <= 0)
+        size_t undecodable = 0;
+        int rc = ep->segs != NULL ? plan_match_path(ep, target, plen, &values, &undecodable) : 0;
+        if (rc == -EINVAL && refused == NULL) {
+            refused = ep;
+            snprintf(q->bad, sizeof q->bad, "path parameter %.60s is not valid percent-encoding",
+                     ep->params[undecodable].name);
+        }
+        if (rc <= 0)
             continue;
         size_t bad = ep->nparams;
         for (size_t i = 0; i < ep->nparams && bad == ep->nparams; i++)

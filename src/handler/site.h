@@ -30,7 +30,7 @@ struct site {
      * contention on the request path. */
     unsigned nworkers;
     regex_t *patterns; /* [worker * cfg->nparams_total + param id] */
-    const char **urls;            /* every backend's URL, borrowed from cfg: nbackends_total */
+    const char **urls; /* every backend's URL, borrowed from cfg: nbackends_total */
 };
 
 /* Takes a reference on cfg, binds its metrics in m and compiles its path patterns for

@@ -60,8 +60,7 @@ static void check_config(const struct config *cfg)
         /* config_find() serves literal paths; those with placeholders are routed by segment. */
         CHECK(config_find(cfg, ep->path) == (ep->segs == NULL ? ep : NULL),
               "config_find(%s) is another endpoint", ep->path);
-        CHECK((ep->segs != NULL) == (ep->nparams > 0), "segments without parameters: %s",
-              ep->path);
+        CHECK((ep->segs != NULL) == (ep->nparams > 0), "segments without parameters: %s", ep->path);
         for (size_t b = 0; b < ep->nbackends; b++)
             for (size_t r = 0; r < ep->backends[b].nrefs; r++) {
                 const struct config_ref *ref = &ep->backends[b].refs[r];
@@ -69,10 +68,8 @@ static void check_config(const struct config *cfg)
                 const char *auth = strstr(url, "://") + 3;
                 CHECK(url + ref->start >= auth + strcspn(auth, "/?#"),
                       "a placeholder in the scheme or authority of %s", url);
-                CHECK(ref->param != CONFIG_REF_DEP || ref->dep != b, "a self reference in %s",
-                      url);
-                CHECK(ref->param != CONFIG_REF_ITEM || ep->each_param != NULL, "{item} in %s",
-                      url);
+                CHECK(ref->param != CONFIG_REF_DEP || ref->dep != b, "a self reference in %s", url);
+                CHECK(ref->param != CONFIG_REF_ITEM || ep->each_param != NULL, "{item} in %s", url);
             }
         CHECK(ep->concurrency >= 0 && ep->concurrency <= CONFIG_MAX_CONCURRENCY, "concurrency");
         if (ep->each_param != NULL)

@@ -56,9 +56,10 @@ static void check_path(const char *path, size_t plen)
 {
     const struct config_endpoint *ep = &cfg->endpoints[0];
     char **v = NULL;
-    int rc = plan_match_path(ep, path, plen, &v);
-    CHECK(rc == 0 || rc == 1, "plan_match_path: %d", rc);
-    if (rc == 0)
+    size_t bad = 0;
+    int rc = plan_match_path(ep, path, plen, &v, &bad);
+    CHECK(rc == 0 || rc == 1 || (rc == -EINVAL && bad < 2), "plan_match_path: %d", rc);
+    if (rc != 1)
         return;
     /* Re-encoded, the values rebuild a path of the same shape that matches to the same values. */
     struct buf b = BUF_INIT;
@@ -66,7 +67,7 @@ static void check_path(const char *path, size_t plen)
               buf_appends(&b, "/x/") == 0 && pct_encode(&b, v[1], strlen(v[1])) == 0,
           "out of memory");
     char **w = NULL;
-    CHECK(plan_match_path(ep, b.data, b.len, &w) == 1, "re-encoded path %s does not match",
+    CHECK(plan_match_path(ep, b.data, b.len, &w, &bad) == 1, "re-encoded path %s does not match",
           b.data);
     CHECK(strcmp(v[0], w[0]) == 0 && strcmp(v[1], w[1]) == 0, "values changed");
     const char *params[] = {v[0], v[1]};

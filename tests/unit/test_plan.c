@@ -74,16 +74,21 @@ int main(void)
     ep = &cfg->endpoints[0];
     char **v = NULL;
     const char *path = "/t/btc%2Fjpy/x";
-    ok(plan_match_path(ep, path, strlen(path), &v) == 1, "matches, the value decoded");
+    size_t bad = 99;
+    ok(plan_match_path(ep, path, strlen(path), &v, &bad) == 1, "matches, the value decoded");
     is_str(v[0], "btc/jpy", "an encoded slash stays inside the segment");
     const char *params[] = {v[0]};
     ok(plan_build(ep, &(struct plan_request){NULL, params}, &p, NULL, 0) == 0, "built");
     is_str(p->calls[0].url, "http://u/p?q=btc%2Fjpy", "substituted percent-encoded");
     plan_destroy(p);
     free(v);
-    ok(plan_match_path(ep, "/t/a/y", 6, &v) == 0, "another literal: no match");
-    ok(plan_match_path(ep, "/t/a/b/x", 8, &v) == 0, "another shape: no match");
-    ok(plan_match_path(ep, "/t/%zz/x", 8, &v) == 0, "bad encoding: no match");
+    ok(plan_match_path(ep, "/t/a/y", 6, &v, &bad) == 0, "another literal: no match");
+    ok(plan_match_path(ep, "/t/a/b/x", 8, &v, &bad) == 0, "another shape: no match");
+    ok(plan_match_path(ep, "/t/%zz/x", 8, &v, &bad) == -EINVAL && bad == 0,
+       "this shape, an unreadable value: the endpoint's 400");
+    ok(plan_match_path(ep, "/t/%zz/y", 8, &v, &bad) == 0,
+       "another literal still decides the shape");
+    ok(plan_match_path(ep, "/t/a%00/x", 9, &v, &bad) == -EINVAL, "a NUL byte is unreadable");
     config_unref(cfg);
     return tap_done();
 }

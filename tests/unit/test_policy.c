@@ -193,7 +193,8 @@ static void test_graph(void)
         agg_start(a, i);
     }
     ok(n == 2 && first[0] == 0 && first[1] == 2, "independent calls start at once: a and c");
-    agg_complete(a, 0, 200, dup_s("{\"user\":{\"id\":42,\"name\":\"J\\u00f6 D/e\"}}"), strlen("{\"user\":{\"id\":42,\"name\":\"J\\u00f6 D/e\"}}"));
+    agg_complete(a, 0, 200, dup_s("{\"user\":{\"id\":42,\"name\":\"J\\u00f6 D/e\"}}"),
+                 strlen("{\"user\":{\"id\":42,\"name\":\"J\\u00f6 D/e\"}}"));
     char *url = NULL, err[256];
     ok(agg_next(a) == 1, "b starts the moment a succeeds");
     ok(plan_chain_url(p, 1, a, &url, err, sizeof err) == 0, "b's URL");
