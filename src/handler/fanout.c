@@ -114,6 +114,8 @@ static void on_leg_done(void *arg, struct upstream_result *res)
         agg_complete(f->agg, leg->index, res->status, res->body, res->len);
     else
         agg_fail(f->agg, leg->index, res->error, res->message);
+    if (res->tls != TLSFAIL_NONE)
+        metrics_backend_tls_failure(series_of(f, leg->index), f->env.worker, res->tls);
     record(f, leg, agg_error_of(f->agg, leg->index));
     progress(f);
 }
@@ -147,8 +149,8 @@ static void start_leg(struct fanout *f, size_t i)
 {
     const struct plan_call *call = &f->plan->calls[i];
     struct leg *leg = &f->legs[i];
-    struct upstream_req req = {call->url,     call->timeout_ms, call->max_body,
-                               call->headers, call->nheaders,   f->request_id};
+    struct upstream_req req = {call->url,      call->timeout_ms, call->max_body, call->headers,
+                               call->nheaders, f->request_id,    call->be->tls};
     leg->f = f;
     leg->index = i;
     leg->t0 = clock_now(f->env.clock);
