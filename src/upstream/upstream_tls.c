@@ -29,7 +29,8 @@ struct upstream__tls {
     char id[sizeof((struct config_tls *)0)->id];
     bool https, verify;
     long http_version; /* CURL_HTTP_VERSION_* */
-    bool h2;           /* HTTP/2 is wanted: by ALPN, or h2c by prior knowledge */
+    bool multiplex;    /* HTTP/2 by ALPN: transfers share connections as streams */
+    bool h2c;          /* HTTP/2 by prior knowledge: a connection per transfer (see apply) */
     long sslversion;
     struct curl_slist connect_to; /* .data NULL: none */
     char *connect_to_text;
@@ -88,8 +89,9 @@ int upstream__tls_pool_init(struct upstream__pool *p, const struct config_tls *c
         t->http_version = CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
     else if (c->http2 == CONFIG_HTTP2_AUTO && c->https)
         t->http_version = CURL_HTTP_VERSION_2TLS;
-    t->h2 = t->http_version != CURL_HTTP_VERSION_1_1;
-    if (t->h2)
+    t->multiplex = t->http_version == CURL_HTTP_VERSION_2TLS;
+    t->h2c = t->http_version == CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
+    if (t->multiplex)
         curl_multi_setopt(p->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, STREAMS_PER_CONNECTION);
     if (c->connect_to != NULL) {
         if ((t->connect_to_text = strdup(c->connect_to)) == NULL)
@@ -147,7 +149,11 @@ void upstream__tls_apply(const struct upstream__pool *p, CURL *e)
     curl_easy_setopt(e, CURLOPT_HTTP_VERSION, t->http_version);
     /* With HTTP/2, a transfer waits for a connection being set up rather than open another,
      * so that the legs of a request to one origin share one connection. */
-    curl_easy_setopt(e, CURLOPT_PIPEWAIT, t->h2 ? 1L : 0L);
+    curl_easy_setopt(e, CURLOPT_PIPEWAIT, t->multiplex ? 1L : 0L);
+    /* curl 7.88.1 sends nothing when it reuses an h2c (prior knowledge) connection, for a
+     * second stream or a later transfer alike, and the transfer fails with "Error in the HTTP2
+     * framing layer" (tests/tls/test_tls_http2.py): so h2c gets a connection per transfer. */
+    curl_easy_setopt(e, CURLOPT_FORBID_REUSE, t->h2c ? 1L : 0L);
     curl_easy_setopt(e, CURLOPT_CONNECT_TO, t->connect_to.data ? &t->connect_to : NULL);
     curl_easy_setopt(e, CURLOPT_SHARE, t->sessions);
     curl_easy_setopt(e, CURLOPT_SSL_CTX_DATA, t);
@@ -159,7 +165,7 @@ void upstream__tls_apply(const struct upstream__pool *p, CURL *e)
 void upstream__tls_learn(struct upstream__pool *p, CURL *e)
 {
     long cap = p->u->max_host_connections;
-    if (!p->tls->h2 || cap == 0)
+    if (!p->tls->multiplex || cap == 0)
         return;
     long version = 0;
     curl_easy_getinfo(e, CURLINFO_HTTP_VERSION, &version);
@@ -205,10 +211,14 @@ enum tlsfail upstream__tls_failure(const struct upstream__pool *p, CURL *e, CURL
     if (!p->tls->https)
         return TLSFAIL_NONE;
     enum tlsfail why = TLSFAIL_NONE;
-    curl_off_t connected = 0, secured = 0, sent = 0;
-    curl_easy_getinfo(e, CURLINFO_CONNECT_TIME_T, &connected);
+    /* curl 7.88 counts the handshake as part of connecting: CONNECT_TIME stays 0 until it is
+     * over, but the peer's port is known once the TCP connection is up. */
+    curl_off_t secured = 0, sent = 0;
+    long port = 0;
+    curl_easy_getinfo(e, CURLINFO_PRIMARY_PORT, &port);
     curl_easy_getinfo(e, CURLINFO_APPCONNECT_TIME_T, &secured);
     curl_easy_getinfo(e, CURLINFO_PRETRANSFER_TIME_T, &sent);
+    bool connected = port != 0;
     switch (rc) {
     case CURLE_PEER_FAILED_VERIFICATION: {
         long result = X509_V_OK;
@@ -231,11 +241,11 @@ enum tlsfail upstream__tls_failure(const struct upstream__pool *p, CURL *e, CURL
     case CURLE_GOT_NOTHING:
         /* Cut off after connecting and before the handshake ended, or an alert right after it
          * (a TLS 1.3 server refusing a client certificate says so on the first read). */
-        if ((connected > 0 && secured == 0) || strstr(detail, " alert ") != NULL)
+        if ((connected && secured == 0) || strstr(detail, " alert ") != NULL)
             why = TLSFAIL_HANDSHAKE;
         break;
     case CURLE_OPERATION_TIMEDOUT:
-        if (connected > 0 && secured == 0 && sent == 0) {
+        if (connected && secured == 0 && sent == 0) {
             snprintf(msg, len, "TLS handshake did not complete in time: %s", detail);
             return TLSFAIL_HANDSHAKE_TIMEOUT; /* the kind stays timeout */
         }
