@@ -34,7 +34,7 @@ struct upstream__tls {
     long sslversion;
     struct curl_slist connect_to; /* .data NULL: none */
     char *connect_to_text;
-    CURLSH *sessions; /* this pool's TLS session cache; NULL for http:// */
+    CURLSH *sessions; /* this pool's TLS session cache (empty for http://) */
     X509_STORE *ca;
     X509 *cert;
     STACK_OF(X509) * chain;
@@ -79,6 +79,11 @@ int upstream__tls_pool_init(struct upstream__pool *p, const struct config_tls *c
     p->tls_id = t->id;
     p->max_running = p->u->max_host_connections;
     t->http_version = CURL_HTTP_VERSION_1_1;
+    /* Every pool, plain ones too: curl 7.88 gives a handle without a share a session cache of
+     * its own on its first transfer, and leaks it when the handle is later given a share. */
+    if ((t->sessions = curl_share_init()) == NULL ||
+        curl_share_setopt(t->sessions, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK)
+        return -1;
     if (c == NULL)
         return 0;
     snprintf(t->id, sizeof t->id, "%s", c->id);
@@ -100,9 +105,6 @@ int upstream__tls_pool_init(struct upstream__pool *p, const struct config_tls *c
     }
     if (!c->https)
         return 0;
-    if ((t->sessions = curl_share_init()) == NULL ||
-        curl_share_setopt(t->sessions, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK)
-        return -1;
     if (c->ca != NULL && X509_STORE_up_ref(c->ca) == 1)
         t->ca = c->ca;
     if (c->cert != NULL && X509_up_ref(c->cert) == 1)
