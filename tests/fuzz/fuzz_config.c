@@ -3,6 +3,7 @@
  * documented constraint (ranges, URL schemes, unique names and paths, timeouts, expanded
  * headers), and reference counting must free it (LeakSanitizer checks). */
 #include "config.h"
+#include "config_tls.h"
 #include "fuzz.h"
 #include "laddr.h"
 #include "netacl.h"
@@ -57,7 +58,9 @@ static void check_config(const struct config *cfg)
         CHECK(strcmp(ep->path, "/healthz") && strcmp(ep->path, "/readyz") &&
                   strcmp(ep->path, "/metrics"),
               "reserved path %s accepted", ep->path);
-        CHECK(config_find(cfg, ep->path) == ep, "config_find(%s) is another endpoint", ep->path);
+        /* Paths with placeholders are matched by plan_match_path(), never by config_find(). */
+        CHECK(config_find(cfg, ep->path) == (ep->segs == NULL ? ep : NULL),
+              "config_find(%s) is another endpoint", ep->path);
         for (size_t j = 0; j < i; j++)
             CHECK(strcmp(cfg->endpoints[j].path, ep->path) != 0, "duplicate path");
         CHECK(ep->timeout_ms >= 1 && ep->timeout_ms <= CONFIG_MAX_TIMEOUT_MS, "ep timeout");
@@ -75,6 +78,11 @@ static void check_config(const struct config *cfg)
                   "url %s", be->url);
             for (const char *q = be->url; *q; q++)
                 CHECK((unsigned char)*q > 0x20 && *q != 0x7f, "white space in url");
+            CHECK(be->tls != NULL && be->tls->https == (strncasecmp(be->url, "https://", 8) == 0),
+                  "connection profile of %s", be->url);
+            CHECK(!be->tls->https || !be->tls->verify || be->tls->ca != NULL,
+                  "a verified https backend without trust anchors");
+            CHECK(be->tls->connect_to == NULL || be->tls->server_name != NULL, "connect_to");
             CHECK(be->timeout_ms >= 1 && be->timeout_ms <= ep->timeout_ms,
                   "backend timeout %ld > endpoint %ld", be->timeout_ms, ep->timeout_ms);
             CHECK(be->max_body_bytes >= 1 && be->max_body_bytes <= (1u << 30), "max body");
