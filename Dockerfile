@@ -10,7 +10,7 @@ FROM debian:bookworm-slim AS build
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
       build-essential meson ninja-build pkg-config \
-      libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libevent-dev \
+      libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libevent-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 
 WORKDIR /src

@@ -16,6 +16,10 @@ Processes:
   Go               the K-way join in Go's net/http (bench/ref-go/main.go, built at bench time):
                    one shared keep-alive http.Client, a goroutine per upstream.
   gatherd          one config per scenario, endpoint /agg with K backends.
+  HTTPS            the upstream nginx also serves the fixtures over TLS (HTTP/1.1 and HTTP/2
+                   by ALPN) on 3 ports, with a certificate from a PKI made at bench time
+                   (tests/lib/tlsca.py); R2-TLS proxies to one of them with proxy_ssl_verify,
+                   proxy_ssl_session_reuse and a keep-alive pool; gatherd verifies with ca_file.
 Load: wrk (closed loop, fixed duration, --latency) or, for single-request fan-out latency,
 sequential curl requests.
 """
@@ -71,6 +75,8 @@ R1_PORT = PORT_BASE + 81
 R2_PORT = PORT_BASE + 82
 LUA_PORT = PORT_BASE + 83
 GO_PORT = PORT_BASE + 84
+TLS_UP_BASE = PORT_BASE + 85  # 3 HTTPS upstream ports: backend i of a TLS scenario
+R2_TLS_PORT = PORT_BASE + 88
 GATHERD_PORT = PORT_BASE + 90
 UP_BASE = PORT_BASE + 100
 N_UP = 100  # upstream "hosts": distinct ports on 127.0.0.1
@@ -149,6 +155,15 @@ SCENARIOS = [
          label="gatherd K=20, 0 ms, 1 worker, 16 conns"),
     dict(name="k20-w1-c256", kind="gatherd", k=20, workers=1, conns=256, cmp="r2-w1",
          label="gatherd K=20, 0 ms, 1 worker, 256 conns"),
+    # HTTPS upstreams (issue 15): the same K=3 join over verified TLS with HTTP/1.1 and with
+    # HTTP/2, against nginx proxying one leg over TLS; every TLS connection the upstream accepts
+    # is one handshake, so "upstream TLS handshakes/req" is its connections opened per request.
+    dict(name="r2-tls", kind="ref", ref="proxy-tls", workers=2, conns=64, tls=True,
+         label="R2-TLS nginx proxy_pass over HTTPS, 1 upstream"),
+    dict(name="k3-tls-h1", kind="gatherd", k=3, workers=2, conns=64, cmp="r2-tls", tls=True,
+         http2="off", label="gatherd K=3, 0 ms, HTTPS, HTTP/1.1"),
+    dict(name="k3-tls-h2", kind="gatherd", k=3, workers=2, conns=64, cmp="r2-tls", tls=True,
+         http2="auto", label="gatherd K=3, 0 ms, HTTPS, HTTP/2"),
     dict(name="r2-d50", kind="ref", ref="proxy", workers=2, conns=16, delay=50,
          label="R2 nginx proxy_pass, 50 ms upstream, 16 conns"),
     dict(name="k3-d50-c16", kind="gatherd", k=3, workers=2, conns=16, delay=50, cmp="r2-d50",
@@ -187,11 +202,12 @@ GROUPS = {
     "compare-k3": ["r2", "r2-w1", "k3", "k3-w1", "lua-k3", "go-k3"],
     "compare-k20": ["r2", "r2-w1", "k20", "k20-w1", "lua-k20", "go-k20"],
     "flat": ["k20-w1-c16", "k20-w1", "k20-w1-c256"],
+    "tls": ["r2", "k3", "r2-tls", "k3-tls-h1", "k3-tls-h2"],
 }
 GROUPS["policies"] = ["conc5", "each100"]
 GROUPS["compare"] = list(dict.fromkeys(GROUPS["compare-k3"] + GROUPS["compare-k20"]
                                         + GROUPS["flat"]))
-REF_SHORT = {"r2": "R2", "r2-w1": "R2 (1 worker)", "r2-d50": "R2 @50 ms"}
+REF_SHORT = {"r2": "R2", "r2-w1": "R2 (1 worker)", "r2-d50": "R2 @50 ms", "r2-tls": "R2-TLS"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -365,6 +381,22 @@ class Env:
             for n in files:
                 os.chmod(os.path.join(root, n), 0o644)
         self.upstream = None
+        self.pki = None
+
+    def make_pki(self):
+        """The test PKI of tests/lib/tlsca.py (openssl, at bench time): a CA and a leaf for
+        127.0.0.1 and localhost. None, with the reason logged, when it cannot be made."""
+        sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
+        import tlsca
+        try:
+            self.pki = tlsca.TestPKI(os.path.join(self.tmp, "pki"))
+        except (RuntimeError, OSError) as e:
+            log(f"no TLS PKI, HTTPS rows skipped: {e}")
+        for root, dirs, files in os.walk(os.path.join(self.tmp, "pki")):
+            os.chmod(root, 0o755)
+            for n in files:
+                os.chmod(os.path.join(root, n), 0o644)
+        return self.pki
 
     def upstream_stats(self):
         """(connections accepted, requests) so far by the upstream nginx (stub_status)."""
@@ -377,9 +409,11 @@ class Env:
     def fixture_for(self, i):
         return self.fixtures[i % len(self.fixtures)]
 
-    def backend_url(self, i, delay=0):
+    def backend_url(self, i, delay=0, tls=False):
         base, _ = self.fixture_for(i)
         prefix = f"d{delay}" if delay else "fix"
+        if tls:
+            return f"https://127.0.0.1:{TLS_UP_BASE + i}/{prefix}/{base}"
         return f"http://127.0.0.1:{UP_BASE + i}/{prefix}/{base}"
 
     def nginx_common(self, name, workers, conns, modules=()):
@@ -430,6 +464,23 @@ http {{
             f"    location ~ ^/d{ms}/(.+)$ {{ echo_sleep {ms / 1000:.3f}; echo_exec /fix/$1; }}\n"
             for ms in DELAYS_MS)
         listens = "".join(f"    listen 127.0.0.1:{UP_BASE + i} backlog=4096;\n" for i in range(N_UP))
+        tls, ports = "", [UP_BASE, UP_BASE + N_UP - 1]
+        if self.make_pki():
+            # The same files over TLS, HTTP/2 offered by ALPN, a session cache for resumption.
+            tls_listens = "".join(f"    listen 127.0.0.1:{TLS_UP_BASE + i} ssl http2 backlog=4096;\n"
+                                  for i in range(3))
+            tls = f"""  server {{
+{tls_listens}
+    ssl_certificate {self.pki.path("server.crt")};
+    ssl_certificate_key {self.pki.path("server.key")};
+    ssl_protocols TLSv1.2 TLSv1.3;
+    ssl_session_cache shared:BENCH:10m;
+    http2_max_requests 10000000;
+    root {self.www};
+    location /fix/ {{ }}
+  }}
+"""
+            ports += [TLS_UP_BASE, TLS_UP_BASE + 2]
         text = head + f"""
   server {{
 {listens}
@@ -437,9 +488,9 @@ http {{
     location /fix/ {{ }}
     location = /_status {{ stub_status; }}
 {locs}  }}
-}}
+{tls}}}
 """
-        self.upstream = self.start_nginx("upstream", text, d, [UP_BASE, UP_BASE + N_UP - 1])
+        self.upstream = self.start_nginx("upstream", text, d, ports)
         # The delayed path must really answer after the delay, with the same bytes.
         base, body = self.fixtures[0]
         t = time.monotonic()
@@ -481,8 +532,36 @@ http {{
         for i in range(k):
             base, _ = self.fixture_for(i)
             name = base.split("_")[0].split(".")[0] if k <= len(self.fixtures) else f"b{i}"
-            out.append((name, self.backend_url(i, delay)))
+            out.append((name, self.backend_url(i, delay, sc.get("tls", False))))
         return out
+
+    def start_reference_tls(self, sc):
+        """R2-TLS: R2 over HTTPS, as nginx is deployed in front of a TLS upstream: the
+        certificate verified (proxy_ssl_verify against the test CA), TLS sessions reused
+        (proxy_ssl_session_reuse) and a keep-alive pool of 64, HTTP/1.1 (nginx proxies no
+        HTTP/2)."""
+        if self.pki is None:
+            raise RuntimeError("no TLS PKI (openssl)")
+        d, head = self.nginx_common(f"ref-{sc['name']}", sc["workers"], 4096)
+        base, _ = self.fixtures[0]
+        text = head + f"""
+  upstream up0tls {{ server 127.0.0.1:{TLS_UP_BASE}; keepalive 64; keepalive_requests 10000000; }}
+  server {{
+    listen 127.0.0.1:{R2_TLS_PORT} backlog=4096;
+    location = /agg {{
+      proxy_pass https://up0tls/fix/{base};
+      proxy_http_version 1.1;
+      proxy_set_header Connection "";
+      proxy_ssl_verify on;
+      proxy_ssl_trusted_certificate {self.pki.path("ca.crt")};
+      proxy_ssl_name localhost;
+      proxy_ssl_server_name on;
+      proxy_ssl_session_reuse on;
+    }}
+  }}
+}}
+"""
+        return self.start_nginx(f"ref-{sc['name']}", text, d, [R2_TLS_PORT])
 
     def start_lua(self, sc):
         """nginx + lua-nginx-module doing the K-way join: content_by_lua_block runs
@@ -576,6 +655,11 @@ http {{
             # One backend whose URL takes the item (nginx ignores the query of a static file).
             backends[0]["url"] += "?id={item}"
             ep["each"] = {"param": "sn", "max_items": sc["each"]}
+        if sc.get("tls"):
+            if self.pki is None:
+                raise RuntimeError("no TLS PKI (openssl)")
+            cfg["tls"] = {"ca_file": self.pki.path("ca.crt")}
+            cfg["http2"] = sc.get("http2", "auto")
         cfg.update(sc.get("pool", {}))
         return cfg
 
@@ -721,6 +805,8 @@ class Runner:
             p, port = self.env.start_lua(sc), LUA_PORT
         elif sc["ref"] == "go":
             p, port = self.start_go(sc), GO_PORT
+        elif sc["ref"] == "proxy-tls":
+            p, port = self.env.start_reference_tls(sc), R2_TLS_PORT
         else:
             p = self.env.start_reference(sc)
             port = R1_PORT if sc["ref"] == "static" else R2_PORT
@@ -877,6 +963,8 @@ class Runner:
         except (RuntimeError, OSError, ValueError, subprocess.TimeoutExpired) as e:
             log(f"{sc['name']} failed: {e}")
             return {"skip": f"failed: {str(e).splitlines()[0][:80]}"}
+        if sc.get("tls"):
+            res["up_handshakes"] = res["up_conns"]  # each TLS connection is one handshake
         log(f"  {fmt_num(res.get('rps'), 0)} req/s, p50 {fmt_ms(res.get('p50'))}, "
             f"p99 {fmt_ms(res.get('p99'))}, {fmt_num(res.get('cpu_us'), 1)} us/req, "
             f"{fmt_num(res.get('rss_mb'), 1)} MB, others {res['others_pct']:.0f}% CPU")
@@ -965,7 +1053,7 @@ def judge(sc, res, results):
 
 COLUMNS = ("scenario", "conns", "req/s", "p50", "p99", "CPU µs/req", "peak RSS MB", "vs R2",
            "target", "result", "upstream CPU µs/req", "upstream conns opened/req",
-           "others' CPU %")
+           "others' CPU %", "upstream TLS handshakes/req")
 
 
 def table(results, order):
@@ -1005,6 +1093,7 @@ def table(results, order):
             fmt_num(res.get("up_cpu_us"), 1),
             fmt_num(res.get("up_conns"), 3),
             fmt_num(res.get("others_pct"), 0),
+            fmt_num(res.get("up_handshakes"), 4) if "up_handshakes" in res else "",
         ]
         rows.append("| " + " | ".join(cells) + " |")
     return "\n".join(rows)

@@ -43,7 +43,7 @@ bench_build() {
         return 1
     fi
     bench_apt meson ninja-build pkg-config gcc libmicrohttpd-dev libcurl4-openssl-dev \
-        libjansson-dev libevent-dev >&2 || return 1
+        libjansson-dev libevent-dev libssl-dev >&2 || return 1
     if [ ! -f "$BUILD_DIR/build.ninja" ]; then
         meson setup "$BUILD_DIR" "$ROOT" --buildtype=release -Db_ndebug=true >&2 || return 1
     fi

@@ -3,10 +3,10 @@
 #   deploy/install-deps.sh          build and run
 #   deploy/install-deps.sh --test   also what the whole test suite uses
 set -euo pipefail
-pkgs=(build-essential meson ninja-build pkg-config python3 ca-certificates curl
+pkgs=(build-essential meson ninja-build pkg-config python3 ca-certificates curl libssl-dev
       libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libevent-dev)
 if [ "${1:-}" = "--test" ]; then
-    pkgs+=(clang libclang-rt-14-dev nginx-light wrk iproute2 procps prometheus valgrind
+    pkgs+=(clang libclang-rt-14-dev nginx-light wrk iproute2 procps prometheus valgrind openssl
            podman runc debootstrap uidmap fuse-overlayfs slirp4netns catatonit podman-compose
            golang-github-containernetworking-plugin-dnsname)
 fi

@@ -122,6 +122,9 @@ int main(int argc, char **argv)
         return 2;
     }
     if (check) {
+        for (size_t i = 0; i < cfg->nwarnings; i++)
+            fprintf(stderr, "gatherd: warning: %s: %s\n", cfg->warnings[i].key,
+                    cfg->warnings[i].detail);
         printf("gatherd: configuration OK (%s): %zu endpoint%s, %zu backend%s, listen %s, "
                "workers %d\n",
                opts.config_path ? opts.config_path : "built-in", cfg->nendpoints,

@@ -14,6 +14,9 @@
 #ifdef GATHERD_FORBID_LIBEVENT
 #pragma GCC poison event_base_new event_new evtimer_new event_base_dispatch
 #endif
+#ifdef GATHERD_FORBID_OPENSSL
+#pragma GCC poison SSL_CTX_new X509_STORE_new PEM_read_bio_X509
+#endif
 #ifdef GATHERD_FORBID_JANSSON
 #pragma GCC poison json_loads json_loadb json_object_get
 #endif

@@ -1,5 +1,6 @@
 #include "config.h"
 
+#include "config_tls.h"
 #include "envsubst.h"
 #include "jsonptr.h"
 #include "laddr.h"
@@ -19,6 +20,10 @@ struct ctx {
     const char *origin;
     char *err;
     size_t errlen;
+    struct config *cfg;
+    struct config_tls_opts tls; /* the top level's tls and http2, which backends inherit */
+    char *tls_pass;             /* its expanded client_key_passphrase, owned */
+    char tls_at[320];           /* "tls", where the top level's values come from */
 };
 
 __attribute__((format(printf, 3, 4))) static int fail(struct ctx *c, const char *key,
@@ -200,7 +205,170 @@ static int parse_headers(struct ctx *c, json_t *obj, const char *path, struct co
 }
 
 static const char *const backend_keys[] = {"name",           "url",      "timeout_ms", "headers",
-                                           "max_body_bytes", "coalesce", "required",   NULL};
+                                           "max_body_bytes", "coalesce", "required",   "tls",
+                                           "http2",          NULL};
+
+/* TLS and HTTP/2 (config_tls.h). The top level's tls and http2 are the defaults of every
+ * backend; a backend's own replace them key by key. Only syntax and placement are checked here:
+ * files, schemes and names are config_tls_resolve()'s. */
+
+static const char *const tls_keys[] = {
+    "ca_file",     "verify",      "client_cert", "client_key", "client_key_passphrase",
+    "min_version", "server_name", NULL};
+
+/* A tls file key: a non-empty string, recorded with the key path `at` it was written under. */
+static int get_tls_file(struct ctx *c, json_t *obj, const char *at, const char *key,
+                        const char **out, const char **out_at)
+{
+    const char *s;
+    int rc = get_string(c, obj, at, key, false, &s);
+    if (rc < 0 || s == NULL)
+        return rc;
+    if (s[0] == '\0') {
+        char k[360];
+        join_key(k, sizeof k, at, key);
+        return fail(c, k, "must name a file");
+    }
+    *out = s;
+    *out_at = at;
+    return 0;
+}
+
+/* Reads parent's "tls" and "http2" over *o. `path` is parent's key path ("" at the top level);
+ * `at` (at least 320 bytes) receives the tls object's and must outlive o; an expanded passphrase
+ * lands in *pass, which the caller frees. */
+static int parse_tls(struct ctx *c, json_t *parent, const char *path, struct config_tls_opts *o,
+                     char *at, char **pass)
+{
+    bool top = path[0] == '\0';
+    const char *s;
+    char k[360];
+    int rc;
+    if ((rc = get_string(c, parent, path, "http2", false, &s)) < 0)
+        return rc;
+    if (s != NULL) {
+        join_key(k, sizeof k, path, "http2");
+        if (strcmp(s, "auto") == 0)
+            o->http2 = CONFIG_HTTP2_AUTO;
+        else if (strcmp(s, "off") == 0)
+            o->http2 = CONFIG_HTTP2_OFF;
+        else if (strcmp(s, "prior_knowledge") == 0)
+            o->http2 = CONFIG_HTTP2_PRIOR_KNOWLEDGE;
+        else
+            return fail(c, k, "must be \"auto\", \"off\" or \"prior_knowledge\"");
+        o->http2_at = top ? NULL : path;
+    }
+    json_t *t = json_object_get(parent, "tls");
+    join_key(at, 320, path, "tls");
+    if (t == NULL)
+        return 0;
+    if ((rc = check_object(c, t, at, tls_keys)) < 0)
+        return rc;
+    o->own_at = top ? NULL : at;
+    if ((rc = get_tls_file(c, t, at, "ca_file", &o->ca_file, &o->ca_file_at)) < 0 ||
+        (rc = get_tls_file(c, t, at, "client_cert", &o->client_cert, &o->client_cert_at)) < 0 ||
+        (rc = get_tls_file(c, t, at, "client_key", &o->client_key, &o->client_key_at)) < 0)
+        return rc;
+    bool verify = o->verify;
+    if ((rc = get_bool(c, t, at, "verify", &verify)) < 0)
+        return rc;
+    join_key(k, sizeof k, at, "verify");
+    if (top && !verify)
+        return fail(c, k, "false is allowed only per backend (endpoints[].backends[].tls)");
+    o->verify = verify;
+    if ((rc = get_string(c, t, at, "client_key_passphrase", false, &s)) < 0)
+        return rc;
+    if (s != NULL) {
+        join_key(k, sizeof k, at, "client_key_passphrase");
+        if ((rc = expand(c, k, s, pass)) < 0)
+            return rc;
+        o->passphrase = *pass;
+    }
+    if ((rc = get_string(c, t, at, "min_version", false, &s)) < 0)
+        return rc;
+    if (s != NULL) {
+        join_key(k, sizeof k, at, "min_version");
+        if (strcmp(s, "1.2") == 0)
+            o->min_version = 12;
+        else if (strcmp(s, "1.3") == 0)
+            o->min_version = 13;
+        else
+            return fail(c, k, "must be \"1.2\" or \"1.3\"");
+    }
+    if ((rc = get_string(c, t, at, "server_name", false, &s)) < 0)
+        return rc;
+    join_key(k, sizeof k, at, "server_name");
+    if (s != NULL && top)
+        return fail(c, k,
+                    "is only for a backend (endpoints[].backends[].tls), never the top "
+                    "level");
+    o->server_name = s;
+    return 0;
+}
+
+/* An error from config_tls.c ("key: reason"), prefixed with the origin as fail() does. */
+static int fail_tls(struct ctx *c, int rc, const char *why)
+{
+    if (rc == -EINVAL)
+        snprintf(c->err, c->errlen, "%s: %s", c->origin, why);
+    return rc;
+}
+
+/* The warnings a valid configuration still deserves (config.h). */
+__attribute__((format(printf, 3, 4))) static int warn(struct config *cfg, const char *key,
+                                                      const char *fmt, ...)
+{
+    char detail[400];
+    va_list ap;
+    va_start(ap, fmt);
+    vsnprintf(detail, sizeof detail, fmt, ap);
+    va_end(ap);
+    struct config_warning *grown =
+        realloc(cfg->warnings, (cfg->nwarnings + 1) * sizeof *cfg->warnings);
+    if (grown == NULL)
+        return -ENOMEM;
+    cfg->warnings = grown;
+    struct config_warning *w = &cfg->warnings[cfg->nwarnings];
+    if ((w->key = strdup(key)) == NULL || (w->detail = strdup(detail)) == NULL) {
+        free(w->key);
+        return -ENOMEM;
+    }
+    cfg->nwarnings++;
+    return 0;
+}
+
+/* The backend's connection profile: its own tls and http2 over the top level's. May rewrite
+ * be->url for server_name; placeholders, all after the authority, move with it. */
+static int parse_backend_tls(struct ctx *c, json_t *obj, const char *path,
+                             struct config_backend *be)
+{
+    struct config_tls_opts o = c->tls;
+    char at[320], k[360], why[1024];
+    char *pass = NULL;
+    int rc = parse_tls(c, obj, path, &o, at, &pass);
+    if (rc == 0) {
+        size_t before = strlen(be->url);
+        join_key(k, sizeof k, path, "url");
+        rc = config_tls_resolve(c->cfg->tls, &o, k, &be->url, &be->tls, why, sizeof why);
+        rc = fail_tls(c, rc, why);
+        for (size_t r = 0; rc == 0 && r < be->nrefs; r++) {
+            be->refs[r].start = be->refs[r].start + strlen(be->url) - before;
+            be->refs[r].end = be->refs[r].end + strlen(be->url) - before;
+        }
+    }
+    if (pass != NULL) {
+        memset(pass, 0, strlen(pass));
+        free(pass);
+    }
+    if (rc == 0 && be->tls->https && !be->tls->verify) {
+        join_key(k, sizeof k, path, "tls.verify");
+        rc = warn(c->cfg, k,
+                  "false: the certificate of backend \"%s\" is not checked, so anyone on the "
+                  "path can read and change its answers",
+                  be->name);
+    }
+    return rc;
+}
 
 static bool is_name_start(char c)
 {
@@ -322,6 +490,8 @@ static int parse_backend(struct ctx *c, json_t *obj, const char *path,
     const char *problem = validate_url(be->url);
     if (problem != NULL)
         return fail(c, k, "%s", problem);
+    if ((rc = parse_backend_tls(c, obj, path, be)) < 0)
+        return rc;
     n = ep->timeout_ms;
     if ((rc = get_int(c, obj, path, "timeout_ms", 1, CONFIG_MAX_TIMEOUT_MS, &n)) < 0)
         return rc;
@@ -668,6 +838,8 @@ static const char *const top_keys[] = {"listen",
                                        "max_body_bytes",
                                        "upstream_max_host_connections",
                                        "upstream_idle_connections",
+                                       "tls",
+                                       "http2",
                                        "endpoints",
                                        NULL};
 
@@ -747,6 +919,12 @@ static int parse_top(struct ctx *c, json_t *root, struct config *cfg)
         return rc;
     cfg->upstream_idle_connections = (long)n;
 
+    char why[1024];
+    config_tls_opts_init(&c->tls);
+    if ((rc = parse_tls(c, root, "", &c->tls, c->tls_at, &c->tls_pass)) < 0 ||
+        (rc = fail_tls(c, config_tls_load(cfg->tls, &c->tls, why, sizeof why), why)) < 0)
+        return rc;
+
     json_t *arr = json_object_get(root, "endpoints");
     if (arr == NULL)
         return fail(c, "endpoints", "is required");
@@ -817,6 +995,12 @@ static void free_config(struct config *cfg)
         free(ep->path);
     }
     free(cfg->endpoints);
+    config_tls_set_destroy(cfg->tls);
+    for (size_t i = 0; i < cfg->nwarnings; i++) {
+        free(cfg->warnings[i].key);
+        free(cfg->warnings[i].detail);
+    }
+    free(cfg->warnings);
     netacl_destroy(cfg->trusted_proxies);
     free(cfg->listen);
     free(cfg);
@@ -825,7 +1009,7 @@ static void free_config(struct config *cfg)
 int config_parse(const char *text, size_t len, const char *origin, struct config **out, char *err,
                  size_t errlen)
 {
-    struct ctx c = {origin, err, errlen};
+    struct ctx c = {.origin = origin, .err = err, .errlen = errlen};
     json_error_t jerr;
     json_t *root = json_loadb(text, len, JSON_REJECT_DUPLICATES, &jerr);
     if (root == NULL) {
@@ -848,9 +1032,14 @@ int config_parse(const char *text, size_t len, const char *origin, struct config
     cfg->max_body_bytes = 8u << 20;
     cfg->upstream_max_host_connections = 256;
     cfg->upstream_idle_connections = 256;
+    c.cfg = cfg;
 
-    int rc = parse_top(&c, root, cfg);
+    int rc = (cfg->tls = config_tls_set_create()) ? parse_top(&c, root, cfg) : -ENOMEM;
     json_decref(root);
+    if (c.tls_pass != NULL) {
+        memset(c.tls_pass, 0, strlen(c.tls_pass));
+        free(c.tls_pass);
+    }
     if (rc < 0) {
         if (rc == -ENOMEM)
             snprintf(err, errlen, "out of memory");

@@ -11,6 +11,8 @@
 #include "loglevel.h"
 
 struct netacl;
+struct config_tls;
+struct config_tls_set;
 
 #define CONFIG_MAX_BACKENDS 1000
 /* Across all endpoints. Each backend costs every worker its counters and /metrics about 2 KB
@@ -44,6 +46,13 @@ struct config_seg {
     int param;  /* index into the endpoint's params, or -1 */
 };
 
+/* Something a valid configuration does that the operator should hear about (a backend whose
+ * certificate is not verified), logged at start and on every reload that applies it. */
+struct config_warning {
+    char *key; /* the key path, e.g. endpoints[0].backends[1].tls.verify */
+    char *detail;
+};
+
 enum config_on_error { CONFIG_ON_ERROR_PARTIAL, CONFIG_ON_ERROR_FAIL_FAST };
 
 #define CONFIG_MAX_CONCURRENCY 1000
@@ -62,6 +71,7 @@ struct config_backend {
     bool coalesce;  /* concurrent requests share one transfer (flight.h) */
     char **headers; /* "Name: value" lines, ${VAR} already expanded */
     size_t nheaders;
+    const struct config_tls *tls; /* how its connections are made (config_tls.h); never NULL */
     size_t id; /* 0 to nbackends_total - 1 across the configuration: indexes tables beside it */
 };
 
@@ -99,6 +109,9 @@ struct config {
     struct config_endpoint *endpoints;
     size_t nbackends_total;
     size_t nparams_total;
+    struct config_tls_set *tls;      /* the backends' connection profiles and their files */
+    struct config_warning *warnings; /* what is allowed but deserves a warning at start */
+    size_t nwarnings;
 };
 
 /* Parses and validates text[0..len). `origin` prefixes error messages (a file name, or

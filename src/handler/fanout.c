@@ -136,6 +136,8 @@ static void on_leg_done(void *arg, struct upstream_result *res)
         agg_complete(f->agg, leg->index, res->status, res->body, res->len);
     else
         agg_fail(f->agg, leg->index, res->error, res->message);
+    if (res->tls != TLSFAIL_NONE)
+        metrics_backend_tls_failure(series_of(f, leg->index), f->env.worker, res->tls);
     record(f, leg, agg_error_of(f->agg, leg->index));
     progress(f);
 }
@@ -208,7 +210,8 @@ static void start_leg(struct fanout *f, size_t i)
                                call->max_body,
                                call->headers,
                                call->nheaders,
-                               f->request_id};
+                               f->request_id,
+                               call->be->tls};
     if (f->plan->concurrency > 0)
         metrics_slot_wait(series_of(f, i), f->env.worker, leg->t0 - f->t0);
     agg_start(f->agg, i);

@@ -2,6 +2,7 @@
 
 #include "buf.h"
 #include "config.h"
+#include "config_tls.h"
 #include "jsonv.h"
 
 #include <errno.h>
@@ -38,6 +39,7 @@ struct be_block {
     atomic_uint_fast64_t errors[ERRKIND_COUNT];
     atomic_uint_fast64_t joined;
     struct hist slot_wait;
+    atomic_uint_fast64_t tls_failures[TLSFAIL_COUNT];
 };
 
 struct metrics_endpoint {
@@ -50,6 +52,7 @@ struct metrics_endpoint {
 
 struct metrics_backend {
     char *endpoint, *name;
+    bool https; /* a configuration named it with an https:// URL: its TLS failures are shown */
     uint64_t hash;
     struct metrics_backend *next, *hnext;
     struct be_block *w;
@@ -288,6 +291,8 @@ struct metrics_table *metrics_bind(struct metrics *m, const struct config *cfg)
         for (size_t j = 0; ok && j < ep->nbackends; j++) {
             const struct config_backend *be = &ep->backends[j];
             ok = (t->backend[be->id] = find_backend(m, ep->path, be->name)) != NULL;
+            if (ok && be->tls->https)
+                t->backend[be->id]->https = true;
         }
     }
     pthread_mutex_unlock(&m->mu);
@@ -337,6 +342,12 @@ void metrics_backend_done(struct metrics_backend *b, unsigned w, enum errkind ki
 void metrics_backend_joined(struct metrics_backend *b, unsigned w)
 {
     metrics_add(&b->w[w].joined, 1);
+}
+
+void metrics_backend_tls_failure(struct metrics_backend *b, unsigned w, enum tlsfail reason)
+{
+    if (reason != TLSFAIL_NONE && reason < TLSFAIL_COUNT)
+        metrics_add(&b->w[w].tls_failures[reason], 1);
 }
 
 void metrics_slot_wait(struct metrics_backend *b, unsigned w, uint64_t usec)
@@ -470,6 +481,16 @@ static int render_backend(struct metrics *m, struct buf *out, struct metrics_bac
             n += ld(&b->w[w].joined);
         rc = buf_printf(out, "gatherd_upstream_joined_total{%s} %llu\n", lb.data,
                         (unsigned long long)n);
+    } else if (rc == 0 && pass == 4) {
+        /* Only backends that speak TLS can fail in it: the others would add a series per
+         * reason each, always 0. */
+        for (int r = 1; rc == 0 && b->https && r < TLSFAIL_COUNT; r++) {
+            uint64_t n = 0;
+            for (unsigned w = 0; w < m->nworkers; w++)
+                n += ld(&b->w[w].tls_failures[r]);
+            rc = buf_printf(out, "gatherd_upstream_tls_failures_total{%s,reason=\"%s\"} %llu\n",
+                            lb.data, tlsfail_name((enum tlsfail)r), (unsigned long long)n);
+        }
     } else if (rc == 0) {
         /* Only backends of endpoints with a concurrency limit observe it: the others would
          * add 17 empty series each. */
@@ -511,6 +532,9 @@ static const char *const backend_families[] = {
     "# TYPE gatherd_upstream_joined_total counter\n",
     "# HELP gatherd_upstream_slot_wait_seconds Time calls waited for a concurrency slot of their "
     "request, by endpoint and backend.\n# TYPE gatherd_upstream_slot_wait_seconds histogram\n",
+    "# HELP gatherd_upstream_tls_failures_total Upstream calls that failed in TLS, by endpoint, "
+    "backend and reason (a certificate verdict or the handshake).\n"
+    "# TYPE gatherd_upstream_tls_failures_total counter\n",
 };
 
 int metrics_render(struct metrics *m, struct buf *out)

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 #include "errkind.h"
+#include "tlsfail.h"
 
 struct buf;
 struct config;
@@ -59,6 +60,8 @@ void metrics_request_done(struct metrics_endpoint *e, unsigned w, int status, ui
 void metrics_backend_done(struct metrics_backend *b, unsigned w, enum errkind kind, uint64_t usec);
 /* A backend call joined a transfer another request had started (flight.h). */
 void metrics_backend_joined(struct metrics_backend *b, unsigned w);
+/* A backend call failed in TLS for `reason` (its error is counted by metrics_backend_done()). */
+void metrics_backend_tls_failure(struct metrics_backend *b, unsigned w, enum tlsfail reason);
 /* A call of an endpoint with a concurrency limit started after waiting usec for a slot. */
 void metrics_slot_wait(struct metrics_backend *b, unsigned w, uint64_t usec);
 

@@ -181,6 +181,21 @@ static void on_exit_notice(evutil_socket_t fd, short what, void *arg)
     event_base_loopbreak(a->base);
 }
 
+/* What cfg allows but an operator must hear about, each time it is applied. */
+static void log_warnings(struct app *a, const struct config *cfg)
+{
+    for (size_t i = 0; i < cfg->nwarnings; i++) {
+        const struct config_warning *w = &cfg->warnings[i];
+        struct buf f = BUF_INIT;
+        if (buf_appends(&f, "\"key\":") == 0 &&
+            jsonv_append_string(&f, w->key, strlen(w->key)) == 0 &&
+            buf_appends(&f, ",\"detail\":") == 0 &&
+            jsonv_append_string(&f, w->detail, strlen(w->detail)) == 0)
+            log_event(a->log, LOGLEVEL_WARN, "config_warning", f.data);
+        buf_finish(&f);
+    }
+}
+
 static void reload(struct app *a)
 {
     char err[1024];
@@ -225,6 +240,7 @@ static void reload(struct app *a)
                   "effect on restart\"");
     if (a->opts->log_level < 0)
         log_set_level(a->logger, next->log_level);
+    log_warnings(a, next);
     a->reload_gen++;
     for (unsigned i = 0; i < a->started; i++)
         worker_post_config(&a->workers[i], site, a->reload_gen);
@@ -384,6 +400,7 @@ int app_run(struct config *cfg, const struct app_opts *opts)
         stop_started(&a);
         goto out;
     }
+    log_warnings(&a, cfg);
     char f[256];
     snprintf(f, sizeof f, "\"addr\":\"%s\",\"workers\":%u,\"version\":\"%s\"", a.listener.addr,
              a.nworkers, GATHERD_VERSION);

@@ -1,5 +1,7 @@
 #include "flight.h"
 
+#include "config_tls.h"
+
 #include <errno.h>
 #include <stdint.h>
 #include <stdio.h>
@@ -30,13 +32,15 @@ struct flights {
 
 #define FIRST_BUCKETS 16
 
-/* What a shared call is matched on, as one byte string: timeout and body cap, then the URL and
- * each header line, each NUL-terminated, so that no two different requests serialise alike.
- * Malloc'd; NULL when out of memory. */
+/* What a shared call is matched on, as one byte string: timeout, body cap and connection
+ * profile (two backends with different client certificates may get different answers from one
+ * URL), then the URL and each header line, each NUL-terminated, so that no two different
+ * requests serialise alike. Malloc'd; NULL when out of memory. */
 static char *make_key(const struct upstream_req *req, size_t *len)
 {
-    char head[48];
-    int n = snprintf(head, sizeof head, "%ld %zu", req->timeout_ms, req->max_body);
+    char head[48 + sizeof req->tls->id];
+    int n = snprintf(head, sizeof head, "%ld %zu %s", req->timeout_ms, req->max_body,
+                     req->tls != NULL ? req->tls->id : "");
     size_t total = (size_t)n + 1 + strlen(req->url) + 1;
     for (size_t i = 0; i < req->nheaders; i++)
         total += strlen(req->headers[i]) + 1;

@@ -105,7 +105,7 @@ static int submit(struct upstream_xfer *x, long timeout_ms)
 
 static bool pool_full(const struct upstream__pool *p)
 {
-    return p->u->max_host_connections > 0 && p->running >= (size_t)p->u->max_host_connections;
+    return p->max_running > 0 && p->running >= (size_t)p->max_running;
 }
 
 /* The time spent queued counts against a transfer's timeout, as it would in curl's own queue:
@@ -164,7 +164,7 @@ void upstream__queue_timed_out(struct upstream_xfer *x)
     snprintf(message, sizeof message,
              "timed out after %ld ms waiting for a connection to this origin (at its limit of %ld)",
              x->timeout_ms, x->u->max_host_connections);
-    struct upstream_result res = {ERRKIND_TIMEOUT, 0, NULL, 0, message};
+    struct upstream_result res = {ERRKIND_TIMEOUT, 0, NULL, 0, message, TLSFAIL_NONE};
     upstream_done_fn done = x->done;
     void *arg = x->arg;
     release(x);
@@ -184,6 +184,10 @@ static enum errkind classify(CURLcode rc, bool too_large)
     case CURLE_SSL_CONNECT_ERROR:
     case CURLE_PEER_FAILED_VERIFICATION:
     case CURLE_SSL_CACERT_BADFILE:
+    case CURLE_SSL_CERTPROBLEM:
+    case CURLE_SSL_CIPHER:
+    case CURLE_SSL_ISSUER_ERROR:
+    case CURLE_SSL_CRL_BADFILE:
         return ERRKIND_CONNECT;
     default:
         return ERRKIND_TRANSFER;
@@ -204,9 +208,11 @@ void upstream__check_done(struct upstream__pool *p)
         struct upstream_xfer *x;
         curl_easy_getinfo(easy, CURLINFO_PRIVATE, (char **)&x);
 
-        struct upstream_result res = {ERRKIND_NONE, 0, NULL, 0, NULL};
-        char message[CURL_ERROR_SIZE + 64];
+        struct upstream_result res = {ERRKIND_NONE, 0, NULL, 0, NULL, TLSFAIL_NONE};
+        char message[CURL_ERROR_SIZE + 160];
         curl_easy_getinfo(easy, CURLINFO_RESPONSE_CODE, &res.status);
+        if (res.status != 0)
+            upstream__tls_learn(x->pool, easy);
         x->reusable = rc == CURLE_OK && x->requests == 1;
         if (res.status != 0 && !is_success(res.status)) {
             /* The status line decides: a 503 stays a 503 even if its body then ran over the
@@ -224,12 +230,13 @@ void upstream__check_done(struct upstream__pool *p)
         } else {
             res.status = 0;
             res.error = classify(rc, x->too_large);
+            const char *detail = x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc);
             if (res.error == ERRKIND_TOO_LARGE)
                 snprintf(message, sizeof message, "upstream body exceeds max_body_bytes (%zu)",
                          x->max_body);
-            else
-                snprintf(message, sizeof message, "%s",
-                         x->errbuf[0] ? x->errbuf : curl_easy_strerror(rc));
+            else if ((res.tls = upstream__tls_failure(x->pool, easy, rc, detail, &res.error,
+                                                      message, sizeof message)) == TLSFAIL_NONE)
+                snprintf(message, sizeof message, "%s", detail);
             res.message = message;
         }
         upstream_done_fn done = x->done;
@@ -283,8 +290,8 @@ static void easy_defaults(struct upstream *u, CURL *e)
     curl_easy_setopt(e, CURLOPT_NOSIGNAL, 1L);
     /* A transfer cancelled during its lookup must not join the resolver thread on the loop. */
     curl_easy_setopt(e, CURLOPT_QUICK_EXIT, 1L);
-    curl_easy_setopt(e, CURLOPT_HTTP_VERSION, (long)CURL_HTTP_VERSION_1_1);
     curl_easy_setopt(e, CURLOPT_PROTOCOLS_STR, "http,https");
+    upstream__tls_easy_defaults(e);
     /* Without a proxy in the environment, say so once: otherwise curl calls getenv() for
      * no_proxy and each *_proxy variable on every transfer. */
     if (!u->proxy_env)
@@ -367,7 +374,7 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
         if (strncasecmp(req->headers[i], "User-Agent:", 11) == 0)
             own_agent = false;
     size_t nnodes = req->nheaders + (own_agent ? 2 : 1);
-    struct upstream__pool *pool = upstream__pool_for(u, req->url);
+    struct upstream__pool *pool = upstream__pool_for(u, req->url, req->tls);
     if (pool == NULL)
         return NULL;
     struct upstream_xfer *x = calloc(1, sizeof *x + nnodes * sizeof x->nodes[0]);
@@ -420,6 +427,7 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
     curl_easy_setopt(e, CURLOPT_HTTPHEADER, &x->nodes[0]);
     curl_easy_setopt(e, CURLOPT_ERRORBUFFER, x->errbuf);
     curl_easy_setopt(e, CURLOPT_MAXFILESIZE_LARGE, (curl_off_t)req->max_body);
+    upstream__tls_apply(pool, e);
 
     x->timeout_ms = req->timeout_ms;
     x->q.x = x;

@@ -9,7 +9,9 @@
 #include <stddef.h>
 
 #include "errkind.h"
+#include "tlsfail.h"
 
+struct config_tls;
 struct event_base;
 struct metrics_worker;
 struct upstream;
@@ -28,6 +30,9 @@ struct upstream_req {
     char *const *headers; /* "Name: value" lines, borrowed until completion or cancel */
     size_t nheaders;
     const char *request_id; /* sent as X-Request-Id; copied */
+    /* How to connect (config_tls.h); NULL: plain HTTP/1.1. Read only by upstream_start():
+     * transfers with profiles of different ids never share a connection or a TLS session. */
+    const struct config_tls *tls;
 };
 
 /* What a finished transfer yields. error is ERRKIND_NONE when an HTTP answer arrived (any
@@ -38,6 +43,7 @@ struct upstream_result {
     char *body;
     size_t len;
     const char *message; /* valid during the callback only */
+    enum tlsfail tls;    /* why TLS failed, when error is connect or timeout because of it */
 };
 
 /* Called from the loop (never from inside a curl callback), so it may start or cancel other

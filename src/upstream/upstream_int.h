@@ -12,9 +12,11 @@
 #include <stdint.h>
 #include <sys/types.h>
 
+struct config_tls;
 struct event;
 struct upstream__qclass;
 struct upstream__sock;
+struct upstream__tls;
 
 /* Easy handles kept for reuse, per receive buffer size: creating one costs more than reusing
  * it (bench/RESULTS.md). */
@@ -53,6 +55,13 @@ struct upstream__pool {
     struct event *timer;
     uint64_t hash;
     char *origin;
+    /* How its connections are made (upstream_tls.c). A pool is per origin and connection
+     * profile: connections and TLS sessions of one profile never serve another. */
+    struct upstream__tls *tls;
+    const char *tls_id; /* the profile's id (config_tls.h); "" for plain HTTP/1.1 */
+    /* Transfers handed to curl at most: the connection cap, times the streams one connection
+     * carries once the origin is known to speak HTTP/2; 0 when unlimited. */
+    long max_running;
     /* Transfers beyond the connection cap wait here, not in curl: curl 7.88 walks its whole
      * pending list every time a transfer ends, which with thousands queued stalled the loop for
      * seconds (tests/fault/test_c10k.py). Here a queued transfer costs nothing until its turn
@@ -139,11 +148,12 @@ int upstream__queue_push(struct upstream__pool *p, struct upstream__queued *q, l
 /* Takes q, which is queued, out of the queue: constant time. */
 void upstream__queue_remove(struct upstream__pool *p, struct upstream__queued *q);
 
-/* upstream_pool.c: the pools, by origin */
+/* upstream_pool.c: the pools, by origin and connection profile */
 
-/* The pool of url's origin, made with its multi on first use; owned by u. NULL when out of
- * memory or curl cannot be set up. */
-struct upstream__pool *upstream__pool_for(struct upstream *u, const char *url);
+/* The pool of url's origin and of profile tls (NULL: plain HTTP/1.1), made with its multi on
+ * first use; owned by u. NULL when out of memory or curl cannot be set up. */
+struct upstream__pool *upstream__pool_for(struct upstream *u, const char *url,
+                                          const struct config_tls *tls);
 
 /* Called when a transfer of p ended or could not start: if none runs or waits on p any more
  * and its origin is not needed, p is released on the next turn of the loop (never now: a
@@ -153,6 +163,37 @@ void upstream__pool_idle(struct upstream__pool *p);
 /* Destroys every pool and the table; their multis close cached connections through close_cb.
  * Only once no transfer remains. */
 void upstream__pool_finish(struct upstream *u);
+
+/* upstream_tls.c: how a pool's connections are made */
+
+/* Sets p up for profile t (NULL: plain HTTP/1.1): its own references to t's certificates and
+ * keys, a TLS session cache of its own, HTTP/2 on its multi, and p->tls, tls_id and
+ * max_running. 0, or -1 when out of memory (p->tls may then be set: the finish frees it). */
+int upstream__tls_pool_init(struct upstream__pool *p, const struct config_tls *t);
+
+/* Frees p->tls; only once p->multi is cleaned up and no easy handle still names its session
+ * cache (the spares are cleaned up first). Accepts a pool whose init failed. */
+void upstream__tls_pool_finish(struct upstream__pool *p);
+
+/* The id of profile t, "" for NULL. */
+const char *upstream__tls_id(const struct config_tls *t);
+
+/* Options every easy handle gets once. */
+void upstream__tls_easy_defaults(CURL *e);
+
+/* Gives e, about to run a transfer of p, p's HTTP version and TLS settings. Every transfer
+ * sets them, since a reused handle may come from another pool. */
+void upstream__tls_apply(const struct upstream__pool *p, CURL *e);
+
+/* After a transfer of p on e got an answer: learns whether the origin speaks HTTP/2, which
+ * sets how many transfers p may hand to curl. */
+void upstream__tls_learn(struct upstream__pool *p, CURL *e);
+
+/* Whether a transfer of p that ended with rc failed in TLS, and why; TLSFAIL_NONE when it did
+ * not. Then *kind is its error kind (connect, or timeout for a stalled handshake) and msg a
+ * message that names the reason; `detail` is curl's message. */
+enum tlsfail upstream__tls_failure(const struct upstream__pool *p, CURL *e, CURLcode rc,
+                                   const char *detail, enum errkind *kind, char *msg, size_t len);
 
 /* upstream_sock.c: the socket registry */
 

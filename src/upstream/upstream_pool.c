@@ -35,6 +35,7 @@ static void pool_destroy(struct upstream__pool *p)
     if (p->timer != NULL)
         event_free(p->timer);
     upstream__queue_finish(p);
+    upstream__tls_pool_finish(p); /* after the multi: its connections held the session cache */
     free(p->origin);
     free(p);
 }
@@ -53,12 +54,19 @@ static bool same_origin(uint64_t h, const char *s, uint64_t hash, const char *or
     return h == hash && strncmp(s, origin, len) == 0 && s[len] == '\0';
 }
 
+/* A pool is found by its origin and its connection profile's id. */
+static uint64_t key_hash(const char *origin, size_t len, const char *id)
+{
+    return upstream__fnv1a(origin, len) ^ upstream__fnv1a(id, strlen(id));
+}
+
 static struct upstream__pool **slot_for(struct upstream__pool **table, size_t cap, uint64_t hash,
-                                        const char *origin, size_t len)
+                                        const char *origin, size_t len, const char *id)
 {
     for (size_t i = hash & (cap - 1);; i = (i + 1) & (cap - 1)) {
         struct upstream__pool *p = table[i];
-        if (p == NULL || same_origin(p->hash, p->origin, hash, origin, len))
+        if (p == NULL || (p->hash == hash && strncmp(p->origin, origin, len) == 0 &&
+                          p->origin[len] == '\0' && strcmp(p->tls_id, id) == 0))
             return &table[i];
     }
 }
@@ -76,7 +84,7 @@ static struct upstream__keep *keep_slot(struct upstream__keep *keep, size_t cap,
 static void unlist(struct upstream *u, struct upstream__pool *p)
 {
     size_t mask = u->pools_cap - 1;
-    size_t i = (size_t)(slot_for(u->pools, u->pools_cap, p->hash, p->origin, strlen(p->origin)) -
+    size_t i = (size_t)(slot_for(u->pools, u->pools_cap, p->hash, p->origin, strlen(p->origin), p->tls_id) -
                         u->pools);
     for (size_t j = (i + 1) & mask; u->pools[j] != NULL; j = (j + 1) & mask) {
         size_t home = u->pools[j]->hash & mask;
@@ -163,7 +171,8 @@ int upstream_keep_origins(struct upstream *u, const char *const *urls, size_t n)
     for (size_t i = 0; i < u->pools_cap; i++) {
         struct upstream__pool *p = u->pools[i];
         if (p != NULL) {
-            p->needed = kept(u, p->hash, p->origin, strlen(p->origin));
+            p->needed = kept(u, upstream__fnv1a(p->origin, strlen(p->origin)), p->origin,
+                             strlen(p->origin));
             upstream__pool_idle(p);
         }
     }
@@ -179,7 +188,7 @@ static int grow_pools(struct upstream *u)
     for (size_t i = 0; i < u->pools_cap; i++) {
         struct upstream__pool *p = u->pools[i];
         if (p != NULL)
-            *slot_for(table, cap, p->hash, p->origin, strlen(p->origin)) = p;
+            *slot_for(table, cap, p->hash, p->origin, strlen(p->origin), p->tls_id) = p;
     }
     free(u->pools);
     u->pools = table;
@@ -187,12 +196,14 @@ static int grow_pools(struct upstream *u)
     return 0;
 }
 
-struct upstream__pool *upstream__pool_for(struct upstream *u, const char *url)
+struct upstream__pool *upstream__pool_for(struct upstream *u, const char *url,
+                                          const struct config_tls *tls)
 {
     size_t len = origin_len(url);
-    uint64_t hash = upstream__fnv1a(url, len);
+    const char *id = upstream__tls_id(tls);
+    uint64_t hash = key_hash(url, len, id);
     if (u->pools_cap > 0) {
-        struct upstream__pool *p = *slot_for(u->pools, u->pools_cap, hash, url, len);
+        struct upstream__pool *p = *slot_for(u->pools, u->pools_cap, hash, url, len, id);
         if (p != NULL)
             return p;
     }
@@ -203,11 +214,13 @@ struct upstream__pool *upstream__pool_for(struct upstream *u, const char *url)
         return NULL;
     p->u = u;
     p->hash = hash;
-    p->needed = kept(u, hash, url, len);
+    p->needed = kept(u, upstream__fnv1a(url, len), url, len);
     p->origin = strndup(url, len);
     p->multi = curl_multi_init();
     p->timer = evtimer_new(u->base, on_timer, p);
-    if (p->origin == NULL || p->multi == NULL || p->timer == NULL || upstream__queue_init(p) < 0) {
+    p->tls_id = "";
+    if (p->origin == NULL || p->multi == NULL || p->timer == NULL || upstream__queue_init(p) < 0 ||
+        upstream__tls_pool_init(p, tls) < 0) {
         pool_destroy(p);
         return NULL;
     }
@@ -216,7 +229,7 @@ struct upstream__pool *upstream__pool_for(struct upstream *u, const char *url)
     curl_multi_setopt(p->multi, CURLMOPT_TIMERDATA, p);
     curl_multi_setopt(p->multi, CURLMOPT_MAX_HOST_CONNECTIONS, u->max_host_connections);
     curl_multi_setopt(p->multi, CURLMOPT_MAXCONNECTS, u->idle_connections);
-    *slot_for(u->pools, u->pools_cap, hash, url, len) = p;
+    *slot_for(u->pools, u->pools_cap, hash, url, len, id) = p;
     u->npools++;
     return p;
 }

@@ -15,12 +15,14 @@ CT_NAME=container
 . "$(dirname "$0")/lib.sh"
 CTR="gatherd-ctest-$$"
 FAKEUP_PID=""
+TLSUP_PID=""
 ct_cleanup_extra() {
-  for c in "$CTR" "$CTR-ro" "$CTR-hc" "$CTR-drain"; do podman rm -f -t 0 "$c" >/dev/null 2>&1 || true; done
+  for c in "$CTR" "$CTR-ro" "$CTR-hc" "$CTR-drain" "$CTR-tls"; do podman rm -f -t 0 "$c" >/dev/null 2>&1 || true; done
   [ -z "$FAKEUP_PID" ] || kill "$FAKEUP_PID" 2>/dev/null || true
+  [ -z "$TLSUP_PID" ] || kill "$TLSUP_PID" 2>/dev/null || true
 }
 
-ct_setup
+ct_setup openssl
 ct_base_image
 ct_build_image || { summary; exit 1; }
 
@@ -233,5 +235,58 @@ sys.exit(0 if j["results"] == [{"ok": True, "id": "drain"}] and j["errors"] == [
   else tail -n 10 "$WORK/drain.log"; fail "in-flight stop: log lacks draining or stopped"; fi
 fi
 podman rm -f -t 0 "$drain" >/dev/null 2>&1 || true
+
+# ---------------------------------------------------------------- HTTPS with the image's CA bundle
+# The default configuration's exchanges are verified against the image's own bundle: it must
+# be there (ca-certificates in the runtime stage) and load (--check-config parses it). And the
+# image verifies for real: a local chain made now (tests/lib/tlsca.py) is accepted through
+# ca_file, and refused as an unknown issuer against the system bundle alone.
+ncert=$(podman run --rm --network none --health-interval=disable --entrypoint sh "$IMAGE" -c \
+  'test -s /etc/ssl/certs/ca-certificates.crt && grep -c "BEGIN CERTIFICATE" /etc/ssl/certs/ca-certificates.crt' \
+  2>/dev/null || echo 0)
+[ "${ncert:-0}" -ge 100 ] && ok "system CA bundle in the image: $ncert certificates" \
+  || fail "no system CA bundle in the image (/etc/ssl/certs/ca-certificates.crt: '$ncert' certificates)"
+if podman run --rm --network none --health-interval=disable "$IMAGE" --config /etc/gatherd/gatherd.json \
+     --check-config >"$WORK/check.log" 2>&1; then ok "default configuration loads the bundle: $(head -c 200 "$WORK/check.log")"
+else fail "--check-config of the default configuration: $(tail -n 3 "$WORK/check.log" | tr '\n' ' ')"; fi
+tlsctr="$CTR-tls"
+mkdir -p "$WORK/tls"; chmod 0755 "$WORK/tls"
+if ! PYTHONPATH="$SRC/tests/lib" python3 -c 'import sys, tlsca; tlsca.TestPKI(sys.argv[1])' "$WORK/tls/pki" \
+     2>"$WORK/pki.err"; then
+  fail "cannot make the test PKI: $(tail -n 2 "$WORK/pki.err" | tr '\n' ' ')"
+else
+  chmod -R a+rX "$WORK/tls"
+  exec {tu}< <(exec python3 "$SRC/tests/upstream/fakeup.py" --host 127.0.0.1 --port 0 --control-port 0 \
+    --tls-cert "$WORK/tls/pki/server.crt" --tls-key "$WORK/tls/pki/server.key" 2>"$WORK/tlsup.err")
+  TLSUP_PID=$!
+  tline=""; read -r -t 20 -u "$tu" tline || true
+  exec {tu}<&-
+  tport=$(printf '%s' "$tline" | sed -n 's/.*"port": *\([0-9][0-9]*\).*/\1/p')
+  sport=$(free_port)
+  cat > "$WORK/tls/gatherd.json" <<JSON
+{"endpoints": [
+  {"path": "/chain", "backends": [{"name": "local", "url": "https://127.0.0.1:$tport/ok?id=tls",
+                                  "tls": {"ca_file": "/etc/gatherd-tls/pki/ca.crt"}}]},
+  {"path": "/system", "backends": [{"name": "local", "url": "https://127.0.0.1:$tport/ok?id=tls"}]}]}
+JSON
+  chmod 0644 "$WORK/tls/gatherd.json"
+  if [ -z "$tport" ]; then
+    fail "TLS fakeup did not start: $(tail -n 3 "$WORK/tlsup.err" | tr '\n' ' ')"
+  elif ! podman run -d --name "$tlsctr" --network host --health-interval=disable \
+         -v "$WORK/tls:/etc/gatherd-tls:ro" "$IMAGE" \
+         --config /etc/gatherd-tls/gatherd.json --listen "127.0.0.1:$sport" >"$WORK/tls-run.log" 2>&1 \
+       || ! ct_await_log "$tlsctr" '"msg":"listening"' 20; then
+    fail "gatherd with a TLS backend did not start: $(podman logs "$tlsctr" 2>&1 | tail -n 3 | tr '\n' ' ')"
+  else
+    body=$(curl -s --max-time 10 "http://127.0.0.1:$sport/chain" || true)
+    case "$body" in *'"results":[{"ok":true,"id":"tls"}]'*) ok "local chain verified through ca_file: $body" ;;
+      *) fail "local chain through ca_file: $body" ;; esac
+    body=$(curl -s --max-time 10 "http://127.0.0.1:$sport/system" || true)
+    case "$body" in *'"error":"connect"'*'unknown issuer'*) ok "the system bundle alone refuses the local CA: unknown issuer" ;;
+      *) fail "against the system bundle, the local chain was not refused as an unknown issuer: $body" ;; esac
+  fi
+  kill "$TLSUP_PID" 2>/dev/null || true
+fi
+podman rm -f -t 0 "$tlsctr" >/dev/null 2>&1 || true
 
 summary

@@ -3,6 +3,7 @@
  * documented constraint (ranges, URL schemes, unique names and paths, timeouts, expanded
  * headers), and reference counting must free it (LeakSanitizer checks). */
 #include "config.h"
+#include "config_tls.h"
 #include "fuzz.h"
 #include "laddr.h"
 #include "netacl.h"
@@ -93,6 +94,11 @@ static void check_config(const struct config *cfg)
                   "url %s", be->url);
             for (const char *q = be->url; *q; q++)
                 CHECK((unsigned char)*q > 0x20 && *q != 0x7f, "white space in url");
+            CHECK(be->tls != NULL && be->tls->https == (strncasecmp(be->url, "https://", 8) == 0),
+                  "connection profile of %s", be->url);
+            CHECK(!be->tls->https || !be->tls->verify || be->tls->ca != NULL,
+                  "a verified https backend without trust anchors");
+            CHECK(be->tls->connect_to == NULL || be->tls->server_name != NULL, "connect_to");
             CHECK(be->timeout_ms >= 1 && be->timeout_ms <= ep->timeout_ms,
                   "backend timeout %ld > endpoint %ld", be->timeout_ms, ep->timeout_ms);
             CHECK(be->max_body_bytes >= 1 && be->max_body_bytes <= (1u << 30), "max body");

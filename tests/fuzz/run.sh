@@ -52,7 +52,8 @@ for f in "$root"/src/*/*.c "$out/config_default.c"; do
     fi
     objs+=("$o")
 done
-libs=$(pkg-config --libs libmicrohttpd libcurl jansson libevent_core libevent_pthreads) || exit 1
+libs=$(pkg-config --libs libmicrohttpd libcurl jansson libevent_core libevent_pthreads libssl libcrypto) ||
+    exit 1
 
 failed=()
 for t in "${targets[@]}"; do

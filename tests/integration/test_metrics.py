@@ -176,7 +176,7 @@ class MetricsTest(unittest.TestCase):
                           "max_body_bytes": 1000},
             "transfer": {"name": "transfer", "url": u("/reset_mid")},
         }
-        cls.endpoints = ("/ok", "/slow", "/errs", "/allfail", ODD_PATH, "/limited")
+        cls.endpoints = ("/ok", "/slow", "/errs", "/allfail", ODD_PATH, "/limited", "/tls")
         cls.gd = None
         try:
             cls.gd = Gatherd(config(
@@ -190,6 +190,8 @@ class MetricsTest(unittest.TestCase):
                 endpoint("/limited", [("l1", u("/ok?delay_ms=300")), ("l2", u("/ok"))],
                          timeout_ms=10000,
                          concurrency=1),
+                # An https:// backend has TLS failure counters (tests/tls counts them).
+                endpoint("/tls", [("t", f"https://127.0.0.1:{cls.dead}/ok")], timeout_ms=10000),
             ), workers=WORKERS)
             # Give every kind of series something to count, so their labels can be checked.
             for path in ("/ok", "/slow", "/errs", "/allfail", urllib.parse.quote(ODD_PATH),

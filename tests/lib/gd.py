@@ -65,10 +65,13 @@ def closed_port():
 class FakeUpstream:
     """fakeup.py as a subprocess on 127.0.0.1, port chosen by the kernel."""
 
-    def __init__(self, fixtures=None, start_timeout=15):
-        cmd = [sys.executable, FAKEUP, "--host", "127.0.0.1", "--port", "0"]
+    def __init__(self, fixtures=None, start_timeout=15, args=(), scheme="http"):
+        """``args`` are more fakeup options (``--tls-cert ...``); ``scheme`` is what url() says.
+        With ``--control-port`` among them, the control routes go to that port."""
+        cmd = [sys.executable, FAKEUP, "--host", "127.0.0.1", "--port", "0", *args]
         if fixtures:
             cmd += ["--fixtures", fixtures]
+        self.scheme = scheme
         self.proc = subprocess.Popen(cmd, stdout=subprocess.PIPE, stderr=subprocess.PIPE,
                                      stdin=subprocess.DEVNULL)
         self._stderr = []
@@ -78,7 +81,9 @@ class FakeUpstream:
         if not line:
             self.stop()
             raise HarnessError("fakeup did not start: " + "".join(self._stderr))
-        self.port = json.loads(line)["port"]
+        ready = json.loads(line)
+        self.port = ready["port"]
+        self.control_port = ready.get("control_port", self.port)
         self.host = "127.0.0.1"
 
     def _drain_stderr(self):
@@ -89,10 +94,10 @@ class FakeUpstream:
         return "".join(self._stderr)
 
     def url(self, path="/"):
-        return f"http://127.0.0.1:{self.port}{path}"
+        return f"{self.scheme}://127.0.0.1:{self.port}{path}"
 
     def _control(self, path, timeout):
-        c = http.client.HTTPConnection("127.0.0.1", self.port, timeout=timeout)
+        c = http.client.HTTPConnection("127.0.0.1", self.control_port, timeout=timeout)
         try:
             c.request("GET", path, headers={"X-Fakeup-Control": "1", "Connection": "close"})
             r = c.getresponse()

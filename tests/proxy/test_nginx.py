@@ -22,20 +22,18 @@ import http.client
 import json
 import os
 import re
-import shutil
 import signal
-import socket
 import subprocess
 import sys
-import tempfile
 import threading
 import time
 import unittest
 
 sys.path.insert(0, os.path.join(os.path.dirname(os.path.abspath(__file__)), "..", "lib"))
 import gd  # noqa: E402
+import nginxproc  # noqa: E402
 
-NGINX = os.environ.get("NGINX_BIN") or shutil.which("nginx") or "/usr/sbin/nginx"
+NGINX = nginxproc.NGINX
 NGINX_CONF = os.path.join(gd.SRC, "deploy", "nginx", "gatherd.conf")
 TRUSTED = ["127.0.0.1"]
 REQUEST_ID_RE = re.compile(r"^[0-9a-f]{32}$")   # nginx's $request_id
@@ -71,94 +69,20 @@ def nginx_site_config(upstreams, listen_port, access_log):
     return text
 
 
-class Nginx:
+class Nginx(nginxproc.NginxProcess):
     """Debian's nginx in the foreground in front of the given gatherd ports."""
 
     def __init__(self, upstreams, start_timeout=15):
-        self.dir = tempfile.mkdtemp(prefix="gatherd-nginx-")
-        os.chmod(self.dir, 0o755)           # workers run as nobody: temp paths must be reachable
+        super().__init__()
         self.port = gd.free_port()
-        self.access_log = os.path.join(self.dir, "access.log")
-        self.error_log = os.path.join(self.dir, "error.log")
         site = nginx_site_config(upstreams, self.port, self.access_log)
         with open(os.path.join(self.dir, "gatherd.conf"), "w") as f:
             f.write(site)
-        d = self.dir
-        main = f"""
-worker_processes 1;
-pid {d}/nginx.pid;
-error_log {d}/error.log info;
-events {{ worker_connections 1024; }}
-http {{
-    client_body_temp_path {d}/client_body;
-    proxy_temp_path {d}/proxy;
-    fastcgi_temp_path {d}/fastcgi;
-    uwsgi_temp_path {d}/uwsgi;
-    scgi_temp_path {d}/scgi;
-    access_log off;
-    include {d}/gatherd.conf;
-}}
-"""
-        with open(os.path.join(d, "nginx.conf"), "w") as f:
-            f.write(main)
-        cmd = [NGINX, "-p", d, "-c", os.path.join(d, "nginx.conf"), "-e", self.error_log,
-               "-g", "daemon off;"]
-        self.proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
-                                     stderr=subprocess.STDOUT)
-        deadline = time.monotonic() + start_timeout
-        while True:          # wait on the socket: nginx accepts once it is up
-            if self.proc.poll() is not None:
-                out = self.proc.stdout.read().decode("utf-8", "replace")
-                raise gd.HarnessError(f"nginx exited {self.proc.returncode}: {out}\n"
-                                      f"{self.errors()}\nconfig:\n{site}")
-            try:
-                socket.create_connection(("127.0.0.1", self.port), timeout=1).close()
-                break
-            except OSError:
-                if time.monotonic() > deadline:
-                    self.stop()
-                    raise gd.HarnessError("nginx did not accept within %ss" % start_timeout)
-                time.sleep(0.02)
+        self.start("    access_log off;\n    include {dir}/gatherd.conf;", [self.port],
+                   start_timeout=start_timeout)
 
     def url(self, path="/"):
         return f"http://127.0.0.1:{self.port}{path}"
-
-    def errors(self):
-        try:
-            with open(self.error_log) as f:
-                return f.read()
-        except OSError:
-            return ""
-
-    def access_lines(self):
-        out = []
-        try:
-            with open(self.access_log) as f:
-                for line in f:
-                    try:
-                        out.append(json.loads(line))
-                    except ValueError:
-                        pass
-        except OSError:
-            pass
-        return out
-
-    def stop(self):
-        if self.proc.poll() is None:
-            self.proc.send_signal(signal.SIGQUIT)       # graceful
-            try:
-                self.proc.wait(15)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.proc.wait()
-        self.proc.stdout.close()
-        shutil.rmtree(self.dir, ignore_errors=True)
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc):
-        self.stop()
 
 
 # --------------------------------------------------------------------------------------------

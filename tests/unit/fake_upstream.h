@@ -68,7 +68,7 @@ static void fake_answer(struct fake_upstream *f, size_t i, long status, const ch
     size_t len = strlen(body);
     char *copy = malloc(len + 1);
     memcpy(copy, body, len + 1);
-    struct upstream_result res = {ERRKIND_NONE, status, copy, len, NULL};
+    struct upstream_result res = {ERRKIND_NONE, status, copy, len, NULL, TLSFAIL_NONE};
     x->running = false;
     x->finished = true;
     x->done(x->arg, &res);
@@ -78,7 +78,7 @@ static void fake_answer(struct fake_upstream *f, size_t i, long status, const ch
 static void fake_fail(struct fake_upstream *f, size_t i, enum errkind kind, const char *message)
 {
     struct upstream_xfer *x = &f->x[i];
-    struct upstream_result res = {kind, 0, NULL, 0, message};
+    struct upstream_result res = {kind, 0, NULL, 0, message, TLSFAIL_NONE};
     x->running = false;
     x->finished = true;
     x->done(x->arg, &res);

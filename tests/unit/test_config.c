@@ -1,4 +1,5 @@
 #include "config.h"
+#include "config_tls.h"
 #include "netacl.h"
 #include "tap.h"
 
@@ -29,6 +30,76 @@ static void rejects(const char *json, const char *want)
 #define BE "{\"name\":\"a\",\"url\":\"http://127.0.0.1:1/x\"}"
 /* The endpoints member alone, to put after other top-level keys. */
 #define EPS "\"endpoints\":[{\"path\":\"/t\",\"backends\":[" BE "]}]}"
+
+/* The tls and http2 keys that need no file: the system bundle is not read for them. */
+static void test_tls(void)
+{
+    struct config *cfg = parse(EP(BE));
+    ok(cfg != NULL && !cfg->endpoints[0].backends[0].tls->https &&
+           cfg->endpoints[0].backends[0].tls->id[0] == '\0',
+       "an http:// backend is plain HTTP/1.1, with the empty profile id");
+    config_unref(cfg);
+
+    /* server_name: the URL names it, connect_to keeps the address, placeholders move along. */
+    cfg = parse("{\"endpoints\":[{\"path\":\"/t/{id}\",\"params\":{\"id\":\"[0-9]+\"},"
+                "\"backends\":[{\"name\":\"a\",\"url\":\"https://u@10.0.0.1:8443/x/{id}?q\","
+                "\"tls\":{\"verify\":false,\"server_name\":\"api.test\"}},"
+                "{\"name\":\"b\",\"url\":\"https://[::1]/y\","
+                "\"tls\":{\"verify\":false,\"server_name\":\"api.test\"}}]}]}");
+    ok(cfg != NULL, "server_name accepted (%s)", err);
+    if (cfg != NULL) {
+        const struct config_backend *a = &cfg->endpoints[0].backends[0];
+        const struct config_backend *b = &cfg->endpoints[0].backends[1];
+        is_str(a->url, "https://u@api.test:8443/x/{id}?q", "the URL names server_name");
+        is_str(a->tls->connect_to, "api.test:8443:10.0.0.1:8443", "and connects to the address");
+        ok(a->nrefs == 1 && strncmp(a->url + a->refs[0].start, "{id}", 4) == 0 &&
+               a->refs[0].end - a->refs[0].start == 4,
+           "the placeholder moved with the host");
+        is_str(b->tls->connect_to, "api.test:443:[::1]:443", "IPv6, default port");
+        ok(a->tls != b->tls && strcmp(a->tls->id, b->tls->id) != 0,
+           "another address: another profile");
+        ok(cfg->nwarnings == 2 &&
+               strcmp(cfg->warnings[0].key, "endpoints[0].backends[0].tls.verify") == 0,
+           "verify false is a warning per backend");
+    }
+    config_unref(cfg);
+
+    cfg = parse("{\"http2\":\"prior_knowledge\",\"endpoints\":[{\"path\":\"/t\",\"backends\":["
+                "{\"name\":\"a\",\"url\":\"http://h/\"},{\"name\":\"b\",\"url\":\"http://h/\","
+                "\"http2\":\"off\"},{\"name\":\"c\",\"url\":\"https://h/\",\"tls\":"
+                "{\"verify\":false,\"min_version\":\"1.3\"}}]}]}");
+    ok(cfg != NULL, "http2 and min_version accepted (%s)", err);
+    if (cfg != NULL) {
+        const struct config_backend *be = cfg->endpoints[0].backends;
+        ok(be[0].tls->http2 == CONFIG_HTTP2_PRIOR_KNOWLEDGE && be[1].tls->id[0] == '\0' &&
+               be[2].tls->http2 == CONFIG_HTTP2_AUTO && be[2].tls->min_version == 13,
+           "h2c inherited by http://, overridden by off; https:// negotiates");
+    }
+    config_unref(cfg);
+
+    rejects("{\"tls\":{\"verify\":false}," EPS, "t.json: tls.verify: false is allowed only");
+    rejects("{\"tls\":{\"server_name\":\"a.test\"}," EPS, "tls.server_name: is only for");
+    rejects("{\"tls\":{\"ca\":\"x\"}," EPS, "tls.ca: unknown key");
+    rejects("{\"tls\":[]," EPS, "tls: must be an object");
+    rejects("{\"http2\":true," EPS, "http2: must be a string");
+    rejects(EP("{\"name\":\"a\",\"url\":\"http://h/\",\"tls\":{}}"),
+            "endpoints[0].backends[0].tls: applies only to https:// URLs");
+    rejects(EP("{\"name\":\"a\",\"url\":\"https://h/\",\"http2\":\"prior_knowledge\"}"),
+            "endpoints[0].backends[0].http2: \"prior_knowledge\" is for http://");
+    rejects(EP("{\"name\":\"a\",\"url\":\"https://h/\",\"tls\":{\"min_version\":1.3}}"),
+            "tls.min_version: must be a string");
+    rejects(EP("{\"name\":\"a\",\"url\":\"https://h/\",\"tls\":{\"verify\":false,"
+               "\"server_name\":\"a..b\"}}"),
+            "tls.server_name: must be a DNS name");
+    rejects(EP("{\"name\":\"a\",\"url\":\"https://h/\",\"tls\":{\"ca_file\":\"\"}}"),
+            "endpoints[0].backends[0].tls.ca_file: must name a file");
+    rejects(EP("{\"name\":\"a\",\"url\":\"https://h/\",\"tls\":{\"ca_file\":"
+               "\"/nonexistent/ca.pem\"}}"),
+            "tls.ca_file: cannot open /nonexistent/ca.pem: No such file or directory");
+    rejects(EP("{\"name\":\"a\",\"url\":\"https://h/\",\"tls\":{\"verify\":false,"
+               "\"client_key_passphrase\":\"${GD_TEST_UNSET_PASS}\"}}"),
+            "tls.client_key_passphrase: ");
+}
 
 int main(void)
 {
@@ -145,6 +216,15 @@ int main(void)
            cfg->endpoints[0].nbackends == 3,
        "built-in default is /tickers over three exchanges");
     ok(cfg != NULL && cfg->listen == NULL, "built-in default leaves listen to $PORT or 5042");
+    ok(cfg != NULL && cfg->endpoints[0].backends[0].tls->https &&
+           cfg->endpoints[0].backends[0].tls->verify &&
+           cfg->endpoints[0].backends[0].tls->ca != NULL &&
+           cfg->endpoints[0].backends[0].tls->http2 == CONFIG_HTTP2_AUTO,
+       "built-in default: verified against the system bundle, HTTP/2 by ALPN");
+    ok(cfg != NULL && cfg->endpoints[0].backends[0].tls == cfg->endpoints[0].backends[2].tls &&
+           cfg->nwarnings == 0,
+       "backends with equal settings share one profile; no warning");
     config_unref(cfg);
+    test_tls();
     return tap_done();
 }

@@ -1,6 +1,7 @@
 /* Coalescing through the upstream seam: which legs share a transfer, who gets which body, and
  * when the transfer is cancelled. Ends with nothing running and no flight left. */
 #include "fake_upstream.h"
+#include "config_tls.h"
 #include "flight.h"
 #include "tap.h"
 
@@ -33,7 +34,7 @@ static char *const hdr_b[] = {"Authorization: b"};
 
 static struct upstream_req req(const char *url, char *const *headers, const char *rid)
 {
-    return (struct upstream_req){url, 1000, 1 << 20, headers, headers ? 1 : 0, rid};
+    return (struct upstream_req){url, 1000, 1 << 20, headers, headers ? 1 : 0, rid, NULL};
 }
 
 int main(void)
@@ -93,6 +94,20 @@ int main(void)
     ok(up.x[3].cancelled, "the last leg leaving cancels the transfer");
     flight_leave(&again.w);
     ok(up.x[5].cancelled, "and again");
+
+    /* Equal requests over different connection profiles (client certificates, verification)
+     * may be answered differently: they never share. */
+    struct config_tls tls_a = {.id = "tls-a"}, tls_b = {.id = "tls-b"};
+    struct upstream_req pa = req("http://u/z", NULL, "pa"), pb = pa;
+    pa.tls = &tls_a;
+    pb.tls = &tls_b;
+    struct leg la = {0}, lb = {0};
+    ok(flight_join(g, &la.w, true, &pa, on_done, &la, &joined) == 0 && !joined &&
+           flight_join(g, &lb.w, true, &pb, on_done, &lb, &joined) == 0 && !joined &&
+           flights_count(g) == 2,
+       "another connection profile: a flight of its own");
+    flight_leave(&la.w);
+    flight_leave(&lb.w);
 
     /* A start that fails leaves nothing behind. */
     up.fail_start = true;

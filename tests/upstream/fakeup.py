@@ -32,6 +32,16 @@ request head was read and when it finished; ``target`` is the request target exa
 arrival; ``outcome`` is ``responded``, ``aborted`` (the client left), ``closed`` (fakeup closed
 on purpose) or null while in flight.  ``active`` is also a counter for ``/_wait``
 (``le:active=0``: nothing in flight).
+
+TLS (``--tls-cert FILE --tls-key FILE``): every route over HTTPS (HTTP/1.1), optionally
+requiring a client certificate from ``--tls-client-ca FILE`` and capped at
+``--tls-max-version 1.2``.  ``--tls-fault MODE`` instead serves a port where no handshake ever
+completes: ``reset`` resets the connection once the ClientHello arrived (a reset in the middle of
+the handshake), ``stall`` reads it and never answers (until the client leaves), ``alert`` answers
+it with a fatal TLS alert (handshake_failure) and closes.  Those connections count in
+``connections_opened``/``connections_active``.  ``--control-port 0`` adds a plain-HTTP listener
+for the control routes (the startup line then also has ``"control_port"``), for ports whose own
+protocol cannot carry them.
 """
 
 import argparse
@@ -264,12 +274,17 @@ class Conn:
 
     def rst(self):
         """Close with RST (SO_LINGER 0)."""
-        sock = self.writer.get_extra_info("socket")
-        try:
-            sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
-        except OSError:
-            pass
-        self.writer.transport.abort()
+        reset_writer(self.writer)
+
+
+def reset_writer(writer):
+    """Close a connection with RST (SO_LINGER 0) rather than FIN."""
+    sock = writer.get_extra_info("socket")
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
+    except OSError:
+        pass
+    writer.transport.abort()
 
 
 def json_bytes(obj):
@@ -580,6 +595,54 @@ class Server:
                                   close=close)
 
 
+# A fatal TLS alert record, handshake_failure (40), as a server sends when it refuses a hello.
+TLS_ALERT = bytes([0x15, 0x03, 0x03, 0x00, 0x02, 0x02, 0x28])
+
+
+class TLSFault:
+    """``--tls-fault``: a port that speaks just enough TLS to fail a handshake (see the module
+    docstring), counted in the server's connection counters."""
+
+    def __init__(self, mode, stats):
+        self.mode = mode
+        self.stats = stats
+
+    async def handle(self, reader, writer):
+        st = self.stats
+        st.connections_opened += 1
+        st.connections_active += 1
+        st.notify()
+        try:
+            hello = await reader.read(65536)
+            if self.mode == "reset" and hello:
+                reset_writer(writer)
+                return
+            if self.mode == "alert" and hello:
+                writer.write(TLS_ALERT)
+                await writer.drain()
+            elif self.mode == "stall":
+                while await reader.read(65536):
+                    pass
+        except (ConnectionError, OSError):
+            pass
+        finally:
+            st.connections_active -= 1
+            st.notify()
+            writer.close()
+
+
+def tls_context(args):
+    import ssl
+    ctx = ssl.SSLContext(ssl.PROTOCOL_TLS_SERVER)
+    ctx.load_cert_chain(args.tls_cert, args.tls_key)
+    if args.tls_client_ca:
+        ctx.verify_mode = ssl.CERT_REQUIRED
+        ctx.load_verify_locations(args.tls_client_ca)
+    if args.tls_max_version == "1.2":
+        ctx.maximum_version = ssl.TLSVersion.TLSv1_2
+    return ctx
+
+
 def raise_nofile():
     soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
     if hard == resource.RLIM_INFINITY or soft < hard:
@@ -596,16 +659,32 @@ async def main():
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--port", type=int, default=0)
     ap.add_argument("--fixtures", default=os.path.join(here, "..", "fixtures", "exchanges"))
+    ap.add_argument("--tls-cert")
+    ap.add_argument("--tls-key")
+    ap.add_argument("--tls-client-ca")
+    ap.add_argument("--tls-max-version", choices=("1.2", "1.3"))
+    ap.add_argument("--tls-fault", choices=("reset", "stall", "alert"))
+    ap.add_argument("--control-port", type=int)
     args = ap.parse_args()
     raise_nofile()
     srv = Server(os.path.abspath(args.fixtures))
-    server = await asyncio.start_server(srv.handle, args.host, args.port, backlog=4096,
-                                        reuse_address=True)
-    port = server.sockets[0].getsockname()[1]
-    sys.stdout.write(json.dumps({"port": port}) + "\n")
+    handler, ssl_ctx = srv.handle, None
+    if args.tls_fault:
+        handler = TLSFault(args.tls_fault, srv.stats).handle
+    elif args.tls_cert:
+        ssl_ctx = tls_context(args)
+    server = await asyncio.start_server(handler, args.host, args.port, backlog=4096,
+                                        reuse_address=True, ssl=ssl_ctx)
+    ready = {"port": server.sockets[0].getsockname()[1]}
+    servers = [server]
+    if args.control_port is not None:
+        control = await asyncio.start_server(srv.handle, args.host, args.control_port,
+                                             reuse_address=True)
+        ready["control_port"] = control.sockets[0].getsockname()[1]
+        servers.append(control)
+    sys.stdout.write(json.dumps(ready) + "\n")
     sys.stdout.flush()
-    async with server:
-        await server.serve_forever()
+    await asyncio.gather(*(s.serve_forever() for s in servers))
 
 
 if __name__ == "__main__":
