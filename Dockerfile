@@ -9,7 +9,7 @@ FROM debian:bookworm-slim AS build
 
 RUN apt-get update \
  && DEBIAN_FRONTEND=noninteractive apt-get install -y --no-install-recommends \
-      build-essential meson ninja-build pkg-config \
+      build-essential meson ninja-build pkg-config ca-certificates \
       libmicrohttpd-dev libcurl4-openssl-dev libjansson-dev libevent-dev libssl-dev \
  && rm -rf /var/lib/apt/lists/*
 
@@ -17,6 +17,8 @@ WORKDIR /src
 # .dockerignore keeps build trees, .git and bulky test data out of the context. tests/ itself
 # must be present: the top-level meson.build descends into it.
 COPY . .
+# ca-certificates: --check-config below loads the CA bundle that the https backends of the
+# shipped configuration verify against, as the runtime stage does.
 # Only the server binary is compiled (not unit tests/fuzzers); installed stripped.
 RUN meson setup --buildtype=release build \
  && ninja -C build src/gatherd \

@@ -147,6 +147,9 @@ static void release(struct upstream_xfer *x)
     size_t *n = &u->nspare[x->buf_class];
     if ((x->reusable || x->requests == 0) && *n < UPSTREAM__SPARE_MAX) {
         curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, NULL); /* x->errbuf goes with x */
+        /* A spare may outlive its pool, and curl_share_cleanup() refuses (and leaks) a share a
+         * handle still holds; the next start attaches its own pool's share before it runs. */
+        curl_easy_setopt(x->easy, CURLOPT_SHARE, NULL);
         u->spare[x->buf_class][(*n)++] = x->easy;
     } else {
         curl_easy_cleanup(x->easy);
