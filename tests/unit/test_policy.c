@@ -6,23 +6,10 @@
 #include "config.h"
 #include "plan.h"
 #include "tap.h"
+#include "testcfg.h"
 
 #include <errno.h>
 #include <stdlib.h>
-
-static char *dup_s(const char *s)
-{
-    return strdup(s);
-}
-
-static struct config *parse(const char *json)
-{
-    char err[512] = "";
-    struct config *cfg = NULL;
-    if (config_parse(json, strlen(json), "t", &cfg, err, sizeof err) < 0)
-        printf("# config: %s\n", err);
-    return cfg;
-}
 
 static struct plan *plan_of(const struct config *cfg, size_t ep, const char *query)
 {

@@ -7,22 +7,9 @@
 #include "plan.h"
 #include "stream.h"
 #include "tap.h"
+#include "testcfg.h"
 
 #include <stdlib.h>
-
-static char *dup_s(const char *s)
-{
-    return strdup(s);
-}
-
-static struct config *parse(const char *json)
-{
-    char err[512] = "";
-    struct config *cfg = NULL;
-    if (config_parse(json, strlen(json), "t", &cfg, err, sizeof err) < 0)
-        printf("# config: %s\n", err);
-    return cfg;
-}
 
 static void test_negotiate(void)
 {
