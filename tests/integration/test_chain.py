@@ -94,6 +94,10 @@ class ChainTest(UpstreamCase):
                                  ("b", u("/ok?id=b{a:/id}&delay_ms=100")),
                                  ("c", u("/ok?id=c&delay_ms=100"))],
                      timeout_ms=10000, concurrency=1),
+            # A chain beside a path parameter: a dependent's URL takes both.
+            endpoint("/user/{uid}", [("u", u("/ok?id=u-{uid}")),
+                                     ("o", u("/ok?id={u:/id}.{uid}"))],
+                     timeout_ms=10000, params={"uid": "^[a-z0-9 ]+$"}),
             endpoint(HEALTHY_PATH, [("f", u("/ok?id=f"))], timeout_ms=10000),
         ))
 
@@ -211,6 +215,13 @@ class ChainTest(UpstreamCase):
         self.assertEqual(results["v"], "ok")
         self.assertEqual(results["after-after"], "dependency", line)
         self.assertEqual(results["bad"], "http_status", line)
+
+    def test_a_dependent_with_a_path_parameter(self):
+        status, doc, _ = self.fetch("/user/a%207", "param")
+        self.assertEqual(status, 200, doc)
+        self.assertEqual(doc["results"], [ok_body("u-a 7"), ok_body("u-a 7.a 7")])
+        self.assertEqual(sorted(e["target"] for e in self.requests_of("param")),
+                         ["/ok?id=u-a%207", "/ok?id=u-a%207.a%207"])
 
     # policies ---------------------------------------------------------------------------------
 

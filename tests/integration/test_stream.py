@@ -8,9 +8,11 @@ plain join; an early end (fail_fast, a required backend, the deadline) sends a `
 `timeout` line for every backend left; a client that leaves mid-stream cancels what runs (the
 upstream sees the abort); an `each` stream of 100 items; dependents failing inside the graph get
 their lines too; a client that does not read never stalls the loop; SSE keep-alive comments on
-an idle stream; the access line and the metrics record streams."""
+an idle stream; a stream in flight at SIGTERM ends at the drain limit; the access line and
+the metrics record streams."""
 
 import json
+import signal
 import socket
 import time
 import unittest
@@ -352,6 +354,37 @@ class StreamTest(UpstreamCase):
         with self.stream("/three", "nd-m") as s:
             self.read_ndjson(s)
         self.scrape_when(lambda e: count(e) >= before + 1, "the streamed request to be counted")
+
+
+class StreamDrainTest(unittest.TestCase):
+    def test_a_stream_in_flight_at_sigterm_ends_at_the_drain_limit(self):
+        """SIGTERM while a stream waits on a backend that never answers: at drain_timeout_ms
+        it gets a `timeout` line and the done line, the stream ends properly, exit 0."""
+        with FakeUpstream() as up:
+            g = Gatherd(config(endpoint("/idle", [("ok", up.url("/ok?id=x")),
+                                                  ("hang", up.url("/hang"))],
+                                        timeout_ms=60000),
+                               drain_timeout_ms=1000), workers=1)
+            try:
+                with StreamClient(g.port, "/idle", accept=SSE) as s:
+                    it = s.events()
+                    _, first = next(it)
+                    self.assertEqual(first["data"]["name"], "ok", first)
+                    t0 = time.monotonic()
+                    g.signal(signal.SIGTERM)
+                    rest = [ev for _, ev in it]
+                    elapsed = time.monotonic() - t0
+                    self.assertTrue(s.ended, "no terminating chunk")
+                self.assertEqual([(ev["event"], ev["id"]) for ev in rest],
+                                 [("result", "1"), ("done", None)])
+                self.assertEqual(rest[0]["data"]["error"], "timeout", rest)
+                self.assertEqual(rest[1]["data"], {"done": True, "ok": 1, "failed": 1})
+                self.assertGreaterEqual(elapsed, 0.9)
+                self.assertLess(elapsed, 10.0)
+                self.assertEqual(g.wait_exit(15), 0, g.stderr_text())
+                up.wait("aborted", 1, timeout=5)
+            finally:
+                g.stop()
 
 
 class StreamExampleTest(ConfigCase):
