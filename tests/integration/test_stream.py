@@ -12,6 +12,7 @@ an idle stream; a stream in flight at SIGTERM ends at the drain limit; the acces
 the metrics record streams."""
 
 import json
+import select
 import signal
 import socket
 import time
@@ -19,7 +20,7 @@ import unittest
 import urllib.parse
 
 import gd
-from gd import FakeUpstream, Gatherd, config, endpoint, http_get, scrape
+from gd import FakeUpstream, Gatherd, config, endpoint, http_get, scrape, wait_until
 from gdcase import HEALTHY_PATH, ConfigCase, UpstreamCase, ok_body
 from streamclient import StreamClient
 
@@ -65,6 +66,8 @@ class StreamTest(UpstreamCase):
             endpoint("/big", [(f"b{i}", u(f"/huge_length?bytes={1 << 20}")) for i in range(BIG)],
                      timeout_ms=30000),
             endpoint("/idle", [("hang", u("/hang"))], timeout_ms=60000),
+            endpoint("/big-hang", [("big", u(f"/huge_length?bytes={8 << 20}")),
+                                   ("hang", u("/hang"))], timeout_ms=60000),
             endpoint(HEALTHY_PATH, [("f", u("/ok?id=f"))], timeout_ms=10000),
         ), workers=1)
 
@@ -271,6 +274,30 @@ class StreamTest(UpstreamCase):
         self.assertEqual([b["result"] for b in line["backends"]],
                          ["ok", "cancelled", "cancelled"])
         self.assert_healthy()
+
+    def test_a_client_hanging_up_while_its_stream_is_written(self):
+        """The client half-closes while gatherd is blocked writing an 8 MiB line to it (not
+        waiting for one): that counts as leaving, as it does for a parked request, and must
+        cancel the call still running once the line is out, not at the deadline."""
+        s = self.stream("/big-hang", "nd-hangup", rcvbuf=32 << 10)
+        try:
+            # The line is being written: more than the head has reached the client, which
+            # reads none (the poll interval only paces the peeks).
+            wait_until(lambda: select.select([s.sock], [], [], 1)[0]
+                       and len(s.sock.recv(1 << 16, socket.MSG_PEEK)) > 16 << 10,
+                       20, "the big line to be on its way", interval=0.01)
+            s.sock.shutdown(socket.SHUT_WR)
+            self.assert_healthy()  # a barrier: the loop has seen the hang-up
+            _, first = next(s.lines())
+            self.assertEqual(first["name"], "big")
+            t0 = time.monotonic()
+            self.up.wait("aborted", 1, timeout=10)
+            self.assertLess(time.monotonic() - t0, 10.0)
+        finally:
+            s.close()
+        line = self.access("nd-hangup")
+        self.assertEqual(line["status"], 499, line)
+        self.assertEqual([b["result"] for b in line["backends"]], ["ok", "cancelled"], line)
 
     # each, chains -------------------------------------------------------------------------------
 
