@@ -461,6 +461,9 @@ class Server:
             return await r(data)
         if path == "/ok":
             return await r(json_bytes({"ok": True, "id": q.get("id", "")}))
+        if path == "/sink":
+            # A notification sink: what it was sent is in the request log (/_log).
+            return await r(b"{}")
         if path == "/echo":
             hmap = {}
             for k, v in headers:
