@@ -26,7 +26,8 @@ its value (``path:/x=N`` waits on ``paths["/x"]``, ``le:<counter>=N`` waits unti
 
 Request log (``/_log``, emptied by ``/_reset``): one entry per non-control request, in arrival
 order: ``{"seq", "t", "target", "path", "request_id", "active", "end", "outcome", "method",
-"content_type", "body"}`` (``body`` the request's body as text, for a sink of POSTs).  ``t`` and
+"content_type", "headers", "body"}`` (``headers`` by lower-case name, the last of a repeated one;
+``body`` the request's body as text: for a sink of POSTs).  ``t`` and
 ``end`` are ``time.monotonic()`` (CLOCK_MONOTONIC, the clock a test process reads too) when the
 request head was read and when it finished; ``target`` is the request target exactly as sent
 (percent-encoding untouched); ``active`` counts the requests in flight, this one included, at its
@@ -117,7 +118,7 @@ class Stats:
         entry = {"seq": len(self.log), "t": time.monotonic(), "target": target, "path": path,
                  "request_id": headers.get("x-request-id"), "active": self.active,
                  "end": None, "outcome": None, "method": method,
-                 "content_type": headers.get("content-type"),
+                 "content_type": headers.get("content-type"), "headers": dict(headers),
                  "body": body.decode("utf-8", "replace")}
         self.log.append(entry)
         return entry
