@@ -7,11 +7,14 @@ drain limit and drops (and logs once) the rest; a reload does not redirect queue
 
 import json
 import os
+import shutil
 import signal
+import tempfile
 import time
 import unittest
 
 import gd
+import tlsca
 from gd import FakeUpstream, Gatherd, config, endpoint, get_json, http_get, run_check_config, \
     scrape, stop_checked, wait_until
 
@@ -221,6 +224,58 @@ class ReloadTest(NotifyCase):
                 wait_count(g, "/t", "sent", 7)
         finally:
             other.stop()
+
+
+class HttpsSinkTest(NotifyCase):
+    """An https:// sink is verified with the top level's tls, as a backend would be."""
+
+    def setUp(self):
+        super().setUp()
+        self.dir = tempfile.mkdtemp(prefix="gatherd-notify-pki-")
+        self.pki = tlsca.TestPKI(self.dir)
+        self.tls_sink = FakeUpstream(args=["--tls-cert", self.pki.path("server.crt"),
+                                           "--tls-key", self.pki.path("server.key"),
+                                           "--control-port", "0"], scheme="https")
+
+    def tearDown(self):
+        self.tls_sink.stop()
+        shutil.rmtree(self.dir, ignore_errors=True)
+        super().tearDown()
+
+    def test_verified(self):
+        notify = {"url": self.tls_sink.url("/sink")}
+        with Gatherd(self.cfg(notify, tls={"ca_file": self.pki.path("ca.crt")})) as g:
+            self.get_fast(g, 2)
+            wait_count(g, "/t", "sent", 2)
+            self.assertEqual([e["method"] for e in posts(self.tls_sink)], ["POST", "POST"])
+            self.assertEqual(self.tls_sink.stats()["connections_opened"], 1)
+
+    def test_unverified_fails(self):
+        notify = {"url": self.tls_sink.url("/sink")}
+        with Gatherd(self.cfg(notify, tls={"ca_file": self.pki.path("other-ca.crt")})) as g:
+            self.get_fast(g, 2)
+            wait_count(g, "/t", "failed", 2)
+            self.assertEqual(posts(self.tls_sink), [])
+
+
+class MultiWorkerDrainTest(NotifyCase):
+    def test_sigterm_two_workers(self):
+        """Each worker sends its own queue before the process exits."""
+        n = 12
+        notify = {"url": self.sink.url("/sink?delay_ms=500"), "timeout_ms": 10000}
+        g = Gatherd(self.cfg(notify, drain_timeout_ms=20000), workers=2)
+        try:
+            self.get_fast(g, n)
+            self.sink.wait("path:/sink", IN_FLIGHT)
+            g.signal(signal.SIGTERM)
+            self.assertEqual(g.wait_exit(30), 0, g.stderr_text())
+            log = posts(self.sink)
+            self.assertEqual(sorted(json.loads(e["body"])["request_id"] for e in log),
+                             sorted(f"r{i}" for i in range(n)))
+            self.assertEqual({e["outcome"] for e in log}, {"responded"})
+            self.assertFalse(any(o.get("msg") == "notify_dropped" for o in g.log_lines()))
+        finally:
+            g.kill()
 
 
 class ExampleTest(NotifyCase):

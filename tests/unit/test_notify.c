@@ -111,6 +111,24 @@ static void test_payload(void)
     buf_finish(&b);
 }
 
+static void item_leg(const void *arg, size_t i, struct access_leg *out)
+{
+    (void)arg;
+    (void)i;
+    *out = (struct access_leg){.name = "c", .result = "not_started", .item = "A\"1"};
+}
+
+static void test_payload_items(void)
+{
+    struct buf b = BUF_INIT;
+    struct notify_report r = {"rid-2", "/c", NULL, 499, 0, 1, item_leg, NULL};
+    ok(notify_render(&b, &r) == 0 &&
+           strstr(b.data, "\"backends\":[{\"name\":\"c\",\"item\":\"A\\\"1\",\"ok\":false,"
+                          "\"error\":\"not_started\",\"ms\":0.00}]}") != NULL,
+       "an each call names its item, escaped");
+    buf_finish(&b);
+}
+
 static void test_fifo_cap_and_queue(void)
 {
     struct world w;
@@ -205,6 +223,7 @@ static void test_destroy_drops(void)
 int main(void)
 {
     test_payload();
+    test_payload_items();
     test_fifo_cap_and_queue();
     test_expire();
     test_outlives_reload();
