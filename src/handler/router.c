@@ -142,6 +142,7 @@ static void log_access_line(struct request *q, const struct httpd_outcome *o)
         .stream = q->stream == STREAM_NDJSON ? "ndjson"
                   : q->stream == STREAM_SSE  ? "sse"
                                              : NULL,
+        .cache = q->cache,
     };
     struct buf b = BUF_INIT;
     if (access_format(&b, &e) == 0)
