@@ -88,9 +88,9 @@ static void sink_unlink(struct notifier *n, struct notify_sink *s)
 
 static void on_posted(void *arg, struct upstream_result *res);
 
-/* Starts it on its sink, which has a free slot. false when it cannot start (it is then
- * counted as failed and freed). */
-static bool start(struct notify_item *it)
+/* Starts it on its sink, which has a free slot. One that cannot start (out of memory, curl
+ * refused) is counted as failed and freed at once. */
+static void start(struct notify_item *it)
 {
     struct notifier *n = it->n;
     struct notify_sink *s = it->sink;
@@ -102,7 +102,7 @@ static bool start(struct notify_item *it)
     if (it->x == NULL) {
         n->pending--;
         finish(it, METRICS_NOTIFY_FAILED);
-        return false;
+        return;
     }
     for (int i = 0; i < NOTIFY_IN_FLIGHT; i++)
         if (s->running[i] == NULL) {
@@ -111,7 +111,6 @@ static bool start(struct notify_item *it)
             break;
         }
     s->nrunning++;
-    return true;
 }
 
 /* Starts what waits on s while it has room; frees s once nothing is left on it. */
