@@ -207,14 +207,18 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
 /* A call's own timeout, unless it would reach the deadline: then the deadline must decide,
  * or curl's timer and the deadline's could fire in either order, and under fail_fast a call
  * timing out just first would read as the failure that cancelled the rest. So the transfer
- * gets a little longer than what is left, and the deadline cuts it off as a timeout. */
+ * gets a little longer than the whole deadline (so longer than what is left), and the deadline
+ * cuts it off as a timeout. Not what is left plus the slack: the timeout is part of what
+ * coalescing matches (flight.h), and a call that starts after its request did (a dependent, a
+ * call that waited for a slot) would then differ from every other request's by the
+ * milliseconds each had used, and never be shared. */
 static long call_timeout(const struct fanout *f, const struct plan_call *call, uint64_t now)
 {
     uint64_t elapsed_ms = (now - f->t0) / 1000;
     long left = f->plan->deadline_ms - (long)elapsed_ms;
     if (left < 1)
         left = 1;
-    return call->timeout_ms < left ? call->timeout_ms : left + DEADLINE_SLACK_MS;
+    return call->timeout_ms < left ? call->timeout_ms : f->plan->deadline_ms + DEADLINE_SLACK_MS;
 }
 
 static void start_leg(struct fanout *f, size_t i)

@@ -273,6 +273,34 @@ class ChainTest(UpstreamCase):
             self.assertGreaterEqual(cur["t"], prev["end"], log)
 
 
+class ChainCoalesceTest(UpstreamCase):
+    """`coalesce` on a chain: requests in flight together share the dependent's call as they
+    share its dependency's. A dependent starts later than its request, so its transfer's
+    timeout (clamped to what is left of the deadline) must not make its calls differ."""
+
+    @classmethod
+    def setUpClass(cls):
+        cls.up = FakeUpstream()
+        u = cls.up.url
+        cls.gd = Gatherd(config(
+            endpoint("/co", [("a", u("/ok?id=A&delay_ms=1000")),
+                             ("b", u("/ok?id=B{a:/id}&delay_ms=300"))],
+                     timeout_ms=10000, coalesce=True),
+        ), workers=1)
+
+    def test_dependents_are_shared(self):
+        socks = [self.send("/co", f"co-{i}") for i in range(3)]
+        for s in socks:
+            status, doc = self.answer(s)
+            self.assertEqual(status, 200, doc)
+            self.assertEqual(doc["results"], [ok_body("A"), ok_body("BA")])
+        self.assertEqual(sorted(e["target"] for e in self.up.log()),
+                         ["/ok?id=A&delay_ms=1000", "/ok?id=BA&delay_ms=300"])
+        joined = [[b.get("joined", False) for b in self.access(f"co-{i}")["backends"]]
+                  for i in range(3)]
+        self.assertEqual(sorted(joined), [[False, False], [True, True], [True, True]], joined)
+
+
 def chain_config(*backends, **ep):
     return config(endpoint("/g", list(backends), **ep))
 
