@@ -53,6 +53,9 @@ class StreamTest(UpstreamCase):
             endpoint("/deadline", [("ok", u("/ok?id=ok")), ("hang", u("/hang")),
                                    ("slow", u(f"/ok?id=slow&delay_ms={FAR}"))],
                      timeout_ms=800),
+            endpoint("/slots-deadline", [("first", u("/ok?id=first")), ("stuck", u("/hang")),
+                                         ("q1", u("/ok?id=q1")), ("q2", u("/ok?id=q2"))],
+                     timeout_ms=800, concurrency=1),
             endpoint("/leave", [("fast", u("/ok?id=fast")), ("hang", u("/hang")),
                                 ("slow", u(f"/ok?id=slow&delay_ms={FAR}"))],
                      timeout_ms=60000),
@@ -254,6 +257,18 @@ class StreamTest(UpstreamCase):
         # The ok line did not wait for the deadline.
         self.assertLess(lines[0][0] - s.t0, 0.7)
         self.up.wait("aborted", 2, timeout=5)
+
+    def test_calls_waiting_for_a_slot_get_their_lines_at_the_deadline(self):
+        with self.stream("/slots-deadline", "nd-slots") as s:
+            lines, done, _ = self.read_ndjson(s)
+        got = [line for _, line in lines]
+        self.assert_line(got[0], 0, "first", result=ok_body("first"))
+        self.assertEqual(sorted((x["index"], x["error"]) for x in got[1:]),
+                         [(1, "timeout"), (2, "timeout"), (3, "timeout")])
+        self.assertEqual(done, {"done": True, "ok": 1, "failed": 3})
+        self.up.wait("aborted", 1, timeout=5)
+        self.assertEqual(sorted(e["path"] for e in self.requests_of("nd-slots")),
+                         ["/hang", "/ok"])
 
     def test_a_client_leaving_mid_stream_cancels_the_rest(self):
         s = self.stream("/leave", "nd-leave")
