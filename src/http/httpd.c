@@ -5,6 +5,7 @@
 #include "jsonv.h"
 #include "log.h"
 #include "metrics.h"
+#include "reqcheck.h"
 #include "reqhead.h"
 #include "reqid.h"
 
@@ -455,10 +456,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         if ((r = request_new(h, r, conn, url, method)) == NULL)
             return MHD_NO;
         *req_cls = r;
-        const char *bad = reqhead_framing_problem(conn, version);
-        if (bad != NULL) {
+        struct reqcheck_verdict v;
+        int rc = reqhead_check(conn, method, url, version, r->target, &v);
+        if (rc == -ENOMEM)
+            return MHD_NO;
+        if (rc < 0) {
+            /* The connection is closed after the answer: what follows this head is never
+             * read as a request, however a proxy in front framed it. */
             r->close_after = true;
-            return refuse(r, 400, "bad_request", bad);
+            return refuse(r, v.status, v.status == 501 ? "not_implemented" : "bad_request",
+                          v.message);
         }
         if (reqhead_target_len(conn, url) > MAX_TARGET)
             return refuse(r, 414, "uri_too_long", "request target too long");
