@@ -21,12 +21,9 @@
 #include <netinet/tcp.h>
 #include <sys/socket.h>
 
-/* A GET that carries a body larger than this is refused; smaller ones are read and ignored. */
+/* A GET whose Content-Length is larger than this is refused from its head; smaller bodies are
+ * read and ignored. (A chunked body is refused at once: reqcheck.h.) */
 #define MAX_REQUEST_BODY (64u << 10)
-/* libmicrohttpd 0.9.75 cannot queue an answer in the middle of an upload, so an over-long
- * chunked body is read and discarded up to this much before the 413; past it, the connection
- * is closed instead. */
-#define MAX_DISCARD_BODY (1u << 20)
 /* Request targets (path and query) longer than this get 414, as nginx's default buffers do. */
 #define MAX_TARGET 8192
 /* libmicrohttpd's per-connection memory: request line, headers and the reply's headers. MHD
@@ -96,7 +93,6 @@ struct httpd_req {
     void *ctx; /* the hooks' */
     enum phase phase;
     bool head;
-    bool body_too_large;
     bool close_after; /* the connection cannot be trusted for another request */
     bool served;      /* the serve hook ran */
     bool begun;       /* the begin hook ran: the request is the hooks' too */
@@ -107,7 +103,6 @@ struct httpd_req {
     struct buf stream;  /* pieces not yet handed to libmicrohttpd */
     size_t stream_off;  /* how much of them was */
     int status;
-    size_t body_seen;
     size_t bytes_out;
     struct conn_watch *watch;   /* its connection's, while parked */
     struct MHD_Response *ready; /* PH_READY: the answer to queue */
@@ -650,14 +645,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     switch (r->phase) {
     case PH_NEW:
-        if (*upload_data_size > 0) {
-            r->body_seen += *upload_data_size;
+        if (*upload_data_size > 0) { /* at most MAX_REQUEST_BODY, as Content-Length said */
             *upload_data_size = 0;
-            r->body_too_large = r->body_seen > MAX_REQUEST_BODY;
-            return r->body_seen > MAX_DISCARD_BODY ? MHD_NO : MHD_YES;
+            return MHD_YES;
         }
-        if (r->body_too_large)
-            return refuse(r, 413, "payload_too_large", "request body too large");
         r->served = true;
         h->env.hooks->serve(h->env.arg, r);
         return after_serve(r);
