@@ -132,8 +132,9 @@ static void reject(struct httpd *h, enum metrics_reject why)
  * libmicrohttpd 0.9.75 cannot give: to a head that never completes (it queues an answer only
  * once the head is in) and to a head that filled the connection's memory (no room is left to
  * build an answer). Both come before any byte of an answer to the request was queued, and
- * every earlier answer on the connection was sent before its head was read, so these are the
- * only bytes in the socket's send buffer, which takes them in one call. */
+ * libmicrohttpd reads a head only once the previous answer on the connection was handed to the
+ * kernel, so these bytes follow it in order; the send buffer takes them in one call unless the
+ * client stopped reading that earlier answer too, and then the connection closes without. */
 static void answer_raw(int fd, int status, const char *code, const char *message, const char *rid)
 {
     char body[256], out[768];
@@ -561,18 +562,12 @@ static enum MHD_Result refuse(struct httpd_req *r, int status, const char *code,
     return after_serve(r);
 }
 
-static size_t add_len(void *cls, enum MHD_ValueKind kind, const char *key, const char *value)
-{
-    (void)cls;
-    (void)kind;
-    (void)key;
-    return value != NULL ? strlen(value) + 1 : 0;
-}
-
 static enum MHD_Result count_cookie(void *cls, enum MHD_ValueKind kind, const char *key,
                                     const char *value)
 {
-    *(size_t *)cls += add_len(NULL, kind, key, value);
+    (void)kind;
+    (void)key;
+    *(size_t *)cls += value != NULL ? strlen(value) + 1 : 0;
     return MHD_YES;
 }
 
@@ -585,7 +580,6 @@ static bool head_leaves_room(struct MHD_Connection *conn)
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
     size_t cookies = 0;
-    MHD_get_connection_values(conn, MHD_HEADER_KIND, NULL, NULL);
     int n = MHD_get_connection_values(conn, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND, NULL, NULL);
     int nc = MHD_get_connection_values(conn, MHD_COOKIE_KIND, count_cookie, &cookies);
     size_t used = (ci != NULL ? ci->header_size : 0) + (size_t)(n + nc) * VALUE_RECORD + cookies;
