@@ -75,6 +75,19 @@ struct config_backend {
     size_t id; /* 0 to nbackends_total - 1 across the configuration: indexes tables beside it */
 };
 
+/* Where an endpoint reports each request once it is answered (handler/notify.h): a JSON POST,
+ * fire and forget. */
+struct config_notify {
+    char *url;       /* http:// or https://, no placeholders */
+    size_t queue;    /* notifications waiting per worker and sink at most; more are dropped */
+    long timeout_ms; /* per POST, time waiting for a connection included */
+    char **headers;  /* "Name: value" lines, ${VAR} already expanded */
+    size_t nheaders;
+    const struct config_tls *tls; /* the top level's tls and http2; never NULL */
+};
+
+#define CONFIG_NOTIFY_QUEUE_MAX 100000
+
 struct config_endpoint {
     char *path;
     long timeout_ms;
@@ -89,6 +102,7 @@ struct config_endpoint {
     size_t nsegs;
     size_t nbackends;
     struct config_backend *backends;
+    struct config_notify *notify; /* NULL: its requests are not reported */
     size_t id; /* its index in config.endpoints: indexes tables beside the configuration */
 };
 
@@ -111,6 +125,7 @@ struct config {
     size_t nendpoints;
     struct config_endpoint *endpoints;
     size_t nbackends_total;
+    size_t nnotify; /* endpoints with a notify */
     size_t nparams_total;
     struct config_tls_set *tls;      /* the backends' connection profiles and their files */
     struct config_warning *warnings; /* what is allowed but deserves a warning at start */

@@ -213,7 +213,9 @@ static void start_leg(struct fanout *f, size_t i)
                                call->headers,
                                call->nheaders,
                                f->request_id,
-                               call->be->tls};
+                               call->be->tls,
+                               NULL,
+                               0};
     if (f->plan->concurrency > 0)
         metrics_slot_wait(series_of(f, i), f->env.worker, leg->t0 - f->t0);
     agg_start(f->agg, i);

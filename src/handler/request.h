@@ -48,6 +48,10 @@ struct request {
     enum stream_mode stream;     /* how the answer goes out */
     struct event *keepalive;     /* SSE: comment lines while the stream idles */
     size_t ok, failed;           /* streamed calls so far */
+    /* The response cache's verdict on this request ("hit", "miss", ...), the one place it is
+     * set: the access line shows it and the notification reports it as "cache" (notify.h).
+     * NULL: none known (no member in the access line, null in the notification). */
+    const char *cache;
     char client[NETACL_ADDRSTRLEN];
 };
 

@@ -25,6 +25,7 @@ struct router_env {
     struct log_writer *logw;     /* whose dropped-line count /metrics reports */
     const atomic_int *draining;  /* /readyz answers 503 once set */
     struct flights *flights;     /* every upstream call starts through it */
+    struct notifier *notifier;   /* reports requests of endpoints with a notify; NULL: none */
     void (*finished)(void *arg); /* a request is done (for the drain) */
     void *arg;
 };

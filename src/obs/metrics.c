@@ -32,6 +32,7 @@ struct hist {
 struct ep_block {
     _Alignas(64) struct hist latency;
     atomic_uint_fast64_t by_code[NCODES + 1];
+    atomic_uint_fast64_t notify[METRICS_NOTIFY_COUNT];
 };
 
 struct be_block {
@@ -44,6 +45,7 @@ struct be_block {
 
 struct metrics_endpoint {
     char *path;
+    bool notifies; /* a configuration gave it a notify: its gatherd_notify_total is shown */
     uint64_t hash;
     struct metrics_endpoint *next;  /* in exposition order */
     struct metrics_endpoint *hnext; /* in its hash bucket */
@@ -288,6 +290,8 @@ struct metrics_table *metrics_bind(struct metrics *m, const struct config *cfg)
     for (size_t i = 0; ok && i < cfg->nendpoints; i++) {
         const struct config_endpoint *ep = &cfg->endpoints[i];
         ok = (t->endpoint[ep->id] = find_endpoint(m, ep->path)) != NULL;
+        if (ok && ep->notify != NULL)
+            t->endpoint[ep->id]->notifies = true;
         for (size_t j = 0; ok && j < ep->nbackends; j++) {
             const struct config_backend *be = &ep->backends[j];
             ok = (t->backend[be->id] = find_backend(m, ep->path, be->name)) != NULL;
@@ -337,6 +341,12 @@ void metrics_backend_done(struct metrics_backend *b, unsigned w, enum errkind ki
     if (kind != ERRKIND_NONE && kind < ERRKIND_COUNT)
         metrics_add(&b->w[w].errors[kind], 1);
     hist_observe(&b->w[w].latency, usec);
+}
+
+void metrics_notify(struct metrics_endpoint *e, unsigned w, enum metrics_notify result)
+{
+    if (result < METRICS_NOTIFY_COUNT)
+        metrics_add(&e->w[w].notify[result], 1);
 }
 
 void metrics_backend_joined(struct metrics_backend *b, unsigned w)
@@ -438,12 +448,21 @@ static int render_endpoint(struct metrics *m, struct buf *out, struct metrics_en
                 rc = buf_printf(out, "gatherd_requests_total{%s,code=\"other\"} %llu\n", lb.data,
                                 (unsigned long long)n);
         }
-    } else if (rc == 0) {
+    } else if (rc == 0 && pass == 1) {
         struct hist h;
         memset(&h, 0, sizeof h);
         for (unsigned w = 0; w < m->nworkers; w++)
             hist_sum(&h, &e->w[w].latency);
         rc = render_hist(out, "gatherd_request_duration_seconds", lb.data, &h);
+    } else if (rc == 0 && e->notifies) {
+        static const char *const results[] = {"sent", "failed", "dropped"};
+        for (int r = 0; rc == 0 && r < METRICS_NOTIFY_COUNT; r++) {
+            uint64_t n = 0;
+            for (unsigned w = 0; w < m->nworkers; w++)
+                n += ld(&e->w[w].notify[r]);
+            rc = buf_printf(out, "gatherd_notify_total{%s,result=\"%s\"} %llu\n", lb.data,
+                            results[r], (unsigned long long)n);
+        }
     }
     buf_finish(&lb);
     return rc;
@@ -521,6 +540,8 @@ static const char *const endpoint_families[] = {
     "# TYPE gatherd_requests_total counter\n",
     "# HELP gatherd_request_duration_seconds Time from request to answer, by endpoint.\n"
     "# TYPE gatherd_request_duration_seconds histogram\n",
+    "# HELP gatherd_notify_total Notifications of answered requests, by endpoint and result "
+    "(sent, failed, dropped).\n# TYPE gatherd_notify_total counter\n",
 };
 static const char *const backend_families[] = {
     "# HELP gatherd_upstream_errors_total Failed upstream calls, by endpoint, backend and error "
