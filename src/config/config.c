@@ -890,6 +890,9 @@ static const char *const top_keys[] = {"listen",
                                        "trusted_proxies",
                                        "worker_connections",
                                        "idle_timeout_ms",
+                                       "header_timeout_ms",
+                                       "send_timeout_ms",
+                                       "max_unsent_answer_bytes",
                                        "drain_timeout_ms",
                                        "max_body_bytes",
                                        "upstream_max_host_connections",
@@ -958,6 +961,18 @@ static int parse_top(struct ctx *c, json_t *root, struct config *cfg)
     if ((rc = get_int(c, root, "", "idle_timeout_ms", 100, 3600000, &n)) < 0)
         return rc;
     cfg->idle_timeout_ms = (long)n;
+    n = cfg->header_timeout_ms;
+    if ((rc = get_int(c, root, "", "header_timeout_ms", 100, 3600000, &n)) < 0)
+        return rc;
+    cfg->header_timeout_ms = (long)n;
+    n = cfg->send_timeout_ms;
+    if ((rc = get_int(c, root, "", "send_timeout_ms", 100, 3600000, &n)) < 0)
+        return rc;
+    cfg->send_timeout_ms = (long)n;
+    n = (long long)cfg->max_unsent_answer_bytes;
+    if ((rc = get_int(c, root, "", "max_unsent_answer_bytes", 1024, 1LL << 40, &n)) < 0)
+        return rc;
+    cfg->max_unsent_answer_bytes = (size_t)n;
     n = cfg->drain_timeout_ms;
     if ((rc = get_int(c, root, "", "drain_timeout_ms", 0, 3600000, &n)) < 0)
         return rc;
@@ -1091,6 +1106,9 @@ int config_parse(const char *text, size_t len, const char *origin, struct config
     cfg->access_log = true;
     cfg->worker_connections = 10000;
     cfg->idle_timeout_ms = 30000;
+    cfg->header_timeout_ms = 10000;
+    cfg->send_timeout_ms = 30000;
+    cfg->max_unsent_answer_bytes = 256u << 20;
     cfg->drain_timeout_ms = 10000;
     cfg->max_body_bytes = 8u << 20;
     cfg->upstream_max_host_connections = 256;

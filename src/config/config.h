@@ -115,6 +115,9 @@ struct config {
     struct netacl *trusted_proxies; /* NULL when empty */
     unsigned worker_connections;
     long idle_timeout_ms;
+    long header_timeout_ms; /* a request head must arrive within this of its first byte */
+    long send_timeout_ms;   /* a connection that accepts no answer bytes this long is closed */
+    size_t max_unsent_answer_bytes; /* process-wide; past it new aggregates get 503 */
     long drain_timeout_ms;
     size_t max_body_bytes;
     long upstream_max_host_connections;

@@ -25,6 +25,7 @@ struct agg {
     size_t running;
     size_t cursor;  /* no PENDING slot before it */
     size_t decider; /* the failed call that decided the request, or AGG_NONE */
+    bool dropped;   /* agg_drop_bodies() was called */
     struct slot slots[];
 };
 
@@ -117,9 +118,18 @@ size_t agg_next(const struct agg *a)
     return AGG_NONE;
 }
 
+void agg_drop_bodies(struct agg *a)
+{
+    for (size_t i = 0; i < a->n; i++) {
+        free(a->slots[i].body);
+        a->slots[i].body = NULL;
+    }
+    a->dropped = true;
+}
+
 int agg_body_of(const struct agg *a, size_t i, const char **s, size_t *n)
 {
-    if (i >= a->n || a->slots[i].state != AGG_DONE)
+    if (i >= a->n || a->slots[i].state != AGG_DONE || a->dropped)
         return -EINVAL;
     *s = a->slots[i].body + a->slots[i].vstart;
     *n = a->slots[i].vend - a->slots[i].vstart;
@@ -284,7 +294,7 @@ static int append_error(struct buf *out, const struct slot *s)
 int agg_render_call(const struct agg *a, size_t i, struct buf *out)
 {
     const struct slot *s = &a->slots[i];
-    if (i >= a->n || s->state == AGG_PENDING || s->state == AGG_RUNNING)
+    if (i >= a->n || s->state == AGG_PENDING || s->state == AGG_RUNNING || a->dropped)
         return -EINVAL;
     const struct plan_call *call = &a->plan->calls[i];
     const char *name = plan_call_name(call);
@@ -309,6 +319,8 @@ int agg_render_call(const struct agg *a, size_t i, struct buf *out)
 
 int agg_render(const struct agg *a, struct buf *out)
 {
+    if (a->dropped)
+        return -EINVAL;
     bool each = a->plan->each;
     size_t need = 32;
     for (size_t i = 0; i < a->n; i++) {

@@ -82,6 +82,12 @@ size_t agg_decider(const struct agg *a);
 /* The validated body of a DONE call, its JSON value in [*s, *s + *n). -EINVAL otherwise. */
 int agg_body_of(const struct agg *a, size_t i, const char **s, size_t *n);
 
+/* Frees every body the agg holds, once the answer is rendered: the per-call bodies would
+ * otherwise stay beside the rendered join until the request is done, doubling what a client
+ * that reads slowly holds. States, errors and statuses stay; agg_body_of(), agg_render() and
+ * agg_render_call() return -EINVAL afterwards. */
+void agg_drop_bodies(struct agg *a);
+
 /* Calls not yet in a terminal state. */
 size_t agg_remaining(const struct agg *a);
 static inline bool agg_done(const struct agg *a)

@@ -97,6 +97,15 @@ void aggregate_serve(struct request *q)
         httpd_respond_error(q->hr, 503, "draining", "the server is shutting down", NULL, 0);
         return;
     }
+    /* Answers already rendered wait for clients that do not read them: another one would grow
+     * memory without bound (each is up to the sum of its backends' bodies). */
+    if (httpd_unsent_bytes(q->hr) >= q->site->cfg->max_unsent_answer_bytes) {
+        static const struct httpd_header retry = {"Retry-After", "1"};
+        httpd_respond_error(q->hr, 503, "overloaded",
+                            "too many answers are waiting for their clients to read them", &retry,
+                            1);
+        return;
+    }
     const char *target = httpd_req_target(q->hr);
     const char *query = target != NULL ? strchr(target, '?') : NULL;
     struct plan_request preq = {query != NULL ? query + 1 : NULL, (const char *const *)q->params};

@@ -189,11 +189,13 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
         struct buf none = BUF_INIT;
         int status = agg_render(f->agg, &none); /* the status alone would do; it is cheap */
         buf_finish(&none);
+        agg_drop_bodies(f->agg); /* every line is out */
         f->done(f->arg, status < 0 ? 500 : status, NULL, 0);
         return;
     }
     struct buf out = BUF_INIT;
     int status = agg_render(f->agg, &out);
+    agg_drop_bodies(f->agg); /* the join holds a copy of each */
     if (status < 0) {
         buf_finish(&out);
         f->done(f->arg, 500, NULL, 0);

@@ -185,7 +185,20 @@ static void on_done(void *arg, struct httpd_req *hr, const struct httpd_outcome 
     rt->env.finished(rt->env.arg);
 }
 
-const struct httpd_hooks router_hooks = {on_begin, on_serve, on_gone, on_done};
+/* The access line of a request that never reached begin (libmicrohttpd refused it, or its head
+ * timed out): the configuration in use now decides whether there is one. */
+static void on_refused(void *arg, struct httpd_req *hr, const struct httpd_outcome *o)
+{
+    struct router *rt = arg;
+    const struct config *cfg = rt->site->cfg;
+    if (!cfg->access_log)
+        return;
+    struct request q = {.rt = rt, .hr = hr, .site = rt->site};
+    httpd_req_client(hr, cfg->trusted_proxies, q.client, sizeof q.client);
+    log_access_line(&q, o);
+}
+
+const struct httpd_hooks router_hooks = {on_begin, on_serve, on_gone, on_done, on_refused};
 
 struct router *router_create(const struct router_env *env, struct site *site)
 {

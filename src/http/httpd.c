@@ -5,6 +5,7 @@
 #include "jsonv.h"
 #include "log.h"
 #include "metrics.h"
+#include "reqcheck.h"
 #include "reqhead.h"
 #include "reqid.h"
 
@@ -16,20 +17,25 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
+#include <netinet/in.h>
+#include <netinet/tcp.h>
 #include <sys/socket.h>
 
-/* A GET that carries a body larger than this is refused; smaller ones are read and ignored. */
+/* A GET whose Content-Length is larger than this is refused from its head; smaller bodies are
+ * read and ignored. (A chunked body is refused at once: reqcheck.h.) */
 #define MAX_REQUEST_BODY (64u << 10)
-/* libmicrohttpd 0.9.75 cannot queue an answer in the middle of an upload, so an over-long
- * chunked body is read and discarded up to this much before the 413; past it, the connection
- * is closed instead. */
-#define MAX_DISCARD_BODY (1u << 20)
 /* Request targets (path and query) longer than this get 414, as nginx's default buffers do. */
 #define MAX_TARGET 8192
 /* libmicrohttpd's per-connection memory: request line, headers and the reply's headers. MHD
  * touches most of it, so it is most of a connection's footprint: 32 KiB (the default) measured
  * 94 MB peak RSS with 1,000 requests in flight, 16 KiB 77 MB. Headers past it get 431. */
 #define CONNECTION_MEMORY (16u << 10)
+/* What an answer's headers take of that memory at most (status line, Date, gatherd's headers
+ * with a 128-byte request id, an extra one or two), and what libmicrohttpd keeps per header,
+ * argument and cookie (its record, aligned), over-estimated: a head that leaves less than the
+ * former could be read but not answered, and libmicrohttpd would close it without a word. */
+#define ANSWER_ROOM 1024u
+#define VALUE_RECORD 80u
 
 enum phase {
     PH_NEW,      /* headers seen, not yet served */
@@ -53,9 +59,21 @@ struct httpd {
  * registering only while a request is parked cost an epoll_ctl ADD and DEL and an event
  * allocation per request. Created and freed in on_connection(). */
 struct conn_watch {
+    struct httpd *h;
+    struct MHD_Connection *conn;
+    int fd;
     struct event *ev;
+    struct event *head;       /* the deadline of a head in progress (header_timeout_ms) */
     struct httpd_req *parked; /* the request parked on this connection, if any */
+    struct httpd_req *req;    /* the request whose request line was read, until it is done */
     bool gone;                /* a hang-up was seen while nothing was parked */
+    bool busy;                /* a request's head is in and it is not yet done */
+    bool head_armed;          /* bytes came while idle: a head is in progress */
+    bool timed_out;           /* its head was answered 408 */
+    uint64_t heads;           /* heads completed on it so far */
+    uint64_t armed_heads;     /* heads, when the deadline was armed */
+    uint64_t armed_us;        /* when it was */
+    bool send_timeout;        /* its daemon timeout is send_timeout_s, not the idle one */
 };
 
 /* An answer given while parked, sent once the daemon runs the connection again. */
@@ -75,7 +93,6 @@ struct httpd_req {
     void *ctx; /* the hooks' */
     enum phase phase;
     bool head;
-    bool body_too_large;
     bool close_after; /* the connection cannot be trusted for another request */
     bool served;      /* the serve hook ran */
     bool begun;       /* the begin hook ran: the request is the hooks' too */
@@ -86,16 +103,88 @@ struct httpd_req {
     struct buf stream;  /* pieces not yet handed to libmicrohttpd */
     size_t stream_off;  /* how much of them was */
     int status;
-    size_t body_seen;
     size_t bytes_out;
     struct conn_watch *watch;   /* its connection's, while parked */
     struct MHD_Response *ready; /* PH_READY: the answer to queue */
     uint64_t t0;
+    size_t held;                   /* counted in env.unsent until it is done */
+    bool raw_answered;             /* answered by answer_raw(): status is what was sent */
     struct httpd_req *prev, *next; /* in h->waiting while PH_WAITING */
     char method[8];
     char path[201];
     char rid[REQID_MAX + 1];
 };
+
+static struct conn_watch *watch_of(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
+    return ci != NULL ? ci->socket_context : NULL;
+}
+
+static void reject(struct httpd *h, enum metrics_reject why)
+{
+    metrics_add(&h->env.metrics->http_rejected[why], 1);
+}
+
+/* Writes a whole answer straight to the socket and shuts it down, so that libmicrohttpd (which
+ * has no call to close a connection) closes it when it next reads. Only for the two answers
+ * libmicrohttpd 0.9.75 cannot give: to a head that never completes (it queues an answer only
+ * once the head is in) and to a head that filled the connection's memory (no room is left to
+ * build an answer). Both come before any byte of an answer to the request was queued, and
+ * libmicrohttpd reads a head only once the previous answer on the connection was handed to the
+ * kernel, so these bytes follow it in order; the send buffer takes them in one call unless the
+ * client stopped reading that earlier answer too, and then the connection closes without. */
+static void answer_raw(int fd, int status, const char *code, const char *message, const char *rid)
+{
+    char body[256], out[768];
+    int blen = snprintf(body, sizeof body, "{\"error\":\"%s\",\"message\":\"%s\"}", code, message);
+    int n = snprintf(out, sizeof out,
+                     "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
+                     "%s%s%sCache-Control: no-store\r\nContent-Length: %d\r\n\r\n%s",
+                     status, MHD_get_reason_phrase_for((unsigned)status),
+                     rid ? "X-Request-Id: " : "", rid ? rid : "", rid ? "\r\n" : "", blen, body);
+    if (n > 0 && (size_t)n < sizeof out)
+        (void)send(fd, out, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
+    shutdown(fd, SHUT_RDWR);
+}
+
+/* Whether any byte came on the connection since `since_us`. The bytes that armed a deadline
+ * may have been a whole request the daemon read and answered before the watch saw them (both
+ * wake in the same loop iteration, in either order): then the connection is merely idle, and
+ * the idle timeout is what applies. Not knowable on a unix socket: taken as no. */
+static bool bytes_since(int fd, uint64_t since_us)
+{
+    struct tcp_info ti;
+    socklen_t len = sizeof ti;
+    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == -1)
+        return false;
+    uint64_t quiet_us = (uint64_t)ti.tcpi_last_data_recv * 1000;
+    return quiet_us + 50000 < clock_us() - since_us; /* 50 ms: the kernel counts in jiffies */
+}
+
+/* A head still incomplete header_timeout_ms after its first byte (slowloris: the idle timeout
+ * restarts on every byte). Nothing is answered when libmicrohttpd has an answer of its own
+ * under way (it refused the head), when a head was completed since the deadline was armed (the
+ * bytes were that request's), or when no request line was read and no byte came since (an
+ * idle connection: the idle timeout closes it). */
+static void on_head_timeout(evutil_socket_t fd, short what, void *arg)
+{
+    struct conn_watch *cw = arg;
+    (void)fd;
+    (void)what;
+    cw->head_armed = false;
+    if (cw->busy || cw->heads != cw->armed_heads ||
+        MHD_get_connection_info(cw->conn, MHD_CONNECTION_INFO_HTTP_STATUS) != NULL)
+        return;
+    if (cw->req == NULL && !bytes_since(cw->fd, cw->armed_us))
+        return;
+    cw->timed_out = true;
+    answer_raw(cw->fd, 408, "request_timeout", "the request head did not arrive in time", NULL);
+    if (cw->req == NULL) /* no request line: nothing else will count it */
+        reject(cw->h, METRICS_REJECT_HEADER_TIMEOUT);
+    httpd_wake(cw->h);
+}
 
 static void run_daemon(struct httpd *h)
 {
@@ -161,6 +250,15 @@ static void on_client_event(evutil_socket_t fd, short what, void *arg)
 {
     struct conn_watch *cw = arg;
     struct httpd_req *r = cw->parked;
+    /* The first bytes of a head: its deadline starts. Bytes that come while a request is in
+     * hand are the next one's, read ahead; its deadline starts when more come after. */
+    if ((what & EV_READ) && !(what & EV_CLOSED) && !cw->busy && !cw->head_armed) {
+        struct timeval tv = {cw->h->env.header_timeout_ms / 1000,
+                             (cw->h->env.header_timeout_ms % 1000) * 1000};
+        cw->head_armed = evtimer_add(cw->head, &tv) == 0;
+        cw->armed_heads = cw->heads;
+        cw->armed_us = clock_us();
+    }
     if (r == NULL) {
         cw->gone |= (what & EV_CLOSED) != 0;
         return;
@@ -183,19 +281,25 @@ static void on_client_event(evutil_socket_t fd, short what, void *arg)
 static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
 {
     struct httpd_req *r = calloc(1, sizeof *r);
-    (void)conn;
     if (r == NULL)
         return NULL;
     r->h = cls;
+    r->conn = conn;
+    r->t0 = clock_us();
     if ((r->target = strdup(uri)) == NULL) {
         free(r);
         return NULL;
     }
+    struct conn_watch *cw = watch_of(conn);
+    if (cw != NULL)
+        cw->req = r;
     return r;
 }
 
 static void request_free(struct httpd_req *r)
 {
+    if (r->held > 0 && r->h->env.unsent != NULL)
+        atomic_fetch_sub_explicit(r->h->env.unsent, r->held, memory_order_relaxed);
     buf_finish(&r->stream);
     free(r->target);
     free(r);
@@ -262,8 +366,23 @@ static struct MHD_Response *make_response(struct httpd_req *r, const char *ctype
     return resp;
 }
 
+/* While an answer goes out, the daemon's timeout for the connection is send_timeout_s: it
+ * counts from the last byte the client took (libmicrohttpd 0.9.75 times a connection out on no
+ * progress, whatever it is doing), as nginx's send_timeout does. */
+static void set_send_timeout(struct httpd_req *r, bool sending)
+{
+    struct conn_watch *cw = watch_of(r->conn);
+    const struct httpd_env *env = &r->h->env;
+    if (cw == NULL || env->send_timeout_s == env->idle_timeout_s || cw->send_timeout == sending)
+        return;
+    cw->send_timeout = sending;
+    MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
+                              sending ? env->send_timeout_s : env->idle_timeout_s);
+}
+
 static enum MHD_Result queue(struct httpd_req *r, int status, struct MHD_Response *resp, size_t len)
 {
+    set_send_timeout(r, true);
     enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     r->status = status;
@@ -294,6 +413,10 @@ int httpd_respond(struct httpd_req *r, int status, const char *ctype, char *body
         return -EALREADY;
     }
     struct MHD_Response *resp = make_response(r, ctype, body, len, mem, extra, nextra);
+    if (resp != NULL && mem == HTTPD_MEM_OWNED && r->h->env.unsent != NULL) {
+        r->held += len;
+        atomic_fetch_add_explicit(r->h->env.unsent, len, memory_order_relaxed);
+    }
     if (r->phase == PH_NEW) {
         if (resp == NULL)
             return -ENOMEM;
@@ -332,9 +455,7 @@ int httpd_respond_error(struct httpd_req *r, int status, const char *code, const
 static int stream_park(struct httpd_req *r)
 {
     struct httpd *h = r->h;
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    struct conn_watch *cw = ci != NULL ? ci->socket_context : NULL;
+    struct conn_watch *cw = watch_of(r->conn);
     if (cw != NULL && cw->gone)
         return -EPIPE;
     MHD_suspend_connection(r->conn);
@@ -424,9 +545,7 @@ int httpd_stream_end(struct httpd_req *r)
 
 int httpd_park(struct httpd_req *r)
 {
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    struct conn_watch *cw = ci != NULL ? ci->socket_context : NULL;
+    struct conn_watch *cw = watch_of(r->conn);
     if (cw != NULL && cw->gone) {
         r->phase = PH_GONE; /* ends as 499 when the daemon closes */
         return -EPIPE;
@@ -452,6 +571,30 @@ static enum MHD_Result refuse(struct httpd_req *r, int status, const char *code,
     return after_serve(r);
 }
 
+static enum MHD_Result count_cookie(void *cls, enum MHD_ValueKind kind, const char *key,
+                                    const char *value)
+{
+    (void)kind;
+    (void)key;
+    *(size_t *)cls += value != NULL ? strlen(value) + 1 : 0;
+    return MHD_YES;
+}
+
+/* Whether the head left libmicrohttpd the memory to build an answer's headers: the head stays
+ * in the connection's buffer while the request lasts, beside a record per header, argument
+ * and cookie, and a copy of the Cookie header. A head a little under the buffer's size was
+ * read whole and then closed unanswered. */
+static bool head_leaves_room(struct MHD_Connection *conn)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    size_t cookies = 0;
+    int n = MHD_get_connection_values(conn, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND, NULL, NULL);
+    int nc = MHD_get_connection_values(conn, MHD_COOKIE_KIND, count_cookie, &cookies);
+    size_t used = (ci != NULL ? ci->header_size : 0) + (size_t)(n + nc) * VALUE_RECORD + cookies;
+    return used + ANSWER_ROOM <= CONNECTION_MEMORY;
+}
+
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **req_cls)
@@ -461,13 +604,39 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     (void)upload_data;
 
     if (r == NULL || !r->begun) {
+        struct conn_watch *cw = watch_of(conn);
+        if (cw != NULL) {
+            cw->busy = true;
+            cw->heads++;
+            if (cw->head_armed)
+                evtimer_del(cw->head);
+            cw->head_armed = false;
+        }
         if ((r = request_new(h, r, conn, url, method)) == NULL)
             return MHD_NO;
         *req_cls = r;
-        const char *bad = reqhead_framing_problem(conn, version);
-        if (bad != NULL) {
+        if (!head_leaves_room(conn)) {
+            const union MHD_ConnectionInfo *ci =
+                MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
+            if (ci != NULL)
+                answer_raw(ci->connect_fd, 431, "header_too_large", "the request head is too large",
+                           r->rid);
+            r->raw_answered = true;
+            r->status = 431;
+            reject(h, METRICS_REJECT_HEADER_TOO_LARGE);
+            return MHD_NO;
+        }
+        struct reqcheck_verdict v;
+        int rc = reqhead_check(conn, method, url, version, r->target, &v);
+        if (rc == -ENOMEM)
+            return MHD_NO;
+        if (rc < 0) {
+            /* The connection is closed after the answer: what follows this head is never
+             * read as a request, however a proxy in front framed it. */
             r->close_after = true;
-            return refuse(r, 400, "bad_request", bad);
+            reject(h, METRICS_REJECT_FRAMING);
+            return refuse(r, v.status, v.status == 501 ? "not_implemented" : "bad_request",
+                          v.message);
         }
         if (reqhead_target_len(conn, url) > MAX_TARGET)
             return refuse(r, 414, "uri_too_long", "request target too long");
@@ -479,14 +648,10 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
     switch (r->phase) {
     case PH_NEW:
-        if (*upload_data_size > 0) {
-            r->body_seen += *upload_data_size;
+        if (*upload_data_size > 0) { /* at most MAX_REQUEST_BODY, as Content-Length said */
             *upload_data_size = 0;
-            r->body_too_large = r->body_seen > MAX_REQUEST_BODY;
-            return r->body_seen > MAX_DISCARD_BODY ? MHD_NO : MHD_YES;
+            return MHD_YES;
         }
-        if (r->body_too_large)
-            return refuse(r, 413, "payload_too_large", "request body too large");
         r->served = true;
         h->env.hooks->serve(h->env.arg, r);
         return after_serve(r);
@@ -509,6 +674,43 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
 }
 
+/* A request libmicrohttpd refused after its request line, or whose head timed out: counted by
+ * why, and handed to the refused hook for its access line. */
+static void refused(struct httpd *h, struct httpd_req *r, bool timed_out)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_HTTP_STATUS);
+    enum metrics_reject why = METRICS_REJECT_CLOSED;
+    int status = 0;
+    if (timed_out) {
+        why = METRICS_REJECT_HEADER_TIMEOUT;
+        status = 408;
+    } else if (ci != NULL) {
+        status = (int)ci->http_status;
+        why = status == 413   ? METRICS_REJECT_PAYLOAD_TOO_LARGE
+              : status == 414 ? METRICS_REJECT_URI_TOO_LONG
+              : status == 431 ? METRICS_REJECT_HEADER_TOO_LARGE
+              : status == 505 ? METRICS_REJECT_VERSION
+                              : METRICS_REJECT_BAD_REQUEST;
+    }
+    reject(h, why);
+    /* Without an answer this is most often a client that left in the middle of its head:
+     * counted, but it has no access line, like any request the client abandoned unanswered. */
+    if (why == METRICS_REJECT_CLOSED)
+        return;
+    snprintf(r->method, sizeof r->method, "-");
+    snprintf(r->path, sizeof r->path, "%.*s", (int)strcspn(r->target ? r->target : "", "?"),
+             r->target ? r->target : "");
+    const char *rid = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Request-Id");
+    if (reqid_valid(rid))
+        snprintf(r->rid, sizeof r->rid, "%s", rid);
+    else
+        reqid_generate(&h->rid_state, r->rid);
+    struct httpd_outcome o = {status, 0, clock_us() - r->t0, false};
+    if (h->env.hooks->refused != NULL)
+        h->env.hooks->refused(h->env.arg, r, &o);
+}
+
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -518,12 +720,22 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (r == NULL)
         return;
     *req_cls = NULL;
-    if (!r->begun) { /* refused by libmicrohttpd before the handler saw it */
+    struct conn_watch *cw = watch_of(conn);
+    if (cw != NULL) {
+        cw->busy = false;
+        cw->req = NULL;
+    }
+    if (!r->begun) { /* refused by libmicrohttpd, or timed out, before the handler saw it */
+        refused(h, r, cw != NULL && cw->timed_out);
         request_free(r);
         return;
     }
+    if (cw != NULL && cw->send_timeout)
+        set_send_timeout(r, false);
 
-    if (r->phase != PH_ANSWERED || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
+    if (r->raw_answered) {
+        r->bytes_out = 0;
+    } else if (r->phase != PH_ANSWERED || toe != MHD_REQUEST_TERMINATED_COMPLETED_OK) {
         /* nginx's convention: 499 for a client that closed before its answer was sent. */
         if (r->phase != PH_ANSWERED || toe == MHD_REQUEST_TERMINATED_CLIENT_ABORT ||
             toe == MHD_REQUEST_TERMINATED_READ_ERROR)
@@ -542,6 +754,15 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     request_free(r);
 }
 
+static void watch_free(struct conn_watch *cw)
+{
+    if (cw->ev != NULL)
+        event_free(cw->ev);
+    if (cw->head != NULL)
+        event_free(cw->head);
+    free(cw);
+}
+
 /* Creates the connection's watch (without one, a client leaving is only noticed when its
  * answer is sent) and frees it when libmicrohttpd lets go of the connection, before it closes
  * the descriptor. */
@@ -557,22 +778,27 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
             MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
         if (ci == NULL || (cw = calloc(1, sizeof *cw)) == NULL)
             return;
-        cw->ev = event_new(h->env.base, ci->connect_fd, EV_WRITE | EV_CLOSED | EV_ET | EV_PERSIST,
-                           on_client_event, cw);
-        if (cw->ev == NULL || event_add(cw->ev, NULL) != 0) {
-            if (cw->ev != NULL)
-                event_free(cw->ev);
-            free(cw);
+        cw->h = h;
+        cw->conn = conn;
+        cw->fd = ci->connect_fd;
+        cw->ev =
+            event_new(h->env.base, ci->connect_fd,
+                      EV_READ | EV_WRITE | EV_CLOSED | EV_ET | EV_PERSIST, on_client_event, cw);
+        cw->head = evtimer_new(h->env.base, on_head_timeout, cw);
+        if (cw->ev == NULL || cw->head == NULL || event_add(cw->ev, NULL) != 0) {
+            watch_free(cw);
             return;
         }
         *socket_ctx = cw;
     } else {
         metrics_gauge_add(&h->env.metrics->http_connections_open, -1);
         if (cw != NULL) {
+            /* Bytes came and never made a request line (nor timed out). */
+            if (cw->head_armed && cw->req == NULL && !cw->timed_out)
+                reject(h, METRICS_REJECT_UNPARSED);
             if (cw->parked != NULL)
                 cw->parked->watch = NULL;
-            event_free(cw->ev);
-            free(cw);
+            watch_free(cw);
             *socket_ctx = NULL;
         }
     }
@@ -590,7 +816,14 @@ void httpd_add_connection(struct httpd *h, int fd, const struct sockaddr *addr, 
  * are free text; these are the server-side ones in 0.9.75. */
 static enum loglevel mhd_level(const char *fmt)
 {
+    /* A malformed Content-Length, or a client gone while its answer was sent: one per bad
+     * request, counted in gatherd_http_rejected_total instead. */
+    static const char *const client_side[] = {"Failed to parse", "Failed to send", "Failed to push",
+                                              NULL};
     static const char *const server_side[] = {"accept", "limit", "epoll", "Failed to", NULL};
+    for (const char *const *w = client_side; *w != NULL; w++)
+        if (strstr(fmt, *w) != NULL)
+            return LOGLEVEL_DEBUG;
     for (const char *const *w = server_side; *w != NULL; w++)
         if (strstr(fmt, *w) != NULL)
             return LOGLEVEL_WARN;
@@ -648,6 +881,12 @@ struct httpd *httpd_create(const struct httpd_env *env, char *err, size_t errlen
     }
     httpd_wake(h);
     return h;
+}
+
+size_t httpd_unsent_bytes(const struct httpd_req *r)
+{
+    return r->h->env.unsent != NULL ? atomic_load_explicit(r->h->env.unsent, memory_order_relaxed)
+                                    : 0;
 }
 
 size_t httpd_in_flight(const struct httpd *h)

@@ -44,6 +44,11 @@ struct httpd_hooks {
     void (*serve)(void *arg, struct httpd_req *r);
     void (*gone)(void *arg, struct httpd_req *r);
     void (*done)(void *arg, struct httpd_req *r, const struct httpd_outcome *o);
+    /* A request whose request line was read but which never reached begin: libmicrohttpd
+     * refused it (its 400, 413, 414, 431, 505, or a close without an answer), or its head did
+     * not arrive in time (408). For its access line: the accessors below work (its method is
+     * "-", which libmicrohttpd does not tell, its path the target as sent) during the call. */
+    void (*refused)(void *arg, struct httpd_req *r, const struct httpd_outcome *o);
 };
 
 /* Everything the daemon takes from the worker. Borrowed; outlives the daemon. */
@@ -54,6 +59,9 @@ struct httpd_env {
     const atomic_int *closing;      /* once set, answers carry Connection: close */
     unsigned connection_limit;      /* connections this daemon holds at most */
     unsigned idle_timeout_s;        /* idle connections are closed after this */
+    unsigned header_timeout_ms;     /* a request head must be in this long after its first byte */
+    unsigned send_timeout_s;        /* an answer that makes no progress this long is dropped */
+    atomic_size_t *unsent;          /* shared by every daemon: see httpd_unsent_bytes() */
     uint64_t rid_seed;              /* seeds the request ids it makes up */
     const struct httpd_hooks *hooks;
     void *arg; /* passed to every hook */
@@ -69,6 +77,11 @@ void httpd_add_connection(struct httpd *h, int fd, const struct sockaddr *addr, 
 
 /* Makes the daemon run on the next loop iteration. */
 void httpd_wake(struct httpd *h);
+
+/* The bytes of whole answers given to httpd_respond() and not yet sent (or abandoned), summed
+ * over every daemon that shares env->unsent: a client that never reads holds its answer until
+ * send_timeout_s passes. */
+size_t httpd_unsent_bytes(const struct httpd_req *r);
 
 /* Requests received and not yet done. */
 size_t httpd_in_flight(const struct httpd *h);

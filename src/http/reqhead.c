@@ -2,9 +2,13 @@
 
 #include "buf.h"
 #include "netacl.h"
+#include "reqcheck.h"
 
+#include <errno.h>
 #include <microhttpd.h>
 #include <stdbool.h>
+#include <stdint.h>
+#include <stdlib.h>
 #include <string.h>
 #include <strings.h>
 
@@ -26,40 +30,95 @@ size_t reqhead_target_len(struct MHD_Connection *conn, const char *url)
     return n;
 }
 
-struct framing {
-    unsigned content_length, transfer_encoding, host;
+/* libmicrohttpd 0.9.75 keeps the whole head in one buffer, in the order sent: the request
+ * line, then each header line, every line ending, colon and space after the method replaced by
+ * NUL bytes, and hands out pointers into it. It measures names and values with strlen(), so a
+ * NUL sent inside a value cuts it short, and MHD_get_connection_values_n() reports the cut
+ * length. The bytes between the end of one value and the next field's name are then not only
+ * the line's ending (one or two NULs for LF or CRLF): that is how a NUL is seen. (A NUL just
+ * before a bare LF ending looks like a CRLF, and passes.) A folded line (obs-fold) is joined in
+ * another part of the pool, which breaks the order: RFC 9112 lets a server refuse it, and that
+ * is what happens. */
+struct fields {
+    struct reqcheck_field *v;
+    size_t n, cap;
+    bool failed;
 };
 
-static enum MHD_Result count_framing(void *cls, enum MHD_ValueKind kind, const char *key,
-                                     const char *value)
+static enum MHD_Result add_field(void *cls, enum MHD_ValueKind kind, const char *key,
+                                 size_t key_size, const char *value, size_t value_size)
 {
-    struct framing *f = cls;
+    struct fields *fs = cls;
     (void)kind;
-    (void)value;
-    if (strcasecmp(key, MHD_HTTP_HEADER_CONTENT_LENGTH) == 0)
-        f->content_length++;
-    else if (strcasecmp(key, MHD_HTTP_HEADER_TRANSFER_ENCODING) == 0)
-        f->transfer_encoding++;
-    else if (strcasecmp(key, MHD_HTTP_HEADER_HOST) == 0)
-        f->host++;
+    if (fs->n == fs->cap) {
+        size_t cap = fs->cap ? 2 * fs->cap : 32;
+        struct reqcheck_field *v = realloc(fs->v, cap * sizeof *v);
+        if (v == NULL) {
+            fs->failed = true;
+            return MHD_NO;
+        }
+        fs->v = v;
+        fs->cap = cap;
+    }
+    fs->v[fs->n++] =
+        (struct reqcheck_field){key, value ? value : "", key_size, value ? value_size : 0};
     return MHD_YES;
 }
 
-/* RFC 9112 says to reject what libmicrohttpd 0.9.75 lets through: more than one
- * Content-Length, or one beside Transfer-Encoding (libmicrohttpd takes the first length and
- * reads the rest of the body as a further request: request smuggling past a proxy that framed
- * it differently), and an HTTP/1.1 request without exactly one Host. NULL when acceptable. */
-const char *reqhead_framing_problem(struct MHD_Connection *conn, const char *version)
+/* Widens each value to the bytes it spans up to the next field (or the end of the head, which
+ * takes two line endings), less the NULs that were its line ending. False when the fields are
+ * not laid out in order in [lo, end). */
+static bool widen_values(struct fields *fs, uintptr_t lo, uintptr_t end)
 {
-    struct framing f = {0, 0, 0};
-    MHD_get_connection_values(conn, MHD_HEADER_KIND, count_framing, &f);
-    if (f.content_length > 1)
-        return "conflicting Content-Length headers";
-    if (f.content_length > 0 && f.transfer_encoding > 0)
-        return "both Content-Length and Transfer-Encoding";
-    if (f.host > 1 || (f.host == 0 && strcmp(version, MHD_HTTP_VERSION_1_1) == 0))
-        return "an HTTP/1.1 request needs exactly one Host header";
-    return NULL;
+    for (size_t i = 0; i < fs->n; i++) {
+        struct reqcheck_field *f = &fs->v[i];
+        uintptr_t name = (uintptr_t)f->name, value = (uintptr_t)f->value;
+        uintptr_t next = i + 1 < fs->n ? (uintptr_t)fs->v[i + 1].name : end;
+        if (name < lo || value <= name || value + f->value_len >= next || next > end)
+            return false;
+        size_t span = next - value, ending = i + 1 < fs->n ? 2 : 4;
+        while (ending > 0 && span > f->value_len && f->value[span - 1] == '\0') {
+            span--;
+            ending--;
+        }
+        f->value_len = span;
+        lo = next;
+    }
+    return true;
+}
+
+int reqhead_check(struct MHD_Connection *conn, const char *method, const char *url,
+                  const char *version, const char *target, struct reqcheck_verdict *out)
+{
+    const union MHD_ConnectionInfo *ci =
+        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
+    struct fields fs = {NULL, 0, 0, false};
+    MHD_get_connection_values_n(conn, MHD_HEADER_KIND, add_field, &fs);
+    if (fs.failed) {
+        free(fs.v);
+        return -ENOMEM;
+    }
+    size_t target_len = target != NULL ? strlen(target) : 0;
+    /* The target as sent runs from url to the NUL that replaced the space before the version;
+     * on_uri() copied it only up to its first NUL. (Without a version MHD points elsewhere.) */
+    bool in_line = version[0] != '\0' && (uintptr_t)version > (uintptr_t)url;
+    size_t url_span = in_line ? (size_t)((uintptr_t)version - (uintptr_t)url - 1) : target_len;
+    uintptr_t end = ci != NULL ? (uintptr_t)method + ci->header_size : UINTPTR_MAX;
+    int rc;
+    if (target != NULL && url_span != target_len) {
+        *out = (struct reqcheck_verdict){400, "nul_in_target", "NUL in the request target"};
+        rc = -EINVAL;
+    } else if (in_line && !widen_values(&fs, (uintptr_t)version, end)) {
+        *out = (struct reqcheck_verdict){400, "bad_header",
+                                         "malformed header section (obsolete line folding?)"};
+        rc = -EINVAL;
+    } else {
+        struct reqcheck_head h = {strcmp(version, MHD_HTTP_VERSION_1_0) != 0, target ? target : "",
+                                  target_len, fs.v, fs.n};
+        rc = reqcheck_head(&h, out);
+    }
+    free(fs.v);
+    return rc;
 }
 
 /* Every X-Forwarded-For line of a request, in order, as one list: a proxy may add a line of

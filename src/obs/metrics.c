@@ -20,7 +20,7 @@ static const uint64_t bucket_us[] = {1000,    2500,    5000,     10000,    25000
 #define NBUCKETS (sizeof bucket_us / sizeof bucket_us[0])
 
 /* The status codes gatherd answers with; anything else is counted as "other". */
-static const int codes[] = {200, 400, 404, 405, 413, 414, 431, 499, 500, 502, 503};
+static const int codes[] = {200, 400, 404, 405, 408, 413, 414, 431, 499, 500, 501, 502, 503};
 #define NCODES (sizeof codes / sizeof codes[0])
 
 struct hist {
@@ -558,6 +558,31 @@ static const char *const backend_families[] = {
     "# TYPE gatherd_upstream_tls_failures_total counter\n",
 };
 
+static const char *const reject_names[METRICS_REJECT_COUNT] = {
+    "bad_request", "payload_too_large", "uri_too_long",   "header_too_large", "version",
+    "closed",      "unparsed",          "header_timeout", "framing"};
+
+const char *metrics_reject_name(enum metrics_reject r)
+{
+    return r < METRICS_REJECT_COUNT ? reject_names[r] : "other";
+}
+
+/* Every reason is shown, 0 included, so that a rate over it needs no absent-series care. */
+static int render_rejected(struct metrics *m, struct buf *out)
+{
+    int rc = buf_appends(out, "# HELP gatherd_http_rejected_total Requests refused from their head "
+                              "or before it, which reached no endpoint, by reason.\n"
+                              "# TYPE gatherd_http_rejected_total counter\n");
+    for (int r = 0; rc == 0 && r < METRICS_REJECT_COUNT; r++) {
+        uint64_t n = 0;
+        for (unsigned w = 0; w < m->nworkers; w++)
+            n += ld(&m->workers[w].http_rejected[r]);
+        rc = buf_printf(out, "gatherd_http_rejected_total{reason=\"%s\"} %llu\n", reject_names[r],
+                        (unsigned long long)n);
+    }
+    return rc;
+}
+
 int metrics_render(struct metrics *m, struct buf *out)
 {
     int rc = 0;
@@ -619,5 +644,7 @@ int metrics_render(struct metrics *m, struct buf *out)
             (unsigned long long)up_opened, (unsigned long long)ld(&m->reloads_ok),
             (unsigned long long)ld(&m->reloads_failed), (unsigned long long)ld(&m->log_dropped),
             atomic_load(&m->draining), m->nworkers, m->start_time, m->build_labels);
+    if (rc == 0)
+        rc = render_rejected(m, out);
     return rc;
 }

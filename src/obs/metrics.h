@@ -19,6 +19,23 @@ struct metrics;
 struct metrics_endpoint;
 struct metrics_backend;
 
+/* Why a request never reached gatherd's handler, or was refused from its head
+ * (gatherd_http_rejected_total{reason}); metrics_reject_name() gives the label. */
+enum metrics_reject {
+    METRICS_REJECT_BAD_REQUEST,       /* libmicrohttpd's 400 */
+    METRICS_REJECT_PAYLOAD_TOO_LARGE, /* its 413 */
+    METRICS_REJECT_URI_TOO_LONG,      /* its 414 */
+    METRICS_REJECT_HEADER_TOO_LARGE,  /* its 431, or gatherd's when the head fills the buffer */
+    METRICS_REJECT_VERSION,           /* its 505 */
+    METRICS_REJECT_CLOSED,            /* closed after the request line without an answer */
+    METRICS_REJECT_UNPARSED,          /* bytes that never made a request line */
+    METRICS_REJECT_HEADER_TIMEOUT,    /* the head took longer than header_timeout_ms: 408 */
+    METRICS_REJECT_FRAMING,           /* gatherd's own refusals of the head (reqcheck.h) */
+    METRICS_REJECT_COUNT
+};
+
+const char *metrics_reject_name(enum metrics_reject r);
+
 /* Gauges and counters that belong to a worker rather than to an endpoint. */
 struct metrics_worker {
     _Alignas(64) atomic_int_fast64_t requests_in_flight;
@@ -26,6 +43,7 @@ struct metrics_worker {
     atomic_uint_fast64_t http_connections_opened;
     atomic_int_fast64_t upstream_connections_open;
     atomic_uint_fast64_t upstream_connections_opened;
+    atomic_uint_fast64_t http_rejected[METRICS_REJECT_COUNT];
 };
 
 /* `build_labels` is the label set of gatherd_build_info, e.g. version="0.1.0",libcurl="7.88.1".

@@ -37,6 +37,7 @@ struct app {
     bool reload_pending; /* "reloaded" is logged once every worker serves reload_gen */
     size_t reload_endpoints;
     atomic_int draining;
+    atomic_size_t unsent; /* the workers' answers not yet sent (httpd.h) */
     bool stopping;
     bool exited; /* every worker ended: notify_dropped is logged once */
     struct worker_shared shared;
@@ -245,10 +246,13 @@ static void reload(struct app *a)
     /* These are baked into each worker's daemon and curl pool when it starts. */
     if (next->worker_connections != a->cfg->worker_connections ||
         next->idle_timeout_ms != a->cfg->idle_timeout_ms ||
+        next->header_timeout_ms != a->cfg->header_timeout_ms ||
+        next->send_timeout_ms != a->cfg->send_timeout_ms ||
         next->upstream_max_host_connections != a->cfg->upstream_max_host_connections ||
         next->upstream_idle_connections != a->cfg->upstream_idle_connections)
         log_event(a->log, LOGLEVEL_WARN, "restart_needed",
-                  "\"detail\":\"worker_connections, idle_timeout_ms and upstream_* changes take "
+                  "\"detail\":\"worker_connections, idle_timeout_ms, header_timeout_ms, "
+                  "send_timeout_ms and upstream_* changes take "
                   "effect on restart\"");
     if (a->opts->log_level < 0)
         log_set_level(a->logger, next->log_level);
@@ -356,6 +360,7 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     char err[1024], labels[512];
     int code = 1;
     atomic_init(&a.draining, 0);
+    atomic_init(&a.unsent, 0);
 
     enum loglevel level = opts->log_level >= 0 ? (enum loglevel)opts->log_level : cfg->log_level;
     if (app_listen_spec(cfg, opts->listen, a.listen_spec, sizeof a.listen_spec, err, sizeof err) <
@@ -400,6 +405,7 @@ int app_run(struct config *cfg, const struct app_opts *opts)
         .listen_fd = a.listener.fd,
         .nworkers = a.nworkers,
         .draining = &a.draining,
+        .unsent = &a.unsent,
         .metrics = a.metrics,
         .logger = a.logger,
         .on_quiesced = a.on_quiesced,

@@ -29,6 +29,7 @@ struct worker_shared {
     int listen_fd;
     unsigned nworkers;          /* how many share listen_fd */
     const atomic_int *draining; /* /readyz answers 503 once set */
+    atomic_size_t *unsent;      /* bytes held, process-wide, for answers not yet sent */
     struct metrics *metrics;
     struct log_writer *logger;
     struct event

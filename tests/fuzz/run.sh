@@ -2,7 +2,7 @@
 # Builds every libFuzzer harness in tests/fuzz with clang (-fsanitize=fuzzer,address,undefined)
 # against the pure modules of src/ (base, config, core, obs), then runs each for FUZZ_SECONDS (default 30) seconds.
 #
-#   tests/fuzz/run.sh [TARGET...]        targets: config envsubst jsonv agg netacl items (default all)
+#   tests/fuzz/run.sh [TARGET...]        targets: config envsubst jsonv agg netacl items reqhead (default all)
 #
 # Environment: FUZZ_SECONDS (0: only replay the committed corpus, a quick regression run),
 # FUZZ_BUILD_DIR (default: a temporary directory, removed afterwards), FUZZ_CC (default clang),
@@ -17,7 +17,7 @@ root=$(cd "$here/../.." && pwd)
 secs=${FUZZ_SECONDS:-30}
 cc=${FUZZ_CC:-clang}
 jobs=${FUZZ_JOBS:-1}
-all=(config envsubst jsonv agg netacl items)
+all=(config envsubst jsonv agg netacl items reqhead)
 targets=("$@")
 [ ${#targets[@]} -eq 0 ] && targets=("${all[@]}")
 

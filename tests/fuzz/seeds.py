@@ -85,3 +85,52 @@ write("netacl", "small_out", netacl(0, [b"0.0.0.0/0"], b"255.255.255.255", b"ok"
 write("netacl", "bad_entries", netacl(0, [b"10.0.0.0/33", b"::/129", b"1.2.3.4/", b"/8",
                                           b"1.2.3.4/08", b"::ffff:10.0.0.0/104"],
                                       b"", b"rid", v4("10.9.9.9"), no_xff=True))
+
+
+# fuzz_reqhead: a flags byte ("1": HTTP/1.1, "0": HTTP/1.0), then the target and one
+# "name:value" field per line, as reqhead.c hands them over (values with their NULs). The
+# request-smuggling and framing corpus: the forms of issue 14 and the usual CL.TE, TE.CL and
+# TE.TE variants, with the plain heads they must not be confused with.
+def head(version, target, *fields):
+    return version + target + b"".join(b"\n" + f for f in fields)
+
+
+H = b"Host: a"
+REQHEAD = {
+    "plain": head(b"1", b"/tickers?x=1", H, b"Accept: */*", b"X-Request-Id: abc"),
+    "plain_http10": head(b"0", b"/healthz"),
+    "content_length": head(b"1", b"/t", H, b"Content-Length: 5"),
+    "cl_space_before_colon": head(b"1", b"/healthz", H, b"Content-Length : 38"),
+    "cl_tab_before_colon": head(b"1", b"/healthz", H, b"Content-Length\t: 38"),
+    "te_space_before_colon": head(b"1", b"/healthz", H, b"Transfer-Encoding : chunked"),
+    "te_chunked_then_identity": head(b"1", b"/", H, b"Transfer-Encoding: chunked",
+                                     b"Transfer-Encoding: identity"),
+    "te_identity": head(b"1", b"/", H, b"Transfer-Encoding: identity"),
+    "te_gzip_chunked": head(b"1", b"/", H, b"Transfer-Encoding: gzip, chunked"),
+    "te_chunked_gzip": head(b"1", b"/", H, b"Transfer-Encoding: chunked, gzip"),
+    "te_xchunked": head(b"1", b"/", H, b"Transfer-Encoding: xchunked"),
+    "te_chunked_twice": head(b"1", b"/", H, b"Transfer-Encoding: chunked, chunked"),
+    "te_chunked": head(b"1", b"/", H, b"Transfer-Encoding: chunked"),
+    "te_empty_elements": head(b"1", b"/", H, b"Transfer-Encoding: ,, gzip ,\tchunked ,"),
+    "te_params": head(b"1", b"/", H, b"Transfer-Encoding: gzip;q=1, chunked"),
+    "te_http10": head(b"0", b"/", b"Transfer-Encoding: chunked"),
+    "te_case": head(b"1", b"/", H, b"transfer-encoding: CHUNKED"),
+    "te_vertical_tab": head(b"1", b"/", H, b"Transfer-Encoding:\x0bchunked"),
+    "cl_te": head(b"1", b"/", H, b"Content-Length: 6", b"Transfer-Encoding: chunked"),
+    "te_cl": head(b"1", b"/", H, b"Transfer-Encoding: chunked", b"Content-Length: 3"),
+    "cl_cl": head(b"1", b"/", H, b"Content-Length: 0", b"Content-Length: 44"),
+    "te_te_obfuscated": head(b"1", b"/", H, b"Transfer-Encoding: chunked",
+                             b"Transfer-Encoding: x"),
+    "te_te_space_name": head(b"1", b"/", H, b"Transfer-Encoding: chunked",
+                             b" Transfer-Encoding: identity"),
+    "nul_in_value": head(b"1", b"/", H, b"X-A: b\x00c"),
+    "nul_in_te": head(b"1", b"/", H, b"Transfer-Encoding: chunked\x00"),
+    "nul_in_path_pct": head(b"1", b"/healthz%00junk", H),
+    "nul_in_path_raw": head(b"1", b"/healthz\x00junk", H),
+    "pct00_in_query": head(b"1", b"/t?a=%00", H),
+    "no_host": head(b"1", b"/"),
+    "two_hosts": head(b"1", b"/", H, b"host: b"),
+    "empty_name": head(b"1", b"/", H, b": v"),
+}
+for name, data in REQHEAD.items():
+    write("reqhead", name, data)

@@ -249,7 +249,9 @@ class CheckConfigTest(unittest.TestCase):
         for key, bad in [("worker_connections", 0), ("idle_timeout_ms", 99),
                          ("drain_timeout_ms", -1), ("max_body_bytes", 0),
                          ("max_body_bytes", 1073741825), ("upstream_idle_connections", 0),
-                         ("upstream_max_host_connections", 100001)]:
+                         ("upstream_max_host_connections", 100001),
+                         ("header_timeout_ms", 99), ("header_timeout_ms", "10"),
+                         ("send_timeout_ms", 3600001), ("max_unsent_answer_bytes", 1023)]:
             with self.subTest(key=key, value=bad):
                 self.assert_rejected(with_(lambda c: c.update({key: bad})), key)
 

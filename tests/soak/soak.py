@@ -6,9 +6,12 @@ hangs cut off by backend timeouts, stalled bodies and bodies over max_body_bytes
 endpoint whose calls are coalesced (shared by concurrent clients).  A pool of
 client threads (keep-alive and fresh connections) sends requests for the whole duration
 (bounded by SOAK_MAX_REQUESTS too), and one more client keeps abandoning requests mid-flight
-(the cancel path).  Every few seconds gatherd's VmRSS and open descriptors are sampled.
+(the cancel path). Hostile clients run beside them: one that asks for a 6 MiB answer and never
+reads it (gatherd must drop it at send_timeout_ms and close the connection) and one that sends
+its head a byte every 0.4 s (it must get 408 at header_timeout_ms), each over and over.  Every few seconds gatherd's VmRSS and open descriptors are sampled.
 
-Pass: every request sent was answered (abandoned ones aside), each endpoint with exactly its
+Pass: every request sent was answered (abandoned ones aside), every non-reader's connection
+closed by gatherd and every slow head answered 408, each endpoint with exactly its
 expected status (200, or 502 for the all-failing one) and the expected error kinds; RSS and
 descriptors flat (the last third's maximum within +15 % / +20 of the first third's maximum,
 after a warm-up); exit 0 at SIGTERM.  Prints a table of samples and appends a summary to
@@ -39,6 +42,8 @@ CLIENTS = int(os.environ.get("SOAK_CLIENTS", "32"))
 MAX_REQUESTS = int(os.environ.get("SOAK_MAX_REQUESTS", "2000000"))
 SAMPLE_S = float(os.environ.get("SOAK_SAMPLE_SECONDS", "0")) or max(2.0, DURATION / 24)
 REPORT = os.environ.get("SOAK_REPORT", os.path.join(gd.SRC, "bench", "SOAK.md"))
+HEADER_TIMEOUT_MS = 2000
+SEND_TIMEOUT_MS = 2000
 WARMUP_FRACTION = 0.2
 RSS_SLACK = 0.15
 FD_SLACK = 20
@@ -79,7 +84,11 @@ def build_config(up):
             ("hang", u("/hang"), {"timeout_ms": 200}),
         ], timeout_ms=5000),
     ]
-    return config(*eps, upstream_max_host_connections=128, idle_timeout_ms=30000)
+    # The non-readers' answers: more than the socket buffers take (4 MiB + a small window).
+    eps.append(endpoint("/big", [(f"b{i}", u(f"/huge_length?bytes={1 << 20}&id={i}"))
+                                 for i in range(6)], timeout_ms=5000))
+    return config(*eps, upstream_max_host_connections=128, idle_timeout_ms=30000,
+                  header_timeout_ms=HEADER_TIMEOUT_MS, send_timeout_ms=SEND_TIMEOUT_MS)
 
 
 # path -> (status, sorted error kinds)
@@ -103,6 +112,10 @@ class Tally:
         self.sent = 0
         self.answered = 0
         self.abandoned = 0
+        self.non_readers = 0      # connections that asked for /big and read nothing
+        self.dropped = 0          # ... that gatherd closed (the send timeout)
+        self.slow_heads = 0       # heads sent a byte at a time
+        self.got_408 = 0          # ... answered 408
         self.by = {}          # (path, status) -> count
         self.failures = []    # first few problems
 
@@ -186,6 +199,80 @@ def abandoner(port, deadline, tally, stop):
         stop.wait(0.1)
 
 
+def non_reader(port, deadline, tally, stop):
+    """Asks for a 6 MiB answer with a 4 KiB receive window and reads nothing; gatherd must give
+    up on it (send_timeout_ms) and close the connection, seen here as the end of the stream
+    once it is finally read."""
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
+            s.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 4096)
+            s.settimeout(30)
+            s.connect(("127.0.0.1", port))
+            s.sendall(b"GET /big HTTP/1.1\r\nHost: soak\r\n\r\n")
+            with tally.lock:
+                tally.non_readers += 1
+            stop.wait(SEND_TIMEOUT_MS / 1000 + 3)   # more than the send timeout, reading nothing
+            closed = False
+            try:
+                while True:
+                    if not s.recv(1 << 20):
+                        closed = True
+                        break
+            except ConnectionResetError:
+                closed = True
+            except socket.timeout:
+                pass
+            s.close()
+            if closed:
+                with tally.lock:
+                    tally.dropped += 1
+            elif not stop.is_set():
+                tally.problem("non-reader: gatherd kept sending past the send timeout")
+        except OSError as e:
+            tally.problem(f"non-reader: {e}")
+
+
+def slow_head(port, deadline, tally, stop):
+    """Sends a head a byte every 0.4 s (the idle timeout restarts on every byte); it must be
+    answered 408 once header_timeout_ms has passed since its first byte."""
+    head = b"GET /healthy HTTP/1.1\r\nHost: soak\r\n" + b"X-Slow: y\r\n" * 20 + b"\r\n"
+    while not stop.is_set() and time.monotonic() < deadline:
+        try:
+            s = socket.create_connection(("127.0.0.1", port), timeout=10)
+            with tally.lock:
+                tally.slow_heads += 1
+            got = b""
+            for i in range(len(head)):
+                s.sendall(head[i:i + 1])
+                if stop.wait(0.4):
+                    break
+                s.settimeout(0.001)
+                try:
+                    got += s.recv(4096)
+                except socket.timeout:
+                    continue
+                break
+            s.settimeout(10)
+            try:
+                while b"\r\n\r\n" not in got:
+                    chunk = s.recv(4096)
+                    if not chunk:
+                        break
+                    got += chunk
+            except (socket.timeout, ConnectionResetError):
+                pass
+            s.close()
+            if got.startswith(b"HTTP/1.1 408 "):
+                with tally.lock:
+                    tally.got_408 += 1
+            elif not stop.is_set():
+                tally.problem(f"slow head: not a 408: {got[:80]!r}")
+        except OSError as e:
+            if not stop.is_set():
+                tally.problem(f"slow head: {e}")
+
+
 def sample(pid):
     with open(f"/proc/{pid}/status") as f:
         rss = next(int(line.split()[1]) for line in f if line.startswith("VmRSS:"))
@@ -205,12 +292,14 @@ def main():
         deadline = t0 + DURATION
         threads = [threading.Thread(target=client, args=(k, g.port, deadline, tally, stop))
                    for k in range(CLIENTS)]
-        threads.append(threading.Thread(target=abandoner,
-                                        args=(g.port, deadline, tally, stop)))
+        for hostile in (abandoner, non_reader, slow_head):
+            threads.append(threading.Thread(target=hostile,
+                                            args=(g.port, deadline, tally, stop)))
         for t in threads:
             t.start()
         samples = []
-        print(f"soak: {DURATION:.0f}s, {CLIENTS} clients + 1 abandoning, gatherd pid {pid} "
+        print(f"soak: {DURATION:.0f}s, {CLIENTS} clients + 1 abandoning + 1 non-reading + 1 "
+              f"slow head, gatherd pid {pid} "
               f"({gd.BIN}), sample every {SAMPLE_S:.1f}s", flush=True)
         print(f"{'t(s)':>6} {'VmRSS(KiB)':>11} {'fds':>5} {'answered':>9} {'req/s':>7}",
               flush=True)
@@ -260,6 +349,10 @@ def main():
                 problems.append(f"descriptors grew {fd_first} -> {fd_last} (> +{FD_SLACK})")
         if tally.sent != tally.answered:
             problems.append(f"sent {tally.sent}, answered {tally.answered}")
+        if tally.non_readers == 0 or tally.slow_heads == 0:
+            problems.append("the hostile clients did not run")
+        print(f"soak: non-readers {tally.non_readers} (closed by gatherd {tally.dropped}), "
+              f"slow heads {tally.slow_heads} (408: {tally.got_408})")
         statuses = sorted({st for (_, st) in tally.by})
         if set(statuses) - {200, 502}:
             problems.append(f"unexpected statuses {statuses}")
@@ -282,6 +375,7 @@ def main():
         summary = (f"| {datetime.datetime.now(datetime.timezone.utc):%Y-%m-%d %H:%M} UTC "
                    f"| {elapsed:.0f} s | {build_name()}"
                    f" | {tally.sent} | {tally.answered} | {tally.abandoned} "
+                   f"| {tally.non_readers} / {tally.dropped} | {tally.slow_heads} / {tally.got_408} "
                    f"| {samples[0][1]} / {rss0} / {rss_end} "
                    f"| {samples[0][2]} / {fd0} / {fds_end} "
                    f"| {tally.answered / elapsed:.0f} | {'pass' if ok else 'FAIL'} |")
@@ -308,8 +402,9 @@ def write_report(line):
               "upstreams) on loopback, plus a client abandoning requests mid-flight. RSS in KiB "
               "and open descriptors as: at start / after the warm-up / at the end.\n\n"
               "| date | duration | build | requests sent | answered | abandoned "
+              "| non-readers / closed | slow heads / 408 "
               "| RSS start / warm / end | fds start / warm / end | req/s | result |\n"
-              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
+              "| --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- | --- |\n")
     new = not os.path.exists(REPORT)
     os.makedirs(os.path.dirname(REPORT), exist_ok=True)
     with open(REPORT, "a") as f:

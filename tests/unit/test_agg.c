@@ -35,6 +35,14 @@ int main(void)
     ok(agg_complete(a, 1, 200, dup_s("1"), 1) == -EALREADY, "late completion refused");
     ok(agg_render(a, &out) == 200, "200 when all succeed");
     is_str(out.data, "{\"results\":[[1],\"s\",{\"c\":3}],\"errors\":[]}", "join in config order");
+    /* Once rendered, the bodies go; what the access line reads stays. */
+    const char *body;
+    size_t blen;
+    agg_drop_bodies(a);
+    ok(agg_body_of(a, 0, &body, &blen) == -EINVAL, "no body after agg_drop_bodies");
+    ok(agg_state_of(a, 2) == AGG_DONE && agg_status_of(a, 1) == 201, "states and statuses stay");
+    ok(agg_render(a, &out) == -EINVAL && agg_render_call(a, 0, &out) == -EINVAL,
+       "nothing to render once dropped");
     agg_destroy(a);
     out.len = 0;
 
