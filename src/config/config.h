@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "loglevel.h"
 
@@ -75,6 +76,13 @@ struct config_backend {
     size_t id; /* 0 to nbackends_total - 1 across the configuration: indexes tables beside it */
 };
 
+/* An endpoint's "cache" object: how long its complete answers serve (handler/cache.h). */
+struct config_cache {
+    long ttl_ms; /* 0: the endpoint is not cached */
+    long stale_while_revalidate_ms;
+    long stale_if_error_ms;
+};
+
 struct config_endpoint {
     char *path;
     long timeout_ms;
@@ -89,6 +97,11 @@ struct config_endpoint {
     size_t nsegs;
     size_t nbackends;
     struct config_backend *backends;
+    struct config_cache cache;
+    /* A hash of its definition: its JSON with keys sorted, its backends' headers as expanded,
+     * and the top-level keys it inherits. A reload keeps the cached answers of an endpoint
+     * whose identity it still has. */
+    uint64_t ident;
     size_t id; /* its index in config.endpoints: indexes tables beside the configuration */
 };
 
@@ -105,6 +118,7 @@ struct config {
     size_t max_body_bytes;
     long upstream_max_host_connections;
     long upstream_idle_connections;
+    size_t cache_max_bytes; /* the response cache's bound; 0: nothing is cached */
     size_t nendpoints;
     struct config_endpoint *endpoints;
     size_t nbackends_total;

@@ -4,6 +4,7 @@
 #define GATHERD_REQUEST_H
 
 #include "access.h"
+#include "cache.h"
 #include "netacl.h"
 #include "router.h"
 #include "stream.h"
@@ -13,8 +14,10 @@
 struct config_endpoint;
 struct event;
 struct fanout;
+struct fill;
 struct httpd_req;
 struct metrics_endpoint;
+struct plan;
 
 enum request_route {
     REQUEST_AGGREGATE,
@@ -29,6 +32,7 @@ struct router {
     struct site *site;          /* the configuration new requests are served under */
     bool expired;               /* the drain limit passed: no new aggregates */
     struct request *aggregates; /* parked aggregate requests, for the drain limit */
+    struct fill *fills;         /* cache fills running on this loop (cached.c) */
     struct metrics_endpoint *m_unmatched, *m_healthz, *m_readyz, *m_metrics;
 };
 
@@ -49,7 +53,25 @@ struct request {
     struct event *keepalive;     /* SSE: comment lines while the stream idles */
     size_t ok, failed;           /* streamed calls so far */
     char client[NETACL_ADDRSTRLEN];
+    /* cached.c: the response cache, for an endpoint with "cache" */
+    bool looked_up; /* cache_result says how */
+    enum cache_result cache_result;
+    bool had_stale;             /* an expired answer was held when it looked up */
+    struct cache_waiter waiter; /* registered with a fill while wake is set */
+    struct event *wake;         /* activated when the fill it waits for ends */
 };
+
+/* cached.c: serves q from the cache, or waits for the fill of its key, taking over plan (the
+ * request's, built). False when the endpoint is not cached here (caching off, a stream): the
+ * caller serves it as usual with plan. */
+bool cached_serve(struct request *q, struct plan *plan);
+/* Unregisters q from its fill (gone or done); idempotent. */
+void cached_release(struct request *q);
+/* What the access line says of it: "hit", "stale", "miss", "collapsed", or NULL. */
+const char *cached_result_name(const struct request *q);
+/* The fills of this loop: cut off at the drain limit; abandoned when the router goes. */
+void cached_expire_fills(struct router *rt, const char *why);
+void cached_destroy_fills(struct router *rt);
 
 /* builtin.c: /healthz, /readyz, /metrics. */
 void builtin_serve(struct request *q);

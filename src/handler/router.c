@@ -141,6 +141,7 @@ static void log_access_line(struct request *q, const struct httpd_outcome *o)
         .stream = q->stream == STREAM_NDJSON ? "ndjson"
                   : q->stream == STREAM_SSE  ? "sse"
                                              : NULL,
+        .cache = cached_result_name(q),
     };
     struct buf b = BUF_INIT;
     if (access_format(&b, &e) == 0)
@@ -185,6 +186,7 @@ void router_destroy(struct router *rt)
 {
     if (rt == NULL)
         return;
+    cached_destroy_fills(rt);
     site_unref(rt->site);
     free(rt);
 }

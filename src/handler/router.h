@@ -7,6 +7,7 @@
 
 #include <stdatomic.h>
 
+struct cache;
 struct event_base;
 struct flights;
 struct httpd_hooks;
@@ -25,6 +26,7 @@ struct router_env {
     struct log_writer *logw;     /* whose dropped-line count /metrics reports */
     const atomic_int *draining;  /* /readyz answers 503 once set */
     struct flights *flights;     /* every upstream call starts through it */
+    struct cache *cache;         /* the process's response cache; NULL: none */
     void (*finished)(void *arg); /* a request is done (for the drain) */
     void *arg;
 };

@@ -20,7 +20,7 @@ static const uint64_t bucket_us[] = {1000,    2500,    5000,     10000,    25000
 #define NBUCKETS (sizeof bucket_us / sizeof bucket_us[0])
 
 /* The status codes gatherd answers with; anything else is counted as "other". */
-static const int codes[] = {200, 400, 404, 405, 413, 414, 431, 499, 500, 502, 503};
+static const int codes[] = {200, 304, 400, 404, 405, 413, 414, 431, 499, 500, 502, 503};
 #define NCODES (sizeof codes / sizeof codes[0])
 
 struct hist {
@@ -32,6 +32,7 @@ struct hist {
 struct ep_block {
     _Alignas(64) struct hist latency;
     atomic_uint_fast64_t by_code[NCODES + 1];
+    atomic_uint_fast64_t cache[METRICS_CACHE_NRESULTS];
 };
 
 struct be_block {
@@ -44,6 +45,7 @@ struct be_block {
 
 struct metrics_endpoint {
     char *path;
+    bool cached; /* a configuration gave it a "cache": its lookups are shown, 0 or not */
     uint64_t hash;
     struct metrics_endpoint *next;  /* in exposition order */
     struct metrics_endpoint *hnext; /* in its hash bucket */
@@ -75,6 +77,7 @@ struct metrics {
     struct metrics_worker *workers;
     atomic_uint_fast64_t reloads_ok, reloads_failed, log_dropped;
     atomic_int draining;
+    struct metrics_cache cache;
     double start_time;
 };
 
@@ -288,6 +291,8 @@ struct metrics_table *metrics_bind(struct metrics *m, const struct config *cfg)
     for (size_t i = 0; ok && i < cfg->nendpoints; i++) {
         const struct config_endpoint *ep = &cfg->endpoints[i];
         ok = (t->endpoint[ep->id] = find_endpoint(m, ep->path)) != NULL;
+        if (ok && ep->cache.ttl_ms > 0)
+            t->endpoint[ep->id]->cached = true;
         for (size_t j = 0; ok && j < ep->nbackends; j++) {
             const struct config_backend *be = &ep->backends[j];
             ok = (t->backend[be->id] = find_backend(m, ep->path, be->name)) != NULL;
@@ -337,6 +342,16 @@ void metrics_backend_done(struct metrics_backend *b, unsigned w, enum errkind ki
     if (kind != ERRKIND_NONE && kind < ERRKIND_COUNT)
         metrics_add(&b->w[w].errors[kind], 1);
     hist_observe(&b->w[w].latency, usec);
+}
+
+struct metrics_cache *metrics_cache(struct metrics *m)
+{
+    return &m->cache;
+}
+
+void metrics_cache_lookup(struct metrics_endpoint *e, unsigned w, enum metrics_cache_result r)
+{
+    metrics_add(&e->w[w].cache[r], 1);
 }
 
 void metrics_backend_joined(struct metrics_backend *b, unsigned w)
@@ -438,12 +453,23 @@ static int render_endpoint(struct metrics *m, struct buf *out, struct metrics_en
                 rc = buf_printf(out, "gatherd_requests_total{%s,code=\"other\"} %llu\n", lb.data,
                                 (unsigned long long)n);
         }
-    } else if (rc == 0) {
+    } else if (rc == 0 && pass == 1) {
         struct hist h;
         memset(&h, 0, sizeof h);
         for (unsigned w = 0; w < m->nworkers; w++)
             hist_sum(&h, &e->w[w].latency);
         rc = render_hist(out, "gatherd_request_duration_seconds", lb.data, &h);
+    } else if (rc == 0) {
+        /* Only endpoints a configuration cached: the others would add four series each,
+         * always 0. */
+        static const char *const names[] = {"hit", "stale", "miss", "collapsed"};
+        for (int r = 0; rc == 0 && e->cached && r < METRICS_CACHE_NRESULTS; r++) {
+            uint64_t n = 0;
+            for (unsigned w = 0; w < m->nworkers; w++)
+                n += ld(&e->w[w].cache[r]);
+            rc = buf_printf(out, "gatherd_cache_lookups_total{%s,result=\"%s\"} %llu\n", lb.data,
+                            names[r], (unsigned long long)n);
+        }
     }
     buf_finish(&lb);
     return rc;
@@ -521,6 +547,8 @@ static const char *const endpoint_families[] = {
     "# TYPE gatherd_requests_total counter\n",
     "# HELP gatherd_request_duration_seconds Time from request to answer, by endpoint.\n"
     "# TYPE gatherd_request_duration_seconds histogram\n",
+    "# HELP gatherd_cache_lookups_total Lookups in the response cache, by endpoint and result.\n"
+    "# TYPE gatherd_cache_lookups_total counter\n",
 };
 static const char *const backend_families[] = {
     "# HELP gatherd_upstream_errors_total Failed upstream calls, by endpoint, backend and error "
@@ -585,6 +613,13 @@ int metrics_render(struct metrics *m, struct buf *out)
             "gatherd_log_lines_dropped_total %llu\n"
             "# HELP gatherd_draining 1 while a drain is under way.\n"
             "# TYPE gatherd_draining gauge\ngatherd_draining %d\n"
+            "# HELP gatherd_cache_bytes Bytes the response cache holds.\n"
+            "# TYPE gatherd_cache_bytes gauge\ngatherd_cache_bytes %lld\n"
+            "# HELP gatherd_cache_entries Answers the response cache holds.\n"
+            "# TYPE gatherd_cache_entries gauge\ngatherd_cache_entries %lld\n"
+            "# HELP gatherd_cache_evictions_total Answers evicted from the response cache to "
+            "stay under cache_max_bytes.\n"
+            "# TYPE gatherd_cache_evictions_total counter\ngatherd_cache_evictions_total %llu\n"
             "# HELP gatherd_workers Event loops serving requests.\n"
             "# TYPE gatherd_workers gauge\ngatherd_workers %u\n"
             "# HELP process_start_time_seconds Start time of the process since the epoch.\n"
@@ -597,6 +632,10 @@ int metrics_render(struct metrics *m, struct buf *out)
             (long long)sum_gauge(m, offsetof(struct metrics_worker, upstream_connections_open)),
             (unsigned long long)up_opened, (unsigned long long)ld(&m->reloads_ok),
             (unsigned long long)ld(&m->reloads_failed), (unsigned long long)ld(&m->log_dropped),
-            atomic_load(&m->draining), m->nworkers, m->start_time, m->build_labels);
+            atomic_load(&m->draining),
+            (long long)atomic_load_explicit(&m->cache.bytes, memory_order_relaxed),
+            (long long)atomic_load_explicit(&m->cache.entries, memory_order_relaxed),
+            (unsigned long long)ld(&m->cache.evictions), m->nworkers, m->start_time,
+            m->build_labels);
     return rc;
 }

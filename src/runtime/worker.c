@@ -158,6 +158,7 @@ int worker_init(struct worker *w, unsigned id, const struct worker_shared *share
         .logw = shared->logger,
         .draining = shared->draining,
         .flights = w->flights,
+        .cache = shared->cache,
         .finished = on_request_finished,
         .arg = w,
     };

@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 struct acceptor;
+struct cache;
 struct event;
 struct event_base;
 struct flights;
@@ -30,6 +31,7 @@ struct worker_shared {
     const atomic_int *draining; /* /readyz answers 503 once set */
     struct metrics *metrics;
     struct log_writer *logger;
+    struct cache *cache; /* the response cache, shared by every worker */
     struct event
         *on_quiesced;      /* activated (in the control loop) when this worker stopped accepting */
     struct event *on_idle; /* activated when a draining worker has nothing in flight */

@@ -176,11 +176,14 @@ class MetricsTest(unittest.TestCase):
                           "max_body_bytes": 1000},
             "transfer": {"name": "transfer", "url": u("/reset_mid")},
         }
-        cls.endpoints = ("/ok", "/slow", "/errs", "/allfail", ODD_PATH, "/limited", "/tls")
+        cls.endpoints = ("/ok", "/cached", "/slow", "/errs", "/allfail", ODD_PATH, "/limited",
+                         "/tls")
         cls.gd = None
         try:
             cls.gd = Gatherd(config(
                 endpoint("/ok", [("a", u("/ok"))], timeout_ms=10000),
+                # A cached endpoint has the cache's lookup counters (test_cache.py counts them).
+                endpoint("/cached", [("a", u("/ok"))], cache={"ttl_ms": 1000}),
                 endpoint("/slow", [("s", u("/ok?delay_ms=300"))], timeout_ms=10000),
                 endpoint("/errs", [("ok", u("/ok"))] + list(cls.kind_backends.values()),
                          timeout_ms=10000),
@@ -194,7 +197,8 @@ class MetricsTest(unittest.TestCase):
                 endpoint("/tls", [("t", f"https://127.0.0.1:{cls.dead}/ok")], timeout_ms=10000),
             ), workers=WORKERS)
             # Give every kind of series something to count, so their labels can be checked.
-            for path in ("/ok", "/slow", "/errs", "/allfail", urllib.parse.quote(ODD_PATH),
+            for path in ("/ok", "/cached", "/slow", "/errs", "/allfail",
+                         urllib.parse.quote(ODD_PATH),
                          "/limited", "/healthz", "/readyz", "/no-such-path", "/metrics"):
                 http_get(cls.gd.url(path), timeout=20)
         except BaseException:
