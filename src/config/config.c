@@ -516,9 +516,9 @@ static int parse_backend(struct ctx *c, json_t *obj, const char *path,
     return 0;
 }
 
-static const char *const endpoint_keys[] = {"path",     "timeout_ms", "backends", "max_body_bytes",
-                                            "coalesce", "cache",      "on_error", "concurrency",
-                                            "each",     "params",     NULL};
+static const char *const endpoint_keys[] = {
+    "path",     "timeout_ms",  "backends", "max_body_bytes", "coalesce",   "cache",
+    "on_error", "concurrency", "each",     "params",         "refresh_ms", NULL};
 
 /* Resolves each backend's {name:/pointer} references to backends of ep, and refuses what could
  * never run: an unknown name, a backend reading itself, a cycle, a chain in an each endpoint. */
@@ -779,6 +779,24 @@ static int parse_cache(struct ctx *c, json_t *obj, const char *path, struct conf
     return 0;
 }
 
+/* refresh_ms: only for a cached endpoint whose answer no request selects (a refresher has no
+ * request to take parameter values or items from). */
+static int parse_refresh(struct ctx *c, json_t *obj, const char *path, struct config_endpoint *ep)
+{
+    char k[256];
+    long long n = 0;
+    int rc;
+    if ((rc = get_int(c, obj, path, "refresh_ms", 100, 86400000, &n)) < 0 || n == 0)
+        return rc;
+    join_key(k, sizeof k, path, "refresh_ms");
+    if (ep->cache.ttl_ms == 0)
+        return fail(c, k, "requires \"cache\"");
+    if (ep->nparams > 0 || ep->each_param != NULL)
+        return fail(c, k, "is not allowed on an endpoint with path parameters or \"each\"");
+    ep->cache.refresh_ms = (long)n;
+    return 0;
+}
+
 static uint64_t fnv1a(uint64_t h, const char *s, size_t n)
 {
     for (size_t i = 0; i < n; i++) {
@@ -879,7 +897,7 @@ static int parse_endpoint(struct ctx *c, json_t *obj, const char *path, struct c
                             ep->backends[i].name, j);
             }
     }
-    if ((rc = resolve_chains(c, path, ep)) < 0)
+    if ((rc = resolve_chains(c, path, ep)) < 0 || (rc = parse_refresh(c, obj, path, ep)) < 0)
         return rc;
     if (ep->each_param != NULL) {
         join_key(k, sizeof k, path, "each");

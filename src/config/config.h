@@ -81,6 +81,7 @@ struct config_cache {
     long ttl_ms; /* 0: the endpoint is not cached */
     long stale_while_revalidate_ms;
     long stale_if_error_ms;
+    long refresh_ms; /* 0: none; else one background fan-out every this many ms */
 };
 
 struct config_endpoint {

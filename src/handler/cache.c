@@ -39,6 +39,8 @@ struct cache {
     struct slot **buckets; /* a power of two */
     size_t nbuckets, nslots;
     struct slot *lru_head, *lru_tail; /* head: most recently used */
+    uint64_t *warm;                   /* identities whose refresher has run once */
+    size_t nwarm, warm_cap;
 };
 
 static uint64_t hash_bytes(uint64_t h, const void *p, size_t n)
@@ -196,6 +198,7 @@ void cache_destroy(struct cache *c)
     c->bytes = c->entries = 0;
     publish(c);
     pthread_mutex_destroy(&c->mu);
+    free(c->warm);
     free(c->buckets);
     free(c);
 }
@@ -217,6 +220,14 @@ size_t cache_max_bytes(const struct cache *c)
     return n;
 }
 
+static bool known(const uint64_t *idents, size_t n, uint64_t id)
+{
+    size_t i = 0;
+    while (i < n && idents[i] != id)
+        i++;
+    return i < n;
+}
+
 static uint64_t key_ident(const struct slot *s)
 {
     uint64_t id = 0;
@@ -230,15 +241,16 @@ void cache_keep(struct cache *c, const uint64_t *idents, size_t n)
     pthread_mutex_lock(&c->mu);
     for (struct slot *s = c->lru_head, *next; s != NULL; s = next) {
         next = s->lru_next;
-        uint64_t id = key_ident(s);
-        size_t i = 0;
-        while (i < n && idents[i] != id)
-            i++;
-        if (i == n) {
+        if (!known(idents, n, key_ident(s))) {
             drop_answer(c, s);
             maybe_free_slot(c, s);
         }
     }
+    size_t kept = 0;
+    for (size_t i = 0; i < c->nwarm; i++)
+        if (known(idents, n, c->warm[i]))
+            c->warm[kept++] = c->warm[i];
+    c->nwarm = kept;
     publish(c);
     pthread_mutex_unlock(&c->mu);
 }
@@ -267,6 +279,33 @@ static struct slot *find(struct cache *c, uint64_t h, const char *key, size_t kl
         if (s->hash == h && s->klen == klen && memcmp(s->key, key, klen) == 0)
             return s;
     return NULL;
+}
+
+/* A fill for key, in slot s (NULL: a new slot). NULL when out of memory. */
+static struct cache_fill *new_fill(struct cache *c, struct slot *s, uint64_t h, const char *key,
+                                   size_t klen, const struct cache_policy *p)
+{
+    if (s == NULL) {
+        if (c->nslots >= c->nbuckets && grow(c) < 0)
+            return NULL;
+        if ((s = calloc(1, sizeof *s + klen)) == NULL)
+            return NULL;
+        s->hash = h;
+        s->klen = klen;
+        memcpy(s->key, key, klen);
+        s->hnext = c->buckets[h & (c->nbuckets - 1)];
+        c->buckets[h & (c->nbuckets - 1)] = s;
+        c->nslots++;
+    }
+    struct cache_fill *f = calloc(1, sizeof *f);
+    if (f == NULL) {
+        maybe_free_slot(c, s);
+        return NULL;
+    }
+    f->slot = s;
+    f->policy = *p;
+    s->fill = f;
+    return f;
 }
 
 static void add_waiter(struct cache_fill *f, struct cache_waiter *w)
@@ -306,15 +345,9 @@ int cache_lookup(struct cache *c, const char *key, size_t klen, const struct cac
             out->ttl_s = ms_to_s_floor(left);
             unlink_lru(c, s);
             push_lru(c, s);
-            if (out->result == CACHE_STALE && s->fill == NULL) {
-                struct cache_fill *f = calloc(1, sizeof *f);
-                if (f != NULL) { /* out of memory: served stale, refreshed by a later request */
-                    f->slot = s;
-                    f->policy = *p;
-                    s->fill = f;
-                    out->fill = f;
-                }
-            }
+            /* Out of memory: served stale all the same, refreshed by a later request. */
+            if (out->result == CACHE_STALE && s->fill == NULL)
+                out->fill = new_fill(c, s, h, key, klen, p);
             pthread_mutex_unlock(&c->mu);
             return 0;
         }
@@ -331,36 +364,28 @@ int cache_lookup(struct cache *c, const char *key, size_t klen, const struct cac
         pthread_mutex_unlock(&c->mu);
         return 0;
     }
-    if (s == NULL) {
-        if (c->nslots >= c->nbuckets && grow(c) < 0) {
-            pthread_mutex_unlock(&c->mu);
-            return -ENOMEM;
-        }
-        if ((s = calloc(1, sizeof *s + klen)) == NULL) {
-            pthread_mutex_unlock(&c->mu);
-            return -ENOMEM;
-        }
-        s->hash = h;
-        s->klen = klen;
-        memcpy(s->key, key, klen);
-        s->hnext = c->buckets[h & (c->nbuckets - 1)];
-        c->buckets[h & (c->nbuckets - 1)] = s;
-        c->nslots++;
+    struct cache_fill *f = new_fill(c, s, h, key, klen, p);
+    if (f != NULL) {
+        add_waiter(f, w);
+        out->result = CACHE_MISS;
+        out->fill = f;
     }
-    struct cache_fill *f = calloc(1, sizeof *f);
-    if (f == NULL) {
-        maybe_free_slot(c, s);
-        pthread_mutex_unlock(&c->mu);
-        return -ENOMEM;
-    }
-    f->slot = s;
-    f->policy = *p;
-    s->fill = f;
-    add_waiter(f, w);
-    out->result = CACHE_MISS;
-    out->fill = f;
     pthread_mutex_unlock(&c->mu);
-    return 0;
+    return f != NULL ? 0 : -ENOMEM;
+}
+
+int cache_refresh(struct cache *c, const char *key, size_t klen, const struct cache_policy *p,
+                  struct cache_fill **out)
+{
+    uint64_t h = key_hash(c, key, klen);
+    pthread_mutex_lock(&c->mu);
+    struct slot *s = find(c, h, key, klen);
+    *out = NULL;
+    int rc = 0;
+    if (s == NULL || s->fill == NULL)
+        rc = (*out = new_fill(c, s, h, key, klen, p)) != NULL ? 0 : -ENOMEM;
+    pthread_mutex_unlock(&c->mu);
+    return rc;
 }
 
 /* Hands every waiter of f its answer (a reference each; a may be NULL) and wakes it. */
@@ -380,7 +405,7 @@ static void notify_all(struct cache_fill *f, struct cache_answer *a, bool stored
     f->waiters = NULL;
 }
 
-void cache_fill_done(struct cache *c, struct cache_fill *f, struct cache_answer *a)
+bool cache_fill_done(struct cache *c, struct cache_fill *f, struct cache_answer *a)
 {
     pthread_mutex_lock(&c->mu);
     struct slot *s = f->slot;
@@ -410,6 +435,7 @@ void cache_fill_done(struct cache *c, struct cache_fill *f, struct cache_answer 
     free(f);
     maybe_free_slot(c, s);
     pthread_mutex_unlock(&c->mu);
+    return stored;
 }
 
 void cache_fill_abandon(struct cache *c, struct cache_fill *f)
@@ -438,6 +464,36 @@ void cache_waiter_cancel(struct cache *c, struct cache_waiter *w)
         w->fill = NULL;
     }
     pthread_mutex_unlock(&c->mu);
+}
+
+int cache_mark_warm(struct cache *c, uint64_t ident)
+{
+    int rc = 0;
+    pthread_mutex_lock(&c->mu);
+    if (!known(c->warm, c->nwarm, ident)) {
+        if (c->nwarm == c->warm_cap) {
+            size_t cap = c->warm_cap ? c->warm_cap * 2 : 8;
+            uint64_t *w = realloc(c->warm, cap * sizeof *w);
+            if (w != NULL) {
+                c->warm = w;
+                c->warm_cap = cap;
+            }
+        }
+        if (c->nwarm < c->warm_cap)
+            c->warm[c->nwarm++] = ident;
+        else
+            rc = -ENOMEM;
+    }
+    pthread_mutex_unlock(&c->mu);
+    return rc;
+}
+
+bool cache_is_warm(struct cache *c, uint64_t ident)
+{
+    pthread_mutex_lock(&c->mu);
+    bool warm = known(c->warm, c->nwarm, ident);
+    pthread_mutex_unlock(&c->mu);
+    return warm;
 }
 
 void cache_usage(struct cache *c, size_t *entries, size_t *bytes)

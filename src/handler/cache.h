@@ -109,11 +109,16 @@ void cache_keep(struct cache *c, const uint64_t *idents, size_t n);
 int cache_lookup(struct cache *c, const char *key, size_t klen, const struct cache_policy *p,
                  struct cache_waiter *w, struct cache_lookup *out);
 
+/* A background refresh of `key`: *out is a new fill (nobody waits for it) for the caller to
+ * run, or NULL when one is already running for the key. 0 or -ENOMEM. */
+int cache_refresh(struct cache *c, const char *key, size_t klen, const struct cache_policy *p,
+                  struct cache_fill **out);
+
 /* The fill's fan-out ended with `a` (borrowed). A complete answer no larger than an eighth of
  * the bound is stored (and evicts others to make room); every waiter is notified with the new
  * answer, or with the last complete one while within stale_if_error when the new one is not
- * complete. The fill is freed. */
-void cache_fill_done(struct cache *c, struct cache_fill *f, struct cache_answer *a);
+ * complete. The fill is freed. Whether a was stored. */
+bool cache_fill_done(struct cache *c, struct cache_fill *f, struct cache_answer *a);
 
 /* The fill will not end (shutdown): its waiters are notified with no answer; freed. */
 void cache_fill_abandon(struct cache *c, struct cache_fill *f);
@@ -121,6 +126,11 @@ void cache_fill_abandon(struct cache *c, struct cache_fill *f);
 /* The waiter's request ended before its notification: it is unregistered, and no notify
  * follows. Harmless after notify; w->answer is then still the caller's to drop. */
 void cache_waiter_cancel(struct cache *c, struct cache_waiter *w);
+
+/* Readiness: an endpoint identity whose refresher has finished its first fan-out. Forgotten
+ * by cache_keep() when the identity goes. */
+int cache_mark_warm(struct cache *c, uint64_t ident);
+bool cache_is_warm(struct cache *c, uint64_t ident);
 
 /* Entries and bytes held now. */
 void cache_usage(struct cache *c, size_t *entries, size_t *bytes);

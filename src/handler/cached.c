@@ -35,6 +35,8 @@ struct fill {
     struct fanout *fanout;
     struct event *reap; /* frees it after its fan-out's callback returned */
     struct fill *prev, *next;
+    cached_fill_fn done; /* NULL, or told of the answer (a refresher) */
+    void *arg;
 };
 
 static void unlink_fill(struct fill *f)
@@ -83,43 +85,59 @@ static void on_fill_done(void *arg, int status, char *body, size_t len)
     struct cache *c = f->rt->env.cache;
     struct cache_answer *a = cache_answer_create(
         c, body != NULL ? status : 500, body != NULL && is_complete(f->fanout, status), body, len);
+    bool stored = false;
     if (a != NULL)
-        cache_fill_done(c, f->cf, a);
+        stored = cache_fill_done(c, f->cf, a);
     else
         cache_fill_abandon(c, f->cf);
-    cache_answer_unref(a);
     f->cf = NULL;
+    if (f->done != NULL)
+        f->done(f->arg, a, stored);
+    cache_answer_unref(a);
     event_active(f->reap, EV_TIMEOUT, 0);
 }
 
-/* Runs plan (taken over) for cf on this loop. On failure the fill is abandoned: its waiters
- * are told at once. */
-static void fill_start(struct request *q, struct plan *plan, struct cache_fill *cf)
+struct fill *cached_fill_start(struct router *rt, struct site *site, struct plan *plan,
+                               struct cache_fill *cf, const char *request_id, cached_fill_fn done,
+                               void *arg)
 {
-    struct router *rt = q->rt;
     struct fill *f = calloc(1, sizeof *f);
     if (f == NULL || (f->reap = event_new(rt->env.base, -1, 0, on_reap, f)) == NULL) {
         free(f);
         plan_destroy(plan);
         cache_fill_abandon(rt->env.cache, cf);
-        return;
+        return NULL;
     }
     f->rt = rt;
-    f->site = site_ref(q->site);
+    f->site = site_ref(site);
     f->cf = cf;
+    f->done = done;
+    f->arg = arg;
     struct fanout_env env = {
-        rt->env.base, rt->env.flights, q->site->series, rt->env.worker, NULL, NULL, false};
-    f->fanout = fanout_start(&env, plan, httpd_req_id(q->hr), on_fill_done, f);
+        rt->env.base, rt->env.flights, site->series, rt->env.worker, NULL, NULL, false};
+    f->fanout = fanout_start(&env, plan, request_id, on_fill_done, f);
     if (f->fanout == NULL) {
         f->cf = NULL;
         fill_free(f);
         cache_fill_abandon(rt->env.cache, cf);
-        return;
+        return NULL;
     }
     f->next = rt->fills;
     if (rt->fills != NULL)
         rt->fills->prev = f;
     rt->fills = f;
+    return f;
+}
+
+void cached_fill_detach(struct fill *f)
+{
+    f->done = NULL;
+}
+
+/* A request's fill: nobody is told but its waiters. */
+static void fill_start(struct request *q, struct plan *plan, struct cache_fill *cf)
+{
+    cached_fill_start(q->rt, q->site, plan, cf, httpd_req_id(q->hr), NULL, NULL);
 }
 
 void cached_expire_fills(struct router *rt, const char *why)
@@ -216,14 +234,14 @@ static void notify(void *arg)
     event_active(q->wake, EV_READ, 0);
 }
 
-static int make_key(const struct request *q, const struct plan *plan, struct buf *key)
+int cached_key(const struct config_endpoint *ep, char *const *params, const struct plan *plan,
+               struct buf *key)
 {
-    const struct config_endpoint *ep = q->ep;
     int rc = cache_key_begin(key, ep->ident);
     if (rc == 0)
         rc = cache_key_part(key, ep->path, strlen(ep->path));
     for (size_t i = 0; rc == 0 && i < ep->nparams; i++)
-        rc = cache_key_part(key, q->params[i], strlen(q->params[i]));
+        rc = cache_key_part(key, params[i], strlen(params[i]));
     for (size_t i = 0; rc == 0 && plan->each && i < plan->ncalls; i++)
         rc = cache_key_part(key, plan->calls[i].item, strlen(plan->calls[i].item));
     return rc;
@@ -248,7 +266,7 @@ bool cached_serve(struct request *q, struct plan *plan)
     struct cache_lookup lk;
     q->waiter.notify = notify;
     q->waiter.arg = q;
-    if (make_key(q, plan, &key) < 0 ||
+    if (cached_key(ep, q->params, plan, &key) < 0 ||
         (q->wake = event_new(rt->env.base, -1, 0, on_wake, q)) == NULL ||
         cache_lookup(rt->env.cache, key.data, key.len, &p, &q->waiter, &lk) < 0) {
         buf_finish(&key);

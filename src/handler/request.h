@@ -29,10 +29,12 @@ enum request_route {
 
 struct router {
     struct router_env env;
-    struct site *site;          /* the configuration new requests are served under */
-    bool expired;               /* the drain limit passed: no new aggregates */
-    struct request *aggregates; /* parked aggregate requests, for the drain limit */
-    struct fill *fills;         /* cache fills running on this loop (cached.c) */
+    struct site *site;            /* the configuration new requests are served under */
+    bool expired;                 /* the drain limit passed: no new aggregates */
+    struct request *aggregates;   /* parked aggregate requests, for the drain limit */
+    struct fill *fills;           /* cache fills running on this loop (cached.c) */
+    struct refresher *refreshers; /* the refreshed endpoints pinned to this loop */
+    bool stopped;                 /* the drain began: no refresh starts */
     struct metrics_endpoint *m_unmatched, *m_healthz, *m_readyz, *m_metrics;
 };
 
@@ -72,6 +74,31 @@ const char *cached_result_name(const struct request *q);
 /* The fills of this loop: cut off at the drain limit; abandoned when the router goes. */
 void cached_expire_fills(struct router *rt, const char *why);
 void cached_destroy_fills(struct router *rt);
+
+/* A fan-out for the cache with no request of its own (a background refresh): runs plan (taken
+ * over) for cf on rt's loop under site, and tells done (if not NULL, and not detached) of the
+ * answer (borrowed) and whether it was stored. NULL when it could not start (cf was then
+ * abandoned, and done is not called). */
+struct cache_answer;
+typedef void (*cached_fill_fn)(void *arg, const struct cache_answer *a, bool stored);
+struct fill *cached_fill_start(struct router *rt, struct site *site, struct plan *plan,
+                               struct cache_fill *cf, const char *request_id, cached_fill_fn done,
+                               void *arg);
+/* Its done is not called any more: the fill finishes for the cache and its waiters alone. */
+void cached_fill_detach(struct fill *f);
+/* The key of ep's answer for these path values (ep->nparams of them) and plan's items. */
+struct buf;
+int cached_key(const struct config_endpoint *ep, char *const *params, const struct plan *plan,
+               struct buf *key);
+
+/* refresher.c: one background refresher per refreshed endpoint per process, each on the
+ * worker its path hashes to. sync follows rt->site (added, removed, changed); stop (the drain)
+ * starts no refresh from now on; destroy frees them (running fills finish or are cut off with
+ * the router's other fills). */
+struct refresher;
+void refresher_sync(struct router *rt);
+void refresher_stop(struct router *rt);
+void refresher_destroy(struct router *rt);
 
 /* builtin.c: /healthz, /readyz, /metrics. */
 void builtin_serve(struct request *q);

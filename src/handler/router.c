@@ -179,6 +179,7 @@ struct router *router_create(const struct router_env *env, struct site *site)
     rt->m_healthz = metrics_builtin(env->metrics, "/healthz");
     rt->m_readyz = metrics_builtin(env->metrics, "/readyz");
     rt->m_metrics = metrics_builtin(env->metrics, "/metrics");
+    refresher_sync(rt);
     return rt;
 }
 
@@ -186,6 +187,7 @@ void router_destroy(struct router *rt)
 {
     if (rt == NULL)
         return;
+    refresher_destroy(rt);
     cached_destroy_fills(rt);
     site_unref(rt->site);
     free(rt);
@@ -196,6 +198,12 @@ void router_set_site(struct router *rt, struct site *site)
     site_ref(site);
     site_unref(rt->site);
     rt->site = site;
+    refresher_sync(rt);
+}
+
+void router_drain(struct router *rt)
+{
+    refresher_stop(rt);
 }
 
 void router_expire(struct router *rt, const char *why)

@@ -40,8 +40,13 @@ void router_destroy(struct router *rt);
 /* The hooks to give the daemon, with the router as their argument. */
 extern const struct httpd_hooks router_hooks;
 
-/* New requests are served under `site` (a reference is taken); requests in flight keep theirs. */
+/* New requests are served under `site` (a reference is taken); requests in flight keep theirs.
+ * The background refreshers follow it. */
 void router_set_site(struct router *rt, struct site *site);
+
+/* The drain began: no background refresh starts from now on (running ones finish, or are cut
+ * off at the drain limit). */
+void router_drain(struct router *rt);
 
 /* The drain limit: every aggregate still waiting has its running calls cut off as timeouts and
  * is answered with what it has; aggregate requests from now on get 503. */

@@ -1,6 +1,7 @@
 #include "metrics.h"
 
 #include "buf.h"
+#include "clock.h"
 #include "config.h"
 #include "config_tls.h"
 #include "jsonv.h"
@@ -33,6 +34,8 @@ struct ep_block {
     _Alignas(64) struct hist latency;
     atomic_uint_fast64_t by_code[NCODES + 1];
     atomic_uint_fast64_t cache[METRICS_CACHE_NRESULTS];
+    atomic_uint_fast64_t refreshes[METRICS_REFRESH_NOUTCOMES];
+    struct hist refresh_latency;
 };
 
 struct be_block {
@@ -45,7 +48,9 @@ struct be_block {
 
 struct metrics_endpoint {
     char *path;
-    bool cached; /* a configuration gave it a "cache": its lookups are shown, 0 or not */
+    bool cached;    /* a configuration gave it a "cache": its lookups are shown, 0 or not */
+    bool refreshed; /* ... and "refresh_ms": its refreshes are shown */
+    atomic_uint_fast64_t refresh_stored_us; /* when its stored answer was made; 0: none yet */
     uint64_t hash;
     struct metrics_endpoint *next;  /* in exposition order */
     struct metrics_endpoint *hnext; /* in its hash bucket */
@@ -293,6 +298,8 @@ struct metrics_table *metrics_bind(struct metrics *m, const struct config *cfg)
         ok = (t->endpoint[ep->id] = find_endpoint(m, ep->path)) != NULL;
         if (ok && ep->cache.ttl_ms > 0)
             t->endpoint[ep->id]->cached = true;
+        if (ok && ep->cache.refresh_ms > 0)
+            t->endpoint[ep->id]->refreshed = true;
         for (size_t j = 0; ok && j < ep->nbackends; j++) {
             const struct config_backend *be = &ep->backends[j];
             ok = (t->backend[be->id] = find_backend(m, ep->path, be->name)) != NULL;
@@ -352,6 +359,18 @@ struct metrics_cache *metrics_cache(struct metrics *m)
 void metrics_cache_lookup(struct metrics_endpoint *e, unsigned w, enum metrics_cache_result r)
 {
     metrics_add(&e->w[w].cache[r], 1);
+}
+
+void metrics_refresh_done(struct metrics_endpoint *e, unsigned w, enum metrics_refresh_outcome o,
+                          uint64_t usec)
+{
+    metrics_add(&e->w[w].refreshes[o], 1);
+    hist_observe(&e->w[w].refresh_latency, usec);
+}
+
+void metrics_refresh_stored(struct metrics_endpoint *e, uint64_t stored_us)
+{
+    atomic_store_explicit(&e->refresh_stored_us, stored_us, memory_order_relaxed);
 }
 
 void metrics_backend_joined(struct metrics_backend *b, unsigned w)
@@ -459,7 +478,27 @@ static int render_endpoint(struct metrics *m, struct buf *out, struct metrics_en
         for (unsigned w = 0; w < m->nworkers; w++)
             hist_sum(&h, &e->w[w].latency);
         rc = render_hist(out, "gatherd_request_duration_seconds", lb.data, &h);
-    } else if (rc == 0) {
+    } else if (rc == 0 && pass == 3) {
+        static const char *const names[] = {"complete", "partial", "failed"};
+        for (int o = 0; rc == 0 && e->refreshed && o < METRICS_REFRESH_NOUTCOMES; o++) {
+            uint64_t n = 0;
+            for (unsigned w = 0; w < m->nworkers; w++)
+                n += ld(&e->w[w].refreshes[o]);
+            rc = buf_printf(out, "gatherd_refreshes_total{%s,outcome=\"%s\"} %llu\n", lb.data,
+                            names[o], (unsigned long long)n);
+        }
+    } else if (rc == 0 && pass == 4 && e->refreshed) {
+        struct hist h;
+        memset(&h, 0, sizeof h);
+        for (unsigned w = 0; w < m->nworkers; w++)
+            hist_sum(&h, &e->w[w].refresh_latency);
+        rc = render_hist(out, "gatherd_refresh_duration_seconds", lb.data, &h);
+    } else if (rc == 0 && pass == 5 && e->refreshed) {
+        uint64_t at = ld(&e->refresh_stored_us), now = clock_us();
+        if (at != 0)
+            rc = buf_printf(out, "gatherd_refresh_age_seconds{%s} %.3f\n", lb.data,
+                            (double)(now > at ? now - at : 0) / 1e6);
+    } else if (rc == 0 && pass == 2) {
         /* Only endpoints a configuration cached: the others would add four series each,
          * always 0. */
         static const char *const names[] = {"hit", "stale", "miss", "collapsed"};
@@ -549,6 +588,12 @@ static const char *const endpoint_families[] = {
     "# TYPE gatherd_request_duration_seconds histogram\n",
     "# HELP gatherd_cache_lookups_total Lookups in the response cache, by endpoint and result.\n"
     "# TYPE gatherd_cache_lookups_total counter\n",
+    "# HELP gatherd_refreshes_total Background refreshes (refresh_ms), by endpoint and outcome.\n"
+    "# TYPE gatherd_refreshes_total counter\n",
+    "# HELP gatherd_refresh_duration_seconds Duration of background refreshes, by endpoint.\n"
+    "# TYPE gatherd_refresh_duration_seconds histogram\n",
+    "# HELP gatherd_refresh_age_seconds Age of a refreshed endpoint's stored answer.\n"
+    "# TYPE gatherd_refresh_age_seconds gauge\n",
 };
 static const char *const backend_families[] = {
     "# HELP gatherd_upstream_errors_total Failed upstream calls, by endpoint, backend and error "

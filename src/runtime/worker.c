@@ -67,6 +67,7 @@ static void begin_drain(struct worker *w)
     /* The listening socket is shared by every worker and closed by the control thread once
      * all have let go of it. */
     acceptor_stop(w->acceptor);
+    router_drain(w->router);
     httpd_wake(w->httpd);
     atomic_store(&w->quiesced, true);
     event_active(w->shared->on_quiesced, EV_READ, 0);

@@ -96,7 +96,12 @@ for _ in $(seq 1 100); do
   sleep 0.05
 done
 [ "$code" = 200 ] && ok "GET /healthz from the host: 200 $(cat "$WORK/healthz.body")" || fail "GET /healthz from the host: '$code'"
-code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$port/readyz" || true)
+# /readyz is 503 "warming" until /tickers' first background refresh ends (its 5 s deadline).
+for _ in $(seq 1 200); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$port/readyz" || true)
+  [ "$code" = 200 ] && break
+  sleep 0.05
+done
 [ "$code" = 200 ] && ok "GET /readyz: 200" || fail "GET /readyz: '$code'"
 if curl -s --max-time 2 "http://127.0.0.1:$port/metrics" | grep -q '^gatherd_build_info'; then ok "/metrics has gatherd_build_info"
 else fail "/metrics lacks gatherd_build_info"; fi

@@ -8,28 +8,17 @@ the access line. Upstream calls are counted at the upstream (fakeup's request lo
 import concurrent.futures
 import json
 import os
-import re
 import signal
 import socket
-import threading
 import time
 import unittest
-import urllib.request
 
 import gd
 from gd import FakeUpstream, Gatherd, config, endpoint, http_get, run_check_config, stop_checked
 
 
-def switch(up, key, status):
-    urllib.request.urlopen(urllib.request.Request(
-        f"http://127.0.0.1:{up.control_port}/_switch?key={key}&status={status}",
-        headers={"X-Fakeup-Control": "1"}), timeout=10).read()
 
 
-def calls(up, key):
-    """Requests the upstream has seen for /switch?key=<key> (any other query after it)."""
-    pat = re.compile(r"[?&]key=" + re.escape(key) + r"(&|$)")
-    return sum(1 for e in up.log() if e["path"] == "/switch" and pat.search(e["target"]))
 
 
 def cache_status(h):
@@ -91,7 +80,7 @@ class CacheTest(unittest.TestCase):
         self.assertEqual((st2, body2), (200, body))
         self.assertRegex(cache_status(h2), r"^gatherd; hit; ttl=(59|58)$")
         self.assertEqual(h2["etag"], h["etag"])
-        self.assertEqual(calls(self.up, "c"), 1)
+        self.assertEqual(len(self.up.switch_calls("c")), 1)
         # The access line and the metrics say how it went.
         line = self.gd.wait_access(lambda o: o.get("path") == "/c" and o.get("cache") == "hit")
         self.assertNotIn("backends", line)
@@ -149,7 +138,7 @@ class CacheTest(unittest.TestCase):
     def test_keys(self):
         for v in ("ka", "kb", "ka", "kb"):
             self.assertEqual(self.get(f"/p/{v}")[0], 200)
-        self.assertEqual((calls(self.up, "pka"), calls(self.up, "pkb")), (1, 1))
+        self.assertEqual([len(self.up.switch_calls(k)) for k in ("pka", "pkb")], [1, 1])
         # each: the distinct items in request order; repeats do not make another key.
         self.get("/each?ids=x1,y1")
         _, h, _ = self.get("/each?ids=x1,y1,x1")
@@ -158,10 +147,10 @@ class CacheTest(unittest.TestCase):
         self.assertRegex(cache_status(h), "^gatherd; hit")
         _, h, _ = self.get("/each?ids=y1,x1")
         self.assertRegex(cache_status(h), "^gatherd; fwd=miss")
-        self.assertEqual(calls(self.up, "ex1"), 2)
+        self.assertEqual(len(self.up.switch_calls("ex1")), 2)
 
     def test_incomplete_not_stored(self):
-        switch(self.up, "bad", 503)
+        self.up.switch("bad", 503)
         try:
             st, h, body = self.get("/bad")
             self.assertEqual(st, 502)
@@ -169,24 +158,24 @@ class CacheTest(unittest.TestCase):
             self.assertEqual(h["cache-control"], "no-store")
             self.assertNotIn("etag", h)
             self.get("/bad")
-            self.assertEqual(calls(self.up, "bad"), 2)
+            self.assertEqual(len(self.up.switch_calls("bad")), 2)
         finally:
-            switch(self.up, "bad", 200)
+            self.up.switch("bad", 200)
         st, h, _ = self.get("/bad")
         self.assertEqual((st, cache_status(h)), (200, "gatherd; fwd=miss; stored; ttl=59"))
 
     def test_expiry(self):
         self.get("/short")
-        n = calls(self.up, "short")
+        n = len(self.up.switch_calls("short"))
         gd.wait_until(lambda: "fwd=" in cache_status(self.get("/short")[1]), 10, "expiry")
-        self.assertEqual(calls(self.up, "short"), n + 1)
+        self.assertEqual(len(self.up.switch_calls("short")), n + 1)
 
     def test_stale_while_revalidate(self):
         self.get("/swr")
         gd.wait_until(lambda: "ttl=-" in cache_status(self.get("/swr")[1]), 10, "staleness")
         # Stale answers at once, while exactly one background fill refreshes the entry.
         self.up.wait("path:/switch", 0)
-        before = calls(self.up, "swr")
+        before = len(self.up.switch_calls("swr"))
         t0 = time.monotonic()
         with concurrent.futures.ThreadPoolExecutor(8) as ex:
             got = list(ex.map(lambda _: self.get("/swr"), range(16)))
@@ -195,15 +184,15 @@ class CacheTest(unittest.TestCase):
             self.assertEqual(st, 200)
             self.assertRegex(cache_status(h), r"^gatherd; (fwd=stale; ttl=-\d+|hit; ttl=\d+)$")
         gd.wait_until(lambda: "hit" in cache_status(self.get("/swr")[1]), 10, "refresh")
-        self.assertLessEqual(calls(self.up, "swr") - before, 1 + 1)  # one refresh (+1 if the
-        # first stale lookup above was the one that started it)
+        # One background refresh (+1 if the stale lookup that waited above started one).
+        self.assertLessEqual(len(self.up.switch_calls("swr")) - before, 1 + 1)
         exp = gd.scrape(self.gd)
         self.assertGreaterEqual(exp.get("gatherd_cache_lookups_total", endpoint="/swr",
                                         result="stale"), 1)
 
     def test_stale_if_error(self):
         _, h0, body0 = self.get("/sie")
-        switch(self.up, "sie", 503)
+        self.up.switch("sie", 503)
         try:
             gd.wait_until(lambda: "fwd=stale" in cache_status(self.get("/sie")[1]), 10,
                           "a stale answer for an error")
@@ -212,7 +201,7 @@ class CacheTest(unittest.TestCase):
             self.assertRegex(cache_status(h), r"^gatherd; fwd=stale; fwd-status=502; ttl=-\d+$")
             self.assertEqual(h["etag"], h0["etag"])
         finally:
-            switch(self.up, "sie", 200)
+            self.up.switch("sie", 200)
         st, h, body = self.get("/sie")
         self.assertEqual(st, 200)
         self.assertRegex(cache_status(h), r"^gatherd; fwd=stale; stored; ttl=0$")
@@ -220,14 +209,14 @@ class CacheTest(unittest.TestCase):
 
     def test_stale_if_error_runs_out(self):
         self.get("/sie2")
-        switch(self.up, "sie2", 503)
+        self.up.switch("sie2", 503)
         try:
             # 500 ms fresh, then 1 s of stale-if-error, then the error as it is.
             gd.wait_until(lambda: self.get("/sie2")[0] == 502, 10, "the error itself")
             st, h, _ = self.get("/sie2")
             self.assertEqual((st, cache_status(h)), (502, "gatherd; fwd=miss"))
         finally:
-            switch(self.up, "sie2", 200)
+            self.up.switch("sie2", 200)
 
     def test_collapsed_across_workers(self):
         """100 concurrent requests on a cold key, two workers: one call per backend."""
@@ -246,7 +235,7 @@ class CacheTest(unittest.TestCase):
             bodies.add(body)
         self.assertEqual({st for st, _ in statuses}, {200})
         self.assertEqual(len(bodies), 1)
-        self.assertEqual((calls(self.up, "slow"), calls(self.up, "slowb")), (1, 1))
+        self.assertEqual([len(self.up.switch_calls(k)) for k in ("slow", "slowb")], [1, 1])
         col = [c for _, c in statuses if "collapsed" in c]
         self.assertGreater(len(col), 0)
         for c in col:
@@ -266,7 +255,7 @@ class CacheTest(unittest.TestCase):
         first = socket.create_connection(("127.0.0.1", self.gd.port), timeout=30)
         first.sendall(b"GET /leave HTTP/1.1\r\nHost: t\r\n\r\n")
         self.up.wait("path:/switch", 1)
-        gd.wait_until(lambda: calls(self.up, "leave") == 1, 10, "the fill's call")
+        gd.wait_until(lambda: len(self.up.switch_calls("leave")) == 1, 10, "the fill's call")
         others = []
         for i in range(5):
             s = socket.create_connection(("127.0.0.1", self.gd.port), timeout=30)
@@ -277,7 +266,7 @@ class CacheTest(unittest.TestCase):
             status, headers, _ = gd.parse_response(gd.read_response(s, timeout=30))
             s.close()
             self.assertEqual(status, 200)
-        self.assertEqual(calls(self.up, "leave"), 1)
+        self.assertEqual(len(self.up.switch_calls("leave")), 1)
         self.assertEqual([e["outcome"] for e in self.up.log() if "key=leave" in e["target"]],
                          ["responded"])
 
@@ -288,14 +277,14 @@ class CacheTest(unittest.TestCase):
             self.assertEqual(st, 200)
             self.assertEqual(cache_status(h), "gatherd; fwd=miss")
             self.assertGreater(len(body), 16384)
-        self.assertEqual(calls(self.up, "big"), 2)
+        self.assertEqual(len(self.up.switch_calls("big")), 2)
 
     def test_stream_bypasses(self):
         self.get("/stream")
         st, h, _ = self.get("/stream", {"Accept": "application/x-ndjson"})
         self.assertEqual(st, 200)
         self.assertNotIn("cache-status", h)
-        self.assertEqual(calls(self.up, "stream"), 2)
+        self.assertEqual(len(self.up.switch_calls("stream")), 2)
 
     def test_eviction_bounded(self):
         """10,000 distinct client-chosen keys under a 128 KiB bound: memory stays bounded."""
@@ -341,7 +330,42 @@ class CacheTest(unittest.TestCase):
         self.assertRegex(cache_status(h), "^gatherd; hit")
         _, h, _ = self.get("/change")
         self.assertRegex(cache_status(h), "^gatherd; fwd=miss; stored")
-        self.assertEqual((calls(self.up, "keep"), calls(self.up, "change")), (1, 2))
+        self.assertEqual([len(self.up.switch_calls(k)) for k in ("keep", "change")], [1, 2])
+
+
+class CacheDrainTest(unittest.TestCase):
+    def test_waiters_survive_reload_and_drain(self):
+        """Requests collapsed onto a fill on two workers keep waiting through a reload that
+        changes the endpoint and through SIGTERM, and all get the one answer."""
+        with FakeUpstream() as up:
+            cfg = config(endpoint("/w", [("a", up.url("/switch?key=dw&delay_ms=1500"))],
+                                  cache={"ttl_ms": 60000}, timeout_ms=20000),
+                         drain_timeout_ms=10000)
+            g = Gatherd(cfg, workers=2)
+            socks = []
+            try:
+                for i in range(20):
+                    s = socket.create_connection(("127.0.0.1", g.port), timeout=30)
+                    s.sendall(f"GET /w HTTP/1.1\r\nHost: t\r\nX-Request-Id: dw-{i}\r\n"
+                              f"\r\n".encode())
+                    socks.append(s)
+                gd.wait_until(lambda: len(up.switch_calls("dw")) == 1, 10, "the fill's call")
+                cfg["endpoints"][0]["timeout_ms"] = 19000
+                g.write_config(cfg)
+                g.signal(signal.SIGHUP)
+                g.wait_log("reloaded")
+                g.signal(signal.SIGTERM)
+                g.wait_log("draining")
+                for s in socks:
+                    status, headers, _ = gd.parse_response(gd.read_response(s, timeout=30))
+                    self.assertEqual(status, 200)
+                    self.assertEqual(headers.get("connection"), "close")
+                self.assertEqual(g.wait_exit(timeout=20), 0, g.stderr_text())
+                self.assertEqual(len(up.switch_calls("dw")), 1)
+            finally:
+                for s in socks:
+                    s.close()
+                g.kill()  # cleans up, exited or not
 
 
 class CacheOffTest(unittest.TestCase):
@@ -354,7 +378,7 @@ class CacheOffTest(unittest.TestCase):
                     st, h, _ = http_get(g.url("/c"))
                     self.assertEqual((st, h["cache-control"]), (200, "no-store"))
                     self.assertNotIn("cache-status", h)
-                self.assertEqual(calls(up, "off"), 2)
+                self.assertEqual(len(up.switch_calls("off")), 2)
             finally:
                 stop_checked(g)
 

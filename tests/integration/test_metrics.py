@@ -182,8 +182,9 @@ class MetricsTest(unittest.TestCase):
         try:
             cls.gd = Gatherd(config(
                 endpoint("/ok", [("a", u("/ok"))], timeout_ms=10000),
-                # A cached endpoint has the cache's lookup counters (test_cache.py counts them).
-                endpoint("/cached", [("a", u("/ok"))], cache={"ttl_ms": 1000}),
+                # A cached endpoint has the cache's lookup counters, and a refreshed one the
+                # refresh series (test_cache.py and test_refresh.py count them).
+                endpoint("/cached", [("a", u("/ok"))], cache={"ttl_ms": 1000}, refresh_ms=1000),
                 endpoint("/slow", [("s", u("/ok?delay_ms=300"))], timeout_ms=10000),
                 endpoint("/errs", [("ok", u("/ok"))] + list(cls.kind_backends.values()),
                          timeout_ms=10000),
@@ -196,6 +197,8 @@ class MetricsTest(unittest.TestCase):
                 # An https:// backend has TLS failure counters (tests/tls counts them).
                 endpoint("/tls", [("t", f"https://127.0.0.1:{cls.dead}/ok")], timeout_ms=10000),
             ), workers=WORKERS)
+            # The refreshed endpoint's first fan-out has ended, so its age is shown.
+            gd.wait_until(lambda: http_get(cls.gd.url("/readyz"))[0] == 200, 10, "ready")
             # Give every kind of series something to count, so their labels can be checked.
             for path in ("/ok", "/cached", "/slow", "/errs", "/allfail",
                          urllib.parse.quote(ODD_PATH),

@@ -312,6 +312,45 @@ static void test_bound(void)
     ok(atomic_load(&m.bytes) == 0 && atomic_load(&m.entries) == 0, "destroyed: gauges at 0");
 }
 
+static void test_refresh_and_warm(void)
+{
+    struct cache *c = cache_create(1 << 20, &clk, NULL, 7);
+    struct cache_policy p = {1000, 0, 0};
+    struct buf k = key_of(5, "/r", NULL);
+    struct cache_fill *f, *g;
+    now_us = 1000000;
+    ok(cache_refresh(c, k.data, k.len, &p, &f) == 0 && f != NULL, "a refresh of a cold key fills");
+    struct waiter x;
+    struct cache_lookup lk;
+    waiter_init(&x);
+    ok(cache_lookup(c, k.data, k.len, &p, &x.w, &lk) == 0 && lk.result == CACHE_COLLAPSED,
+       "a request meanwhile waits for it");
+    ok(cache_refresh(c, k.data, k.len, &p, &g) == 0 && g == NULL, "never two at once");
+    struct cache_answer *a = make(c, 200, true, "r1");
+    ok(cache_fill_done(c, f, a), "stored");
+    cache_answer_unref(a);
+    ok(x.notified == 1 && x.w.answer != NULL, "the waiter got it");
+    cache_answer_unref(x.w.answer);
+    ok(cache_refresh(c, k.data, k.len, &p, &f) == 0 && f != NULL, "a held key refreshes too");
+    a = make(c, 502, false, "bad");
+    ok(!cache_fill_done(c, f, a), "an incomplete refresh is not stored");
+    cache_answer_unref(a);
+    char got[8];
+    ok(fetch(c, &k, &p, 200, "x", got, sizeof got) == CACHE_HIT, "the old answer stays");
+    is_str(got, "r1", "r1");
+
+    ok(!cache_is_warm(c, 5), "cold at first");
+    ok(cache_mark_warm(c, 5) == 0 && cache_mark_warm(c, 5) == 0 && cache_is_warm(c, 5),
+       "warm once marked (twice is harmless)");
+    for (uint64_t id = 100; id < 120; id++)
+        cache_mark_warm(c, id);
+    cache_keep(c, (uint64_t[]){5, 110}, 2);
+    ok(cache_is_warm(c, 5) && cache_is_warm(c, 110) && !cache_is_warm(c, 100),
+       "a reload forgets the identities it drops");
+    buf_finish(&k);
+    cache_destroy(c);
+}
+
 static void test_etag(void)
 {
     const char *e = "\"0123456789abcdef\"";
@@ -330,6 +369,7 @@ int main(void)
     test_stale_windows();
     test_waiters();
     test_bound();
+    test_refresh_and_warm();
     test_etag();
     return tap_done();
 }
