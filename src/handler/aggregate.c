@@ -97,6 +97,10 @@ void aggregate_serve(struct request *q)
         httpd_respond_error(q->hr, 503, "draining", "the server is shutting down", NULL, 0);
         return;
     }
+    if (!httpd_req_is_head(q->hr))
+        q->stream = stream_negotiate(httpd_req_header(q->hr, "Accept"));
+    if (q->stream == STREAM_NONE && cached_serve(q)) /* streams bypass the cache */
+        return;
     const char *target = httpd_req_target(q->hr);
     const char *query = target != NULL ? strchr(target, '?') : NULL;
     struct plan_request preq = {query != NULL ? query + 1 : NULL, (const char *const *)q->params};
@@ -113,10 +117,6 @@ void aggregate_serve(struct request *q)
     }
     struct fanout_env env = {
         rt->env.base, rt->env.flights, q->site->series, rt->env.worker, NULL, NULL, false};
-    if (!httpd_req_is_head(q->hr))
-        q->stream = stream_negotiate(httpd_req_header(q->hr, "Accept"));
-    if (q->stream == STREAM_NONE && cached_serve(q, plan)) /* streams bypass the cache */
-        return;
     if (q->stream != STREAM_NONE) {
         /* nginx buffers a proxied answer unless told not to; SSE asks for no-cache. */
         const struct httpd_header h[] = {{"X-Accel-Buffering", "no"},

@@ -21,6 +21,8 @@
 
 #include <event2/event.h>
 
+#include <errno.h>
+#include <pthread.h>
 #include <stdio.h>
 #include <stdlib.h>
 #include <string.h>
@@ -134,12 +136,6 @@ void cached_fill_detach(struct fill *f)
     f->done = NULL;
 }
 
-/* A request's fill: nobody is told but its waiters. */
-static void fill_start(struct request *q, struct plan *plan, struct cache_fill *cf)
-{
-    cached_fill_start(q->rt, q->site, plan, cf, httpd_req_id(q->hr), NULL, NULL);
-}
-
 void cached_expire_fills(struct router *rt, const char *why)
 {
     for (struct fill *f = rt->fills; f != NULL; f = f->next)
@@ -183,12 +179,16 @@ static void answer(struct request *q, struct cache_answer *a, const char *how, b
         snprintf(cs, sizeof cs, "gatherd; %s; ttl=%ld", how, ttl);
     else
         snprintf(cs, sizeof cs, "gatherd; %s", how);
-    struct httpd_header h[] = {
-        {"Cache-Control", cc}, {"Cache-Status", cs}, {"Age", age}, {"ETag", a->etag}};
-    size_t nh = a->status == 200 ? 4 : 3;
+    /* A stream of the same endpoint (Accept) is another representation, never cached. */
+    struct httpd_header h[] = {{"Cache-Control", cc},
+                               {"Cache-Status", cs},
+                               {"Age", age},
+                               {"Vary", "Accept"},
+                               {"ETag", a->etag}};
+    size_t nh = a->status == 200 ? 5 : 4;
     if (a->len == 0 && a->status == 500) { /* rendering the join ran out of memory */
         cache_answer_unref(a);
-        httpd_respond_error(q->hr, 500, "internal", "out of memory", h, 3);
+        httpd_respond_error(q->hr, 500, "internal", "out of memory", h, 4);
         return;
     }
     const char *inm = a->status == 200 ? httpd_req_header(q->hr, "If-None-Match") : NULL;
@@ -201,16 +201,12 @@ static void answer(struct request *q, struct cache_answer *a, const char *how, b
     httpd_respond_borrowed(q->hr, a->status, JSON_TYPE, a->body, a->len, release_answer, a, h, nh);
 }
 
-/* The fill q waited for has ended (cache.h filled q->waiter). */
-static void on_wake(evutil_socket_t fd, short what, void *arg)
+/* Answers q, woken: its fill has ended (cache.h filled q->waiter). */
+static void deliver(struct request *q)
 {
-    struct request *q = arg;
-    (void)fd;
-    (void)what;
     struct cache_answer *a = q->waiter.answer;
     q->waiter.answer = NULL;
-    event_free(q->wake);
-    q->wake = NULL;
+    q->waiting = false;
     if (a == NULL) {
         httpd_respond_error(q->hr, 503, "unavailable", "the answer was abandoned at shutdown", NULL,
                             0);
@@ -227,23 +223,73 @@ static void on_wake(evutil_socket_t fd, short what, void *arg)
     answer(q, a, how, q->waiter.stored || q->waiter.stale);
 }
 
-/* Runs on the loop of the fill's worker, with the cache's lock held: only wakes q's loop. */
+/* The router's mailbox for woken waiters: fills end on any worker, and each wakes the loop of
+ * its waiters through the list and the one event of their router, so that waiting costs a
+ * request no event (nor a hit an allocation). */
+static void on_woken(evutil_socket_t fd, short what, void *arg)
+{
+    struct router *rt = arg;
+    (void)fd;
+    (void)what;
+    pthread_mutex_lock(&rt->woken_mu);
+    struct request *list = rt->woken;
+    rt->woken = NULL;
+    for (struct request *q = list; q != NULL; q = q->woken_next)
+        q->woken_queued = false;
+    pthread_mutex_unlock(&rt->woken_mu);
+    /* Answering never frees a request here (done comes from the daemon's run), so the list
+     * stays valid while it is walked. */
+    for (struct request *q = list, *next; q != NULL; q = next) {
+        next = q->woken_next;
+        q->woken_next = NULL;
+        deliver(q);
+    }
+}
+
+/* Runs on the thread that ended the fill, with the cache's lock held: queues q on its own
+ * router and wakes that loop, nothing more. */
 static void notify(void *arg)
 {
     struct request *q = arg;
-    event_active(q->wake, EV_READ, 0);
+    struct router *rt = q->rt;
+    pthread_mutex_lock(&rt->woken_mu);
+    q->woken_next = rt->woken;
+    q->woken_queued = true;
+    rt->woken = q;
+    pthread_mutex_unlock(&rt->woken_mu);
+    event_active(rt->wake, EV_READ, 0);
 }
 
-int cached_key(const struct config_endpoint *ep, char *const *params, const struct plan *plan,
-               struct buf *key)
+int cached_router_init(struct router *rt)
+{
+    if (pthread_mutex_init(&rt->woken_mu, NULL) != 0)
+        return -ENOMEM;
+    if ((rt->wake = event_new(rt->env.base, -1, 0, on_woken, rt)) == NULL) {
+        pthread_mutex_destroy(&rt->woken_mu);
+        return -ENOMEM;
+    }
+    return 0;
+}
+
+void cached_router_finish(struct router *rt)
+{
+    if (rt->wake == NULL)
+        return;
+    event_free(rt->wake);
+    rt->wake = NULL;
+    pthread_mutex_destroy(&rt->woken_mu);
+}
+
+int cached_key(const struct config_endpoint *ep, char *const *params, const char *items,
+               size_t nitems, struct buf *key)
 {
     int rc = cache_key_begin(key, ep->ident);
     if (rc == 0)
         rc = cache_key_part(key, ep->path, strlen(ep->path));
     for (size_t i = 0; rc == 0 && i < ep->nparams; i++)
         rc = cache_key_part(key, params[i], strlen(params[i]));
-    for (size_t i = 0; rc == 0 && plan->each && i < plan->ncalls; i++)
-        rc = cache_key_part(key, plan->calls[i].item, strlen(plan->calls[i].item));
+    for (size_t i = 0; rc == 0 && i < nitems; i++, items += strlen(items) + 1)
+        rc = cache_key_part(key, items, strlen(items));
     return rc;
 }
 
@@ -254,70 +300,95 @@ static const enum metrics_cache_result as_metric[CACHE_NRESULTS] = {
     [CACHE_COLLAPSED] = METRICS_CACHE_COLLAPSED,
 };
 
-bool cached_serve(struct request *q, struct plan *plan)
+static const char *query_of(const struct request *q)
+{
+    const char *target = httpd_req_target(q->hr);
+    const char *query = target != NULL ? strchr(target, '?') : NULL;
+    return query != NULL ? query + 1 : NULL;
+}
+
+/* Runs the fan-out for cf (the key q missed). Out of memory: the fill is abandoned, and its
+ * waiters are answered 503 at once. */
+static void run_fill(struct request *q, struct cache_fill *cf)
+{
+    struct plan_request preq = {query_of(q), (const char *const *)q->params};
+    struct plan *plan;
+    char why[300];
+    if (plan_build(q->ep, &preq, &plan, why, sizeof why) < 0) /* the items parsed before */
+        cache_fill_abandon(q->rt->env.cache, cf);
+    else
+        cached_fill_start(q->rt, q->site, plan, cf, httpd_req_id(q->hr), NULL, NULL);
+}
+
+bool cached_serve(struct request *q)
 {
     struct router *rt = q->rt;
     const struct config_endpoint *ep = q->ep;
     if (ep->cache.ttl_ms == 0 || q->site->cfg->cache_max_bytes == 0 || rt->env.cache == NULL)
         return false;
+    /* The key needs the items (and they may make a 400), not the plan: a hit builds none. */
+    char *items = NULL, why[300];
+    size_t nitems = 0;
+    int rc = 0;
+    if (ep->each_param != NULL && (rc = plan_items(query_of(q), ep->each_param, ep->max_items,
+                                                   &items, &nitems, why, sizeof why)) == -EINVAL) {
+        httpd_respond_error(q->hr, 400, "bad_request", why, NULL, 0);
+        return true;
+    }
     struct buf key = BUF_INIT;
     struct cache_policy p = {ep->cache.ttl_ms, ep->cache.stale_while_revalidate_ms,
                              ep->cache.stale_if_error_ms};
     struct cache_lookup lk;
     q->waiter.notify = notify;
     q->waiter.arg = q;
-    if (cached_key(ep, q->params, plan, &key) < 0 ||
-        (q->wake = event_new(rt->env.base, -1, 0, on_wake, q)) == NULL ||
+    if (rc < 0 || cached_key(ep, q->params, items, nitems, &key) < 0 ||
         cache_lookup(rt->env.cache, key.data, key.len, &p, &q->waiter, &lk) < 0) {
+        free(items);
         buf_finish(&key);
-        if (q->wake != NULL)
-            event_free(q->wake);
-        q->wake = NULL;
-        plan_destroy(plan);
         httpd_respond_error(q->hr, 500, "internal", "out of memory", NULL, 0);
         return true;
     }
+    free(items);
     buf_finish(&key);
     q->looked_up = true;
     q->cache_result = lk.result;
     q->had_stale = lk.had_stale;
     metrics_cache_lookup(q->stats, rt->env.worker, as_metric[lk.result]);
     if (lk.result == CACHE_HIT || lk.result == CACHE_STALE) {
-        event_free(q->wake);
-        q->wake = NULL;
         if (lk.fill != NULL) /* stale_while_revalidate: refreshed in the background */
-            fill_start(q, plan, lk.fill);
-        else
-            plan_destroy(plan);
+            run_fill(q, lk.fill);
         answer(q, lk.answer, lk.result == CACHE_HIT ? "hit" : "fwd=stale", true);
         return true;
     }
-    /* MISS or COLLAPSED: q waits for the fill's answer, parked. */
-    if (httpd_park(q->hr) < 0) { /* already gone: ends as 499; a fill still runs for others */
+    /* MISS or COLLAPSED: q waits for the fill's answer, parked; a fill runs for the others
+     * even when q's client has already gone (it then ends as 499). */
+    q->waiting = true;
+    if (httpd_park(q->hr) < 0)
         cached_release(q);
-        if (lk.fill != NULL)
-            fill_start(q, plan, lk.fill);
-        else
-            plan_destroy(plan);
-        return true;
-    }
     if (lk.fill != NULL)
-        fill_start(q, plan, lk.fill);
-    else
-        plan_destroy(plan);
+        run_fill(q, lk.fill);
     return true;
 }
 
 void cached_release(struct request *q)
 {
-    if (q->wake == NULL)
+    if (!q->waiting)
         return;
-    cache_waiter_cancel(q->rt->env.cache, &q->waiter);
-    /* Notified already (the wake is pending on this loop): event_free() takes it off. */
+    q->waiting = false;
+    struct router *rt = q->rt;
+    cache_waiter_cancel(rt->env.cache, &q->waiter); /* no notify can follow */
+    pthread_mutex_lock(&rt->woken_mu);
+    if (q->woken_queued) { /* notified, not yet delivered: taken off the mailbox */
+        struct request **pp = &rt->woken;
+        while (*pp != q)
+            pp = &(*pp)->woken_next;
+        *pp = q->woken_next;
+        q->woken_next = NULL;
+        q->woken_queued = false;
+    }
+    pthread_mutex_unlock(&rt->woken_mu);
     cache_answer_unref(q->waiter.answer);
     q->waiter.answer = NULL;
-    event_free(q->wake);
-    q->wake = NULL;
 }
 
 const char *cached_result_name(const struct request *q)

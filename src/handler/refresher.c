@@ -87,7 +87,8 @@ static void start(struct refresher *r)
     r->started_us = clock_us();
     r->ident = ep->ident;
     arm(r, ep->cache.refresh_ms); /* start to start, whatever happens to this one */
-    if (plan_build(ep, &preq, &plan, why, sizeof why) < 0 || cached_key(ep, NULL, plan, &key) < 0 ||
+    if (plan_build(ep, &preq, &plan, why, sizeof why) < 0 ||
+        cached_key(ep, NULL, NULL, 0, &key) < 0 ||
         cache_refresh(rt->env.cache, key.data, key.len, &p, &cf) < 0) {
         plan_destroy(plan);
         buf_finish(&key);

@@ -9,6 +9,7 @@
 #include "router.h"
 #include "stream.h"
 
+#include <pthread.h>
 #include <stdbool.h>
 
 struct config_endpoint;
@@ -34,7 +35,11 @@ struct router {
     struct request *aggregates;   /* parked aggregate requests, for the drain limit */
     struct fill *fills;           /* cache fills running on this loop (cached.c) */
     struct refresher *refreshers; /* the refreshed endpoints pinned to this loop */
-    bool stopped;                 /* the drain began: no refresh starts */
+    /* Waiters whose fill has ended, queued by the thread that ended it (cached.c). */
+    pthread_mutex_t woken_mu;
+    struct request *woken; /* guarded by woken_mu */
+    struct event *wake;
+    bool stopped; /* the drain began: no refresh starts */
     struct metrics_endpoint *m_unmatched, *m_healthz, *m_readyz, *m_metrics;
 };
 
@@ -58,15 +63,19 @@ struct request {
     /* cached.c: the response cache, for an endpoint with "cache" */
     bool looked_up; /* cache_result says how */
     enum cache_result cache_result;
-    bool had_stale;             /* an expired answer was held when it looked up */
-    struct cache_waiter waiter; /* registered with a fill while wake is set */
-    struct event *wake;         /* activated when the fill it waits for ends */
+    bool had_stale; /* an expired answer was held when it looked up */
+    bool waiting;   /* waiter is registered with a fill, or woken */
+    struct cache_waiter waiter;
+    struct request *woken_next; /* in rt->woken; both guarded by rt->woken_mu */
+    bool woken_queued;
 };
 
-/* cached.c: serves q from the cache, or waits for the fill of its key, taking over plan (the
- * request's, built). False when the endpoint is not cached here (caching off, a stream): the
- * caller serves it as usual with plan. */
-bool cached_serve(struct request *q, struct plan *plan);
+/* cached.c: serves q (not a stream) from the cache, or parks it to wait for the fill of its
+ * key. False when the endpoint is not cached here: the caller serves it as usual. */
+bool cached_serve(struct request *q);
+/* The router's mailbox for woken waiters. init: 0 or -ENOMEM; finish accepts a failed init. */
+int cached_router_init(struct router *rt);
+void cached_router_finish(struct router *rt);
 /* Unregisters q from its fill (gone or done); idempotent. */
 void cached_release(struct request *q);
 /* What the access line says of it: "hit", "stale", "miss", "collapsed", or NULL. */
@@ -86,10 +95,11 @@ struct fill *cached_fill_start(struct router *rt, struct site *site, struct plan
                                void *arg);
 /* Its done is not called any more: the fill finishes for the cache and its waiters alone. */
 void cached_fill_detach(struct fill *f);
-/* The key of ep's answer for these path values (ep->nparams of them) and plan's items. */
+/* The key of ep's answer for these path values (ep->nparams of them) and the nitems
+ * NUL-separated items (plan_items()). */
 struct buf;
-int cached_key(const struct config_endpoint *ep, char *const *params, const struct plan *plan,
-               struct buf *key);
+int cached_key(const struct config_endpoint *ep, char *const *params, const char *items,
+               size_t nitems, struct buf *key);
 
 /* refresher.c: one background refresher per refreshed endpoint per process, each on the
  * worker its path hashes to. sync follows rt->site (added, removed, changed); stop (the drain)

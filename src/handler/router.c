@@ -179,6 +179,11 @@ struct router *router_create(const struct router_env *env, struct site *site)
     rt->m_healthz = metrics_builtin(env->metrics, "/healthz");
     rt->m_readyz = metrics_builtin(env->metrics, "/readyz");
     rt->m_metrics = metrics_builtin(env->metrics, "/metrics");
+    if (cached_router_init(rt) < 0) {
+        site_unref(rt->site);
+        free(rt);
+        return NULL;
+    }
     refresher_sync(rt);
     return rt;
 }
@@ -189,6 +194,7 @@ void router_destroy(struct router *rt)
         return;
     refresher_destroy(rt);
     cached_destroy_fills(rt);
+    cached_router_finish(rt);
     site_unref(rt->site);
     free(rt);
 }

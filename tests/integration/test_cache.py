@@ -76,6 +76,7 @@ class CacheTest(unittest.TestCase):
         self.assertEqual(h["age"], "0")
         self.assertEqual(h["cache-control"], "max-age=59")
         self.assertRegex(h["etag"], r'^"[0-9a-f]{16}"$')
+        self.assertEqual(h["vary"], "Accept")  # a stream is another representation
         st2, h2, body2 = self.get("/c")
         self.assertEqual((st2, body2), (200, body))
         self.assertRegex(cache_status(h2), r"^gatherd; hit; ttl=(59|58)$")
@@ -103,7 +104,7 @@ class CacheTest(unittest.TestCase):
     def test_uncached_endpoint_keeps_its_headers(self):
         st, h, _ = self.get("/plain")
         self.assertEqual(h["cache-control"], "no-store")
-        for k in ("cache-status", "etag", "age"):
+        for k in ("cache-status", "etag", "age", "vary"):
             self.assertNotIn(k, h)
         line = self.gd.wait_access(lambda o: o.get("path") == "/plain")
         self.assertNotIn("cache", line)
@@ -350,6 +351,13 @@ class CacheDrainTest(unittest.TestCase):
                               f"\r\n".encode())
                     socks.append(s)
                 gd.wait_until(lambda: len(up.switch_calls("dw")) == 1, 10, "the fill's call")
+
+                def looked_up():
+                    exp = gd.scrape(g)
+                    return sum(exp.get("gatherd_cache_lookups_total", endpoint="/w", result=r)
+                               for r in ("miss", "collapsed"))
+                # Every request is waiting (none still in the listen backlog the drain closes).
+                gd.wait_until(lambda: looked_up() == 20, 10, "20 waiting requests")
                 cfg["endpoints"][0]["timeout_ms"] = 19000
                 g.write_config(cfg)
                 g.signal(signal.SIGHUP)
