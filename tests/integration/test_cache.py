@@ -41,6 +41,8 @@ class CacheTest(unittest.TestCase):
             endpoint("/bad", [("a", u("/switch?key=bad"))], cache={"ttl_ms": 60000}),
             endpoint("/swr", [("a", u("/switch?key=swr&delay_ms=300"))],
                      cache={"ttl_ms": 1000, "stale_while_revalidate_ms": 60000}),
+            endpoint("/swrfail", [("a", u("/switch?key=swrfail"))],
+                     cache={"ttl_ms": 500, "stale_while_revalidate_ms": 1500}),
             endpoint("/sie", [("a", u("/switch?key=sie"))],
                      cache={"ttl_ms": 1000, "stale_if_error_ms": 60000}),
             endpoint("/sie2", [("a", u("/switch?key=sie2"))],
@@ -81,6 +83,9 @@ class CacheTest(unittest.TestCase):
         self.assertEqual((st2, body2), (200, body))
         self.assertRegex(cache_status(h2), r"^gatherd; hit; ttl=(59|58)$")
         self.assertEqual(h2["etag"], h["etag"])
+        st3, h3, body3 = http_get(self.gd.url("/c"), method="HEAD")
+        self.assertEqual((st3, body3, h3["etag"]), (200, b"", h["etag"]))
+        self.assertRegex(cache_status(h3), r"^gatherd; hit")
         self.assertEqual(len(self.up.switch_calls("c")), 1)
         # The access line and the metrics say how it went.
         line = self.gd.wait_access(lambda o: o.get("path") == "/c" and o.get("cache") == "hit")
@@ -190,6 +195,25 @@ class CacheTest(unittest.TestCase):
         exp = gd.scrape(self.gd)
         self.assertGreaterEqual(exp.get("gatherd_cache_lookups_total", endpoint="/swr",
                                         result="stale"), 1)
+
+    def test_stale_while_revalidate_with_failing_refresh(self):
+        """A background refresh that fails stores nothing: the stale answer is served until
+        stale_while_revalidate_ms runs out, then the error as it is."""
+        _, h0, body0 = self.get("/swrfail")
+        self.up.switch("swrfail", 503)
+        try:
+            gd.wait_until(lambda: "fwd=stale" in cache_status(self.get("/swrfail")[1]), 10,
+                          "staleness")
+            gd.wait_until(lambda: len(self.up.switch_calls("swrfail")) >= 2, 10, "a refresh")
+            st, h, body = self.get("/swrfail")
+            if st == 200:  # still within the window
+                self.assertEqual(body, body0)
+                self.assertRegex(cache_status(h), r"^gatherd; fwd=stale; ttl=-\d+$")
+            gd.wait_until(lambda: self.get("/swrfail")[0] == 502, 10, "the window's end")
+            st, h, _ = self.get("/swrfail")
+            self.assertEqual((st, cache_status(h)), (502, "gatherd; fwd=miss"))
+        finally:
+            self.up.switch("swrfail", 200)
 
     def test_stale_if_error(self):
         _, h0, body0 = self.get("/sie")
