@@ -293,6 +293,10 @@ struct metrics_table *metrics_bind(struct metrics *m, const struct config *cfg)
     }
     bool ok = true;
     pthread_mutex_lock(&m->mu);
+    /* The cache and refresh series follow the newest configuration: an endpoint that stopped
+     * being refreshed must not show an answer ageing for ever. */
+    for (struct metrics_endpoint *e = m->endpoints; e != NULL; e = e->next)
+        e->cached = e->refreshed = false;
     for (size_t i = 0; ok && i < cfg->nendpoints; i++) {
         const struct config_endpoint *ep = &cfg->endpoints[i];
         ok = (t->endpoint[ep->id] = find_endpoint(m, ep->path)) != NULL;
@@ -307,6 +311,9 @@ struct metrics_table *metrics_bind(struct metrics *m, const struct config *cfg)
                 t->backend[be->id]->https = true;
         }
     }
+    for (struct metrics_endpoint *e = m->endpoints; e != NULL; e = e->next)
+        if (!e->refreshed)
+            atomic_store_explicit(&e->refresh_stored_us, 0, memory_order_relaxed);
     pthread_mutex_unlock(&m->mu);
     if (!ok) {
         metrics_table_destroy(t);

@@ -153,6 +153,10 @@ class RefreshTest(unittest.TestCase):
             # /a's refresher is gone: at most the one running at the reload ends after it.
             late = [e for e in self.up.switch_calls("ha") if e["t"] > t + 0.1]
             self.assertEqual(late, [])
+            exp = gd.scrape(g)
+            self.assertIsNone(exp.get("gatherd_refresh_age_seconds", endpoint="/a"),
+                              "an endpoint no longer refreshed has no age to alert on")
+            self.assertIsNotNone(exp.get("gatherd_refresh_age_seconds", endpoint="/b"))
             # An interval change takes effect without a restart.
             g.write_config(config(a, dict(b, refresh_ms=1500)))
             g.signal(signal.SIGHUP)
