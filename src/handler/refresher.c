@@ -59,7 +59,9 @@ static void on_refreshed(void *arg, const struct cache_answer *a, bool stored)
 {
     struct refresher *r = arg;
     struct metrics_endpoint *stats = site_endpoint_series(r->site, r->ep);
-    enum metrics_refresh_outcome o = stored                          ? METRICS_REFRESH_COMPLETE
+    /* Complete or not is the fan-out's outcome; whether it was stored (not when over an
+     * eighth of the bound) is the age gauge's business. */
+    enum metrics_refresh_outcome o = a != NULL && a->complete        ? METRICS_REFRESH_COMPLETE
                                      : a != NULL && a->status == 200 ? METRICS_REFRESH_PARTIAL
                                                                      : METRICS_REFRESH_FAILED;
     r->running = NULL;
