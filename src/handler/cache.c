@@ -41,6 +41,8 @@ struct cache {
     struct slot *lru_head, *lru_tail; /* head: most recently used */
     uint64_t *warm;                   /* identities whose refresher has run once */
     size_t nwarm, warm_cap;
+    uint64_t *kept; /* the identities cache_keep() last kept, or NULL: any */
+    size_t nkept;
 };
 
 static uint64_t hash_bytes(uint64_t h, const void *p, size_t n)
@@ -199,6 +201,7 @@ void cache_destroy(struct cache *c)
     publish(c);
     pthread_mutex_destroy(&c->mu);
     free(c->warm);
+    free(c->kept);
     free(c->buckets);
     free(c);
 }
@@ -251,6 +254,15 @@ void cache_keep(struct cache *c, const uint64_t *idents, size_t n)
         if (known(idents, n, c->warm[i]))
             c->warm[kept++] = c->warm[i];
     c->nwarm = kept;
+    /* Fills still running under a dropped identity must not store what nobody can look up
+     * any more. Out of memory: they may, and their answers age out by LRU. */
+    uint64_t *copy = malloc((n + 1) * sizeof *copy);
+    if (copy != NULL) {
+        memcpy(copy, idents, n * sizeof *copy);
+        free(c->kept);
+        c->kept = copy;
+        c->nkept = n;
+    }
     publish(c);
     pthread_mutex_unlock(&c->mu);
 }
@@ -413,7 +425,8 @@ bool cache_fill_done(struct cache *c, struct cache_fill *f, struct cache_answer 
     size_t charge = sizeof *s + s->klen + sizeof *a + a->len;
     bool stored = false;
     struct cache_answer *send = a;
-    if (a->complete && c->max_bytes > 0 && charge <= c->max_bytes / 8) {
+    bool current = c->kept == NULL || known(c->kept, c->nkept, key_ident(s));
+    if (a->complete && current && c->max_bytes > 0 && charge <= c->max_bytes / 8) {
         drop_answer(c, s);
         s->answer = cache_answer_ref(a);
         s->policy = f->policy;

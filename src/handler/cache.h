@@ -100,7 +100,8 @@ size_t cache_max_bytes(const struct cache *c);
 
 /* Drops every stored answer whose key does not begin with one of the n identities (an
  * endpoint's definition, as cache_key_begin() writes it): at reload, for endpoints that changed
- * or went. Running fills are left to finish. */
+ * or went. Running fills are left to finish, for their waiters: what they bring for a dropped
+ * identity is not stored. */
 void cache_keep(struct cache *c, const uint64_t *idents, size_t n);
 
 /* Looks `key` up as of now under `p`. For MISS and COLLAPSED, `w` is registered and will be

@@ -101,9 +101,18 @@ static void test_keys_and_expiry(void)
     size_t n, bytes;
     cache_usage(c, &n, &bytes);
     ok(n == 3, "three entries held (%zu)", n);
+    struct waiter x;
+    struct cache_lookup lk;
+    waiter_init(&x);
+    cache_lookup(c, b.data, b.len, &p, &x.w, &lk); /* expired: a fill for identity 1 runs */
     cache_keep(c, (uint64_t[]){2}, 1);
     cache_usage(c, &n, &bytes);
     ok(n == 1, "a reload keeping identity 2 only keeps its entry (%zu)", n);
+    struct cache_answer *late = make(c, 200, true, "late");
+    ok(!cache_fill_done(c, lk.fill, late) && x.w.answer == late,
+       "a fill under a dropped identity answers its waiters and stores nothing");
+    cache_answer_unref(late);
+    cache_answer_unref(x.w.answer);
     buf_finish(&a);
     buf_finish(&b);
     buf_finish(&a2);
