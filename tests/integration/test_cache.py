@@ -74,9 +74,10 @@ class CacheTest(unittest.TestCase):
     def test_miss_then_hit_headers(self):
         st, h, body = self.get("/c")
         self.assertEqual(st, 200)
-        self.assertEqual(cache_status(h), "gatherd; fwd=miss; stored; ttl=59")
+        # 60 s fresh: 59 whole seconds left (58 on a machine slow enough to take a second).
+        self.assertRegex(cache_status(h), r"^gatherd; fwd=miss; stored; ttl=5[89]$")
         self.assertEqual(h["age"], "0")
-        self.assertEqual(h["cache-control"], "max-age=59")
+        self.assertRegex(h["cache-control"], r"^max-age=5[89]$")
         self.assertRegex(h["etag"], r'^"[0-9a-f]{16}"$')
         self.assertEqual(h["vary"], "Accept")  # a stream is another representation
         st2, h2, body2 = self.get("/c")
@@ -168,7 +169,8 @@ class CacheTest(unittest.TestCase):
         finally:
             self.up.switch("bad", 200)
         st, h, _ = self.get("/bad")
-        self.assertEqual((st, cache_status(h)), (200, "gatherd; fwd=miss; stored; ttl=59"))
+        self.assertEqual(st, 200)
+        self.assertRegex(cache_status(h), r"^gatherd; fwd=miss; stored; ttl=5[89]$")
 
     def test_expiry(self):
         self.get("/short")
@@ -229,7 +231,7 @@ class CacheTest(unittest.TestCase):
             self.up.switch("sie", 200)
         st, h, body = self.get("/sie")
         self.assertEqual(st, 200)
-        self.assertRegex(cache_status(h), r"^gatherd; fwd=stale; stored; ttl=0$")
+        self.assertRegex(cache_status(h), r"^gatherd; fwd=stale; stored; ttl=(0|-1)$")
         self.assertNotEqual(body, body0)
 
     def test_stale_if_error_runs_out(self):
@@ -264,7 +266,7 @@ class CacheTest(unittest.TestCase):
         col = [c for _, c in statuses if "collapsed" in c]
         self.assertGreater(len(col), 0)
         for c in col:
-            self.assertEqual(c, "gatherd; fwd=miss; collapsed; stored; ttl=59")
+            self.assertRegex(c, r"^gatherd; fwd=miss; collapsed; stored; ttl=5[89]$")
         lines = [gd_line for gd_line in self.gd.access_lines()
                  if gd_line.get("request_id", "").startswith("col-")]
         gd.wait_until(lambda: len([l for l in self.gd.access_lines()
