@@ -80,7 +80,7 @@ R2_TLS_PORT = PORT_BASE + 88
 GATHERD_PORT = PORT_BASE + 90
 UP_BASE = PORT_BASE + 100
 N_UP = 100  # upstream "hosts": distinct ports on 127.0.0.1
-DELAYS_MS = (50, 500, 1000)
+DELAYS_MS = (10, 20, 50, 500, 1000)
 CLK_TCK = os.sysconf("SC_CLK_TCK")
 NOFILE = min(65536, resource.getrlimit(resource.RLIMIT_NOFILE)[1])
 NGINX = shutil.which("nginx") or "/usr/sbin/nginx"
@@ -195,6 +195,14 @@ SCENARIOS = [
          target="waves", label="gatherd 20 backends × 500 ms, concurrency 5, 1 request"),
     dict(name="each100", kind="single", k=1, each=100, workers=1, delay=500,
          target="fanout", label="gatherd 100 items × 500 ms (each), 1 request"),
+    # Streaming (issue 12): one slow backend among three. Streamed (Accept:
+    # application/x-ndjson), the first line leaves when the 10 ms backend answers; the plain
+    # join to the same endpoint waits for the 500 ms one.
+    dict(name="stream-first", kind="single", k=3, delays=(10, 20, 500), workers=1,
+         stream=True, target="first",
+         label="gatherd K=3 at 10/20/500 ms, first NDJSON line, 1 request"),
+    dict(name="stream-plain", kind="single", k=3, delays=(10, 20, 500), workers=1,
+         target="plain500", label="gatherd K=3 at 10/20/500 ms, plain join, 1 request"),
 ]
 BY_NAME = {s["name"]: s for s in SCENARIOS}
 # Names --only also takes, for a set of scenarios measured together.
@@ -205,6 +213,7 @@ GROUPS = {
     "tls": ["r2", "k3", "r2-tls", "k3-tls-h1", "k3-tls-h2"],
 }
 GROUPS["policies"] = ["conc5", "each100"]
+GROUPS["stream"] = ["stream-first", "stream-plain"]
 GROUPS["compare"] = list(dict.fromkeys(GROUPS["compare-k3"] + GROUPS["compare-k20"]
                                         + GROUPS["flat"]))
 REF_SHORT = {"r2": "R2", "r2-w1": "R2 (1 worker)", "r2-d50": "R2 @50 ms", "r2-tls": "R2-TLS"}
@@ -532,7 +541,8 @@ http {{
         for i in range(k):
             base, _ = self.fixture_for(i)
             name = base.split("_")[0].split(".")[0] if k <= len(self.fixtures) else f"b{i}"
-            out.append((name, self.backend_url(i, delay, sc.get("tls", False))))
+            d = sc["delays"][i] if "delays" in sc else delay
+            out.append((name, self.backend_url(i, d, sc.get("tls", False))))
         return out
 
     def start_reference_tls(self, sc):
@@ -911,6 +921,8 @@ class Runner:
             n = self.args.single_runs
 
             def load():
+                if sc.get("stream"):
+                    return self.load_stream(sc, n)
                 times = []
                 for _ in range(n):
                     out = subprocess.run(
@@ -928,6 +940,25 @@ class Runner:
             return res
         finally:
             PROCS.stop(p)
+
+    def load_stream(self, sc, n):
+        """n streamed requests one at a time: the time to the first NDJSON line (p50, max) and
+        to the done line (done_p50), from sending the request, read off a raw socket."""
+        sys.path.insert(0, os.path.join(ROOT, "tests", "lib"))
+        from streamclient import StreamClient
+        first, done = [], []
+        for _ in range(n):
+            with StreamClient(GATHERD_PORT, agg_path(sc), accept="application/x-ndjson") as s:
+                st, _ = s.head()
+                lines = s.all_lines()
+                if st != 200 or not s.ended or lines[-1][1] != {"done": True, "ok": sc["k"],
+                                                                 "failed": 0}:
+                    raise RuntimeError(f"stream answered {st}: {lines[-1:]!r}")
+                first.append((lines[0][0] - s.t0) * 1e3)
+                done.append((lines[-1][0] - s.t0) * 1e3)
+        return {"rps": None, "requests": n, "p50": statistics.median(first), "p99": max(first),
+                "times": first, "done_p50": statistics.median(done), "non2xx": 0,
+                "sockerr": {}}
 
     def wait_quiet(self):
         """Waits (at most --quiet-wait seconds) until the machine is nearly idle between
@@ -1041,6 +1072,12 @@ def judge(sc, res, results):
     elif t == "fanout":
         text = "≈0.5 s (max ≤ 0.6 s)"
         ok = res["p99"] <= 600
+    elif t == "first":
+        text = "≈10 ms (median ≤ 50 ms)"
+        ok = res["p50"] <= 50
+    elif t == "plain500":
+        text = "≈500 ms (median 500–600 ms)"
+        ok = 500 <= res["p50"] <= 600
     elif t == "waves":
         # Four waves of 0.5 s: faster would mean the limit did not hold.
         text = "≈2.0 s (median ≥ 2.0 s, max ≤ 2.2 s)"
@@ -1077,6 +1114,8 @@ def table(results, order):
             errs.append("socket " + ",".join(f"{k} {v}" for k, v in se.items()))
         if "log_lines" in res:
             errs.append(f"{res['log_lines']:,} access lines")
+        if "done_p50" in res:
+            errs.append(f"done line median {fmt_ms(res['done_p50'])}")
         single = sc["kind"] == "single"
         label = sc["label"]
         if sc.get("pool") and "lifted" not in label:

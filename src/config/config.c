@@ -158,14 +158,19 @@ static bool has_ctl(const char *s)
 static const char *const managed_headers[] = {
     "content-length", "transfer-encoding", "connection", "x-request-id", "host", NULL};
 
-static int parse_headers(struct ctx *c, json_t *obj, const char *path, struct config_backend *be)
+/* Headers of a POST's body, which gatherd sets on a notification. */
+static const char *const posted_headers[] = {"content-type", "expect", NULL};
+
+/* Reads obj into *out (n lines in *nout). `posted`: the headers are a notification's. */
+static int parse_headers(struct ctx *c, json_t *obj, const char *path, char ***out, size_t *nout,
+                         bool posted)
 {
     char k[256];
     join_key(k, sizeof k, path, "headers");
     if (!json_is_object(obj))
         return fail(c, k, "must be an object of header names to string values");
-    be->headers = calloc(json_object_size(obj) + 1, sizeof *be->headers);
-    if (be->headers == NULL)
+    char **headers = *out = calloc(json_object_size(obj) + 1, sizeof *headers);
+    if (headers == NULL)
         return -ENOMEM;
     const char *name;
     json_t *val;
@@ -179,6 +184,9 @@ static int parse_headers(struct ctx *c, json_t *obj, const char *path, struct co
             if (!validate_tchar(*q))
                 return fail(c, hk, "is not a valid header name");
         for (const char *const *m = managed_headers; *m; m++)
+            if (strcasecmp(*m, name) == 0)
+                return fail(c, hk, "is set by gatherd and cannot be configured");
+        for (const char *const *m = posted_headers; posted && *m; m++)
             if (strcasecmp(*m, name) == 0)
                 return fail(c, hk, "is set by gatherd and cannot be configured");
         if (!json_is_string(val))
@@ -199,7 +207,7 @@ static int parse_headers(struct ctx *c, json_t *obj, const char *path, struct co
         }
         snprintf(line, len, "%s: %s", name, value);
         free(value);
-        be->headers[be->nheaders++] = line;
+        headers[(*nout)++] = line;
     }
     return 0;
 }
@@ -511,14 +519,60 @@ static int parse_backend(struct ctx *c, json_t *obj, const char *path,
     if ((rc = get_bool(c, obj, path, "required", &be->required)) < 0)
         return rc;
     json_t *h = json_object_get(obj, "headers");
-    if (h != NULL && (rc = parse_headers(c, h, path, be)) < 0)
+    if (h != NULL && (rc = parse_headers(c, h, path, &be->headers, &be->nheaders, false)) < 0)
         return rc;
     return 0;
 }
 
 static const char *const endpoint_keys[] = {
-    "path",     "timeout_ms",  "backends", "max_body_bytes", "coalesce",   "cache",
-    "on_error", "concurrency", "each",     "params",         "refresh_ms", NULL};
+    "path",        "timeout_ms", "backends", "max_body_bytes", "coalesce",   "on_error",
+    "concurrency", "each",       "params",   "notify",         "cache",      "refresh_ms",
+    NULL};
+
+/* The endpoint's "notify": where each of its requests is reported once answered. The sink is
+ * reached as backends are (same URL rules), with the top level's tls and http2. */
+static int parse_notify(struct ctx *c, json_t *obj, const char *path, struct config_endpoint *ep)
+{
+    static const char *const notify_keys[] = {"url", "queue", "timeout_ms", "headers", NULL};
+    json_t *nt = json_object_get(obj, "notify");
+    char k[300], uk[320], why[1024];
+    const char *s;
+    long long n;
+    int rc;
+    if (nt == NULL)
+        return 0;
+    join_key(k, sizeof k, path, "notify");
+    if ((rc = check_object(c, nt, k, notify_keys)) < 0)
+        return rc;
+    struct config_notify *no = ep->notify = calloc(1, sizeof *no);
+    if (no == NULL)
+        return -ENOMEM;
+    if ((rc = get_string(c, nt, k, "url", true, &s)) < 0)
+        return rc;
+    join_key(uk, sizeof uk, k, "url");
+    if ((rc = expand(c, uk, s, &no->url)) < 0)
+        return rc;
+    const char *problem = validate_url(no->url);
+    if (problem != NULL)
+        return fail(c, uk, "%s", problem);
+    if (strpbrk(no->url, "{}") != NULL)
+        return fail(c, uk, "must not contain placeholders: every request goes to the same sink");
+    rc = config_tls_resolve(c->cfg->tls, &c->tls, uk, &no->url, &no->tls, why, sizeof why);
+    if ((rc = fail_tls(c, rc, why)) < 0)
+        return rc;
+    n = 1000;
+    if ((rc = get_int(c, nt, k, "queue", 1, CONFIG_NOTIFY_QUEUE_MAX, &n)) < 0)
+        return rc;
+    no->queue = (size_t)n;
+    n = 2000;
+    if ((rc = get_int(c, nt, k, "timeout_ms", 1, CONFIG_MAX_TIMEOUT_MS, &n)) < 0)
+        return rc;
+    no->timeout_ms = (long)n;
+    json_t *h = json_object_get(nt, "headers");
+    if (h != NULL && (rc = parse_headers(c, h, k, &no->headers, &no->nheaders, true)) < 0)
+        return rc;
+    return 0;
+}
 
 /* Resolves each backend's {name:/pointer} references to backends of ep, and refuses what could
  * never run: an unknown name, a backend reading itself, a cycle, a chain in an each endpoint. */
@@ -899,6 +953,9 @@ static int parse_endpoint(struct ctx *c, json_t *obj, const char *path, struct c
     }
     if ((rc = resolve_chains(c, path, ep)) < 0 || (rc = parse_refresh(c, obj, path, ep)) < 0)
         return rc;
+    if ((rc = parse_notify(c, obj, path, ep)) < 0)
+        return rc;
+    cfg->nnotify += ep->notify != NULL;
     if (ep->each_param != NULL) {
         join_key(k, sizeof k, path, "each");
         if (ep->nbackends != 1)
@@ -1085,6 +1142,13 @@ static void free_config(struct config *cfg)
         free(ep->segs);
         free(ep->each_param);
         free(ep->backends);
+        if (ep->notify != NULL) {
+            for (size_t h = 0; h < ep->notify->nheaders; h++)
+                free(ep->notify->headers[h]);
+            free(ep->notify->headers);
+            free(ep->notify->url);
+            free(ep->notify);
+        }
         free(ep->path);
     }
     free(cfg->endpoints);

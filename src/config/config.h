@@ -84,6 +84,19 @@ struct config_cache {
     long refresh_ms; /* 0: none; else one background fan-out every this many ms */
 };
 
+/* Where an endpoint reports each request once it is answered (handler/notify.h): a JSON POST,
+ * fire and forget. */
+struct config_notify {
+    char *url;       /* http:// or https://, no placeholders */
+    size_t queue;    /* notifications waiting per worker and sink at most; more are dropped */
+    long timeout_ms; /* per POST, time waiting for a connection included */
+    char **headers;  /* "Name: value" lines, ${VAR} already expanded */
+    size_t nheaders;
+    const struct config_tls *tls; /* the top level's tls and http2; never NULL */
+};
+
+#define CONFIG_NOTIFY_QUEUE_MAX 100000
+
 struct config_endpoint {
     char *path;
     long timeout_ms;
@@ -103,6 +116,7 @@ struct config_endpoint {
      * and the top-level keys it inherits. A reload keeps the cached answers of an endpoint
      * whose identity it still has. */
     uint64_t ident;
+    struct config_notify *notify; /* NULL: its requests are not reported */
     size_t id; /* its index in config.endpoints: indexes tables beside the configuration */
 };
 
@@ -123,6 +137,7 @@ struct config {
     size_t nendpoints;
     struct config_endpoint *endpoints;
     size_t nbackends_total;
+    size_t nnotify; /* endpoints with a notify */
     size_t nparams_total;
     struct config_tls_set *tls;      /* the backends' connection profiles and their files */
     struct config_warning *warnings; /* what is allowed but deserves a warning at start */

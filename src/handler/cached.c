@@ -350,7 +350,8 @@ bool cached_serve(struct request *q)
     }
     free(items);
     buf_finish(&key);
-    q->looked_up = true;
+    static const char *const names[CACHE_NRESULTS] = {"hit", "stale", "miss", "collapsed"};
+    q->cache = names[lk.result]; /* the access line's and the notification's "cache" */
     q->cache_result = lk.result;
     q->had_stale = lk.had_stale;
     metrics_cache_lookup(q->stats, rt->env.worker, as_metric[lk.result]);
@@ -389,10 +390,4 @@ void cached_release(struct request *q)
     pthread_mutex_unlock(&rt->woken_mu);
     cache_answer_unref(q->waiter.answer);
     q->waiter.answer = NULL;
-}
-
-const char *cached_result_name(const struct request *q)
-{
-    static const char *const names[CACHE_NRESULTS] = {"hit", "stale", "miss", "collapsed"};
-    return q->looked_up ? names[q->cache_result] : NULL;
 }

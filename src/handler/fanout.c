@@ -37,8 +37,10 @@ struct fanout {
     struct event *ev; /* the deadline; also activated by hand when all are done */
     fanout_done_fn done;
     void *arg;
-    bool finished;    /* done() was called, or the fanout was cancelled */
-    bool progressing; /* in progress(): completions met on the way are handled by its loop */
+    bool finished;      /* done() was called, or the fanout was cancelled */
+    bool progressing;   /* in progress(): completions met on the way are handled by its loop */
+    bool starting;      /* in fanout_start(): its caller does not hold the fanout yet */
+    struct event *tell; /* env.settled for calls that settled inside fanout_start(); lazily */
     uint64_t t0;
     char request_id[REQID_MAX + 1];
     struct leg legs[];
@@ -68,6 +70,30 @@ static void tell_settled(struct fanout *f)
             f->env.settled(f->arg, i);
         }
     }
+}
+
+static void on_tell(evutil_socket_t fd, short what, void *arg)
+{
+    (void)fd;
+    (void)what;
+    tell_settled(arg);
+}
+
+/* Calls that settle inside fanout_start() (a transfer that could not start) are told from the
+ * loop, as the header promises: the caller does not hold the fanout before it returns. Should
+ * the event not be made, the completion tells them (on_event()). */
+static void tell_later(struct fanout *f)
+{
+    bool any = false;
+    for (size_t i = 0; i < f->plan->ncalls && !any; i++) {
+        enum agg_state st = agg_state_of(f->agg, i);
+        any = !f->legs[i].told && st != AGG_PENDING && st != AGG_RUNNING;
+    }
+    if (!any || f->env.settled == NULL)
+        return;
+    if (f->tell == NULL && (f->tell = evtimer_new(f->env.base, on_tell, f)) == NULL)
+        return;
+    event_active(f->tell, EV_TIMEOUT, 0);
 }
 
 static void maybe_finish(struct fanout *f)
@@ -124,7 +150,10 @@ static void progress(struct fanout *f)
         start_leg(f, i);
     }
     f->progressing = false;
-    tell_settled(f);
+    if (f->starting)
+        tell_later(f);
+    else
+        tell_settled(f);
     maybe_finish(f);
 }
 
@@ -153,8 +182,8 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
         char why[96];
         snprintf(why, sizeof why, "endpoint deadline of %ld ms reached", f->plan->deadline_ms);
         stop_legs(f, ERRKIND_TIMEOUT, why);
-        tell_settled(f);
     }
+    tell_settled(f); /* also what settled inside fanout_start(), if on_tell() has not run */
     f->finished = true;
     if (f->env.no_join) {
         struct buf none = BUF_INIT;
@@ -178,14 +207,18 @@ static void on_event(evutil_socket_t fd, short what, void *arg)
 /* A call's own timeout, unless it would reach the deadline: then the deadline must decide,
  * or curl's timer and the deadline's could fire in either order, and under fail_fast a call
  * timing out just first would read as the failure that cancelled the rest. So the transfer
- * gets a little longer than what is left, and the deadline cuts it off as a timeout. */
+ * gets a little longer than the whole deadline (so longer than what is left), and the deadline
+ * cuts it off as a timeout. Not what is left plus the slack: the timeout is part of what
+ * coalescing matches (flight.h), and a call that starts after its request did (a dependent, a
+ * call that waited for a slot) would then differ from every other request's by the
+ * milliseconds each had used, and never be shared. */
 static long call_timeout(const struct fanout *f, const struct plan_call *call, uint64_t now)
 {
     uint64_t elapsed_ms = (now - f->t0) / 1000;
     long left = f->plan->deadline_ms - (long)elapsed_ms;
     if (left < 1)
         left = 1;
-    return call->timeout_ms < left ? call->timeout_ms : left + DEADLINE_SLACK_MS;
+    return call->timeout_ms < left ? call->timeout_ms : f->plan->deadline_ms + DEADLINE_SLACK_MS;
 }
 
 static void start_leg(struct fanout *f, size_t i)
@@ -211,7 +244,9 @@ static void start_leg(struct fanout *f, size_t i)
                                call->headers,
                                call->nheaders,
                                f->request_id,
-                               call->be->tls};
+                               call->be->tls,
+                               NULL,
+                               0};
     if (f->plan->concurrency > 0)
         metrics_slot_wait(series_of(f, i), f->env.worker, leg->t0 - f->t0);
     agg_start(f->agg, i);
@@ -247,7 +282,9 @@ struct fanout *fanout_start(const struct fanout_env *env, struct plan *plan, con
     struct timeval tv = {ms / 1000, (ms % 1000) * 1000};
     evtimer_add(f->ev, &tv);
     f->t0 = clock_now(env->clock);
+    f->starting = true;
     progress(f);
+    f->starting = false;
     return f;
 }
 
@@ -279,6 +316,8 @@ void fanout_destroy(struct fanout *f)
     }
     if (f->ev != NULL)
         event_free(f->ev);
+    if (f->tell != NULL)
+        event_free(f->tell);
     agg_destroy(f->agg);
     plan_destroy(f->plan);
     free(f);

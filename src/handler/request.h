@@ -59,12 +59,15 @@ struct request {
     enum stream_mode stream;     /* how the answer goes out */
     struct event *keepalive;     /* SSE: comment lines while the stream idles */
     size_t ok, failed;           /* streamed calls so far */
+    /* The response cache's verdict on this request ("hit", "miss", ...), the one place it is
+     * set: the access line shows it and the notification reports it as "cache" (notify.h).
+     * NULL: none known (no member in the access line, null in the notification). */
+    const char *cache;
     char client[NETACL_ADDRSTRLEN];
     /* cached.c: the response cache, for an endpoint with "cache" */
-    bool looked_up; /* cache_result says how */
-    enum cache_result cache_result;
-    bool had_stale; /* an expired answer was held when it looked up */
-    bool waiting;   /* waiter is registered with a fill, or woken */
+    enum cache_result cache_result; /* how its lookup went, once cache is set */
+    bool had_stale;                 /* an expired answer was held when it looked up */
+    bool waiting;                   /* waiter is registered with a fill, or woken */
     struct cache_waiter waiter;
     struct request *woken_next; /* in rt->woken; both guarded by rt->woken_mu */
     bool woken_queued;
@@ -78,8 +81,6 @@ int cached_router_init(struct router *rt);
 void cached_router_finish(struct router *rt);
 /* Unregisters q from its fill (gone or done); idempotent. */
 void cached_release(struct request *q);
-/* What the access line says of it: "hit", "stale", "miss", "collapsed", or NULL. */
-const char *cached_result_name(const struct request *q);
 /* The fills of this loop: cut off at the drain limit; abandoned when the router goes. */
 void cached_expire_fills(struct router *rt, const char *why);
 void cached_destroy_fills(struct router *rt);

@@ -6,6 +6,7 @@
 #include "httpd.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
 #include "plan.h"
 #include "request.h"
 #include "site.h"
@@ -141,12 +142,28 @@ static void log_access_line(struct request *q, const struct httpd_outcome *o)
         .stream = q->stream == STREAM_NDJSON ? "ndjson"
                   : q->stream == STREAM_SSE  ? "sse"
                                              : NULL,
-        .cache = cached_result_name(q),
+        .cache = q->cache,
     };
     struct buf b = BUF_INIT;
     if (access_format(&b, &e) == 0)
         log_access(q->rt->env.log, b.data, b.len);
     buf_finish(&b);
+}
+
+/* The answer has gone out (or the client left): the endpoint's sink hears of it. */
+static void notify_done(struct request *q, const struct httpd_outcome *o)
+{
+    struct notify_report r = {
+        .request_id = httpd_req_id(q->hr),
+        .path = httpd_req_path(q->hr),
+        .cache = q->cache,
+        .status = o->status,
+        .usec = o->usec,
+        .nlegs = aggregate_nlegs(q),
+        .leg = aggregate_leg,
+        .leg_arg = q,
+    };
+    notify_request(q->rt->env.notifier, q->site, q->ep, q->stats, &r);
 }
 
 static void on_done(void *arg, struct httpd_req *hr, const struct httpd_outcome *o)
@@ -158,6 +175,8 @@ static void on_done(void *arg, struct httpd_req *hr, const struct httpd_outcome 
         q->client_gone = o->client_gone;
         if (q->site->cfg->access_log)
             log_access_line(q, o);
+        if (q->route == REQUEST_AGGREGATE && q->ep->notify != NULL && rt->env.notifier != NULL)
+            notify_done(q, o);
         aggregate_release(q);
         site_unref(q->site);
         free(q->params);

@@ -27,6 +27,7 @@ struct router_env {
     const atomic_int *draining;  /* /readyz answers 503 once set */
     struct flights *flights;     /* every upstream call starts through it */
     struct cache *cache;         /* the process's response cache; NULL: none */
+    struct notifier *notifier;   /* reports requests of endpoints with a notify; NULL: none */
     void (*finished)(void *arg); /* a request is done (for the drain) */
     void *arg;
 };

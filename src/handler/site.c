@@ -44,7 +44,7 @@ struct site *site_create(struct config *cfg, struct metrics *m, unsigned nworker
         return NULL;
     s->cfg = cfg;
     s->nworkers = nworkers;
-    s->urls = malloc((cfg->nbackends_total + 1) * sizeof *s->urls);
+    s->urls = malloc((cfg->nbackends_total + cfg->nnotify + 1) * sizeof *s->urls);
     if (s->urls == NULL || (s->series = metrics_bind(m, cfg)) == NULL || !compile_patterns(s)) {
         metrics_table_destroy(s->series);
         free(s->urls);
@@ -54,6 +54,10 @@ struct site *site_create(struct config *cfg, struct metrics *m, unsigned nworker
     for (size_t i = 0; i < cfg->nendpoints; i++)
         for (size_t j = 0; j < cfg->endpoints[i].nbackends; j++)
             s->urls[cfg->endpoints[i].backends[j].id] = cfg->endpoints[i].backends[j].url;
+    s->nurls = cfg->nbackends_total;
+    for (size_t i = 0; i < cfg->nendpoints; i++)
+        if (cfg->endpoints[i].notify != NULL)
+            s->urls[s->nurls++] = cfg->endpoints[i].notify->url;
     atomic_init(&s->refs, 1);
     config_ref(cfg);
     return s;

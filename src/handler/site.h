@@ -30,7 +30,10 @@ struct site {
      * contention on the request path. */
     unsigned nworkers;
     regex_t *patterns; /* [worker * cfg->nparams_total + param id] */
-    const char **urls; /* every backend's URL, borrowed from cfg: nbackends_total */
+    /* Every backend's URL (by id), then every notify's, borrowed from cfg: the origins the
+     * upstream client keeps pools for. */
+    const char **urls;
+    size_t nurls;
 };
 
 /* Takes a reference on cfg, binds its metrics in m and compiles its path patterns for

@@ -351,13 +351,17 @@ int httpd_respond_error(struct httpd_req *r, int status, const char *code, const
 }
 
 /* Parks a stream that has nothing to send, or wakes it; the same watch and list as a parked
- * request, so a client that leaves meanwhile is noticed and shutdown resumes it. */
-static void stream_park(struct httpd_req *r)
+ * request, so a client that leaves meanwhile is noticed and shutdown resumes it. -EPIPE, and
+ * nothing parked, when the client hung up while the stream was being written: the watch saw
+ * that edge with nothing parked, and it does not come again. */
+static int stream_park(struct httpd_req *r)
 {
     struct httpd *h = r->h;
     const union MHD_ConnectionInfo *ci =
         MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
     struct conn_watch *cw = ci != NULL ? ci->socket_context : NULL;
+    if (cw != NULL && cw->gone)
+        return -EPIPE;
     MHD_suspend_connection(r->conn);
     r->stream_parked = true;
     if (cw != NULL) {
@@ -368,6 +372,7 @@ static void stream_park(struct httpd_req *r)
     if (h->waiting != NULL)
         h->waiting->prev = r;
     h->waiting = r;
+    return 0;
 }
 
 static void stream_wake(struct httpd_req *r)
@@ -398,7 +403,11 @@ static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
     }
     if (r->stream_ended)
         return MHD_CONTENT_READER_END_OF_STREAM;
-    stream_park(r);
+    if (stream_park(r) < 0) { /* it left as a parked request would have: stop its work */
+        r->phase = PH_GONE;
+        r->h->env.hooks->gone(r->h->env.arg, r);
+        return MHD_CONTENT_READER_END_WITH_ERROR;
+    }
     return 0;
 }
 

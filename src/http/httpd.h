@@ -8,12 +8,13 @@
  *   begin   the head has arrived: attach state (httpd_req_set_ctx), choose what serves it
  *   serve   head and body are in: answer now (httpd_respond), or park it (httpd_park) and
  *           answer later from the loop
- *   gone    a parked request's client left: stop its work; it will not be answered
+ *   gone    a parked request's client left (or a stream's, also while it was being
+ *           written): stop its work; it will not be answered further
  *   done    it is over (answered and sent, abandoned, or refused by httpd itself): record it
  *           and free the state; the request is freed when this returns
  * begin and done come once each for every request; serve at most once, gone at most once and
- * only while parked. Every hook runs on the loop, from inside the daemon's run or (gone) from a
- * socket event, never from inside a call into httpd. */
+ * only while parked or streaming. Every hook runs on the loop, from inside the daemon's run or
+ * (gone) from a socket event, never from inside a call into httpd. */
 #ifndef GATHERD_HTTPD_H
 #define GATHERD_HTTPD_H
 

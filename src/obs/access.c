@@ -90,8 +90,11 @@ int access_format(struct buf *b, const struct access_entry *e)
         rc = jsonv_append_string(b, e->client, strlen(e->client));
     if (rc == 0 && e->stream != NULL)
         rc = buf_printf(b, ",\"stream\":\"%s\"", e->stream);
-    if (rc == 0 && e->cache != NULL)
-        rc = buf_printf(b, ",\"cache\":\"%s\"", e->cache);
+    if (rc == 0 && e->cache != NULL) {
+        rc = buf_appends(b, ",\"cache\":");
+        if (rc == 0)
+            rc = jsonv_append_string(b, e->cache, strlen(e->cache));
+    }
     if (rc == 0 && e->nlegs > 0)
         rc = e->summarise ? format_summary(b, e) : format_legs(b, e);
     if (rc == 0)

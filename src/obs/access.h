@@ -36,7 +36,7 @@ struct access_entry {
      * count}, "slowest_ms", "slowest_item"}. For "each" requests, which may make 1,000. */
     bool summarise;
     const char *stream; /* "ndjson" or "sse" for a streamed answer; NULL otherwise */
-    const char *cache;  /* how the response cache served it ("hit", "miss", ...); or NULL */
+    const char *cache;  /* the response cache's verdict ("hit", ...); NULL: no "cache" member */
 };
 
 /* Appends the access line as one JSON object, without a newline. 0 or -ENOMEM. */

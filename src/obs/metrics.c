@@ -36,6 +36,7 @@ struct ep_block {
     atomic_uint_fast64_t cache[METRICS_CACHE_NRESULTS];
     atomic_uint_fast64_t refreshes[METRICS_REFRESH_NOUTCOMES];
     struct hist refresh_latency;
+    atomic_uint_fast64_t notify[METRICS_NOTIFY_COUNT];
 };
 
 struct be_block {
@@ -51,6 +52,7 @@ struct metrics_endpoint {
     bool cached;    /* a configuration gave it a "cache": its lookups are shown, 0 or not */
     bool refreshed; /* ... and "refresh_ms": its refreshes are shown */
     atomic_uint_fast64_t refresh_stored_us; /* when its stored answer was made; 0: none yet */
+    bool notifies; /* a configuration gave it a notify: its gatherd_notify_total is shown */
     uint64_t hash;
     struct metrics_endpoint *next;  /* in exposition order */
     struct metrics_endpoint *hnext; /* in its hash bucket */
@@ -304,6 +306,8 @@ struct metrics_table *metrics_bind(struct metrics *m, const struct config *cfg)
             t->endpoint[ep->id]->cached = true;
         if (ok && ep->cache.refresh_ms > 0)
             t->endpoint[ep->id]->refreshed = true;
+        if (ok && ep->notify != NULL)
+            t->endpoint[ep->id]->notifies = true;
         for (size_t j = 0; ok && j < ep->nbackends; j++) {
             const struct config_backend *be = &ep->backends[j];
             ok = (t->backend[be->id] = find_backend(m, ep->path, be->name)) != NULL;
@@ -378,6 +382,12 @@ void metrics_refresh_done(struct metrics_endpoint *e, unsigned w, enum metrics_r
 void metrics_refresh_stored(struct metrics_endpoint *e, uint64_t stored_us)
 {
     atomic_store_explicit(&e->refresh_stored_us, stored_us, memory_order_relaxed);
+}
+
+void metrics_notify(struct metrics_endpoint *e, unsigned w, enum metrics_notify result)
+{
+    if (result < METRICS_NOTIFY_COUNT)
+        metrics_add(&e->w[w].notify[result], 1);
 }
 
 void metrics_backend_joined(struct metrics_backend *b, unsigned w)
@@ -516,6 +526,15 @@ static int render_endpoint(struct metrics *m, struct buf *out, struct metrics_en
             rc = buf_printf(out, "gatherd_cache_lookups_total{%s,result=\"%s\"} %llu\n", lb.data,
                             names[r], (unsigned long long)n);
         }
+    } else if (rc == 0 && pass == 6 && e->notifies) {
+        static const char *const results[] = {"sent", "failed", "dropped"};
+        for (int r = 0; rc == 0 && r < METRICS_NOTIFY_COUNT; r++) {
+            uint64_t n = 0;
+            for (unsigned w = 0; w < m->nworkers; w++)
+                n += ld(&e->w[w].notify[r]);
+            rc = buf_printf(out, "gatherd_notify_total{%s,result=\"%s\"} %llu\n", lb.data,
+                            results[r], (unsigned long long)n);
+        }
     }
     buf_finish(&lb);
     return rc;
@@ -601,6 +620,8 @@ static const char *const endpoint_families[] = {
     "# TYPE gatherd_refresh_duration_seconds histogram\n",
     "# HELP gatherd_refresh_age_seconds Age of a refreshed endpoint's stored answer.\n"
     "# TYPE gatherd_refresh_age_seconds gauge\n",
+    "# HELP gatherd_notify_total Notifications of answered requests, by endpoint and result "
+    "(sent, failed, dropped).\n# TYPE gatherd_notify_total counter\n",
 };
 static const char *const backend_families[] = {
     "# HELP gatherd_upstream_errors_total Failed upstream calls, by endpoint, backend and error "

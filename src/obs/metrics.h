@@ -98,6 +98,15 @@ void metrics_backend_tls_failure(struct metrics_backend *b, unsigned w, enum tls
 /* A call of an endpoint with a concurrency limit started after waiting usec for a slot. */
 void metrics_slot_wait(struct metrics_backend *b, unsigned w, uint64_t usec);
 
+/* What became of a notification (handler/notify.h): gatherd_notify_total's result label. */
+enum metrics_notify {
+    METRICS_NOTIFY_SENT,    /* the sink answered 2xx */
+    METRICS_NOTIFY_FAILED,  /* another status, no answer, or its timeout_ms passed */
+    METRICS_NOTIFY_DROPPED, /* never sent: its queue was full, or the drain limit passed */
+    METRICS_NOTIFY_COUNT
+};
+void metrics_notify(struct metrics_endpoint *e, unsigned w, enum metrics_notify result);
+
 /* Control-plane counters, from any thread. */
 void metrics_reload(struct metrics *m, int ok);
 void metrics_set_draining(struct metrics *m, int draining);

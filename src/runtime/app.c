@@ -42,6 +42,7 @@ struct app {
     size_t reload_endpoints;
     atomic_int draining;
     bool stopping;
+    bool exited; /* every worker ended: notify_dropped is logged once */
     struct worker_shared shared;
     struct worker *workers;
     unsigned nworkers, started;
@@ -182,6 +183,17 @@ static void on_exit_notice(evutil_socket_t fd, short what, void *arg)
     for (unsigned i = 0; i < a->started; i++)
         if (!atomic_load(&a->workers[i].exited))
             return;
+    if (a->exited)
+        return;
+    a->exited = true;
+    size_t dropped = 0;
+    for (unsigned i = 0; i < a->started; i++)
+        dropped += a->workers[i].notify_dropped;
+    if (dropped > 0) {
+        char f[64];
+        snprintf(f, sizeof f, "\"dropped\":%zu", dropped);
+        log_event(a->log, LOGLEVEL_WARN, "notify_dropped", f);
+    }
     event_base_loopbreak(a->base);
 }
 

@@ -6,6 +6,7 @@
 #include "httpd.h"
 #include "log.h"
 #include "metrics.h"
+#include "notify.h"
 #include "router.h"
 #include "site.h"
 #include "upstream.h"
@@ -25,6 +26,8 @@ static void stop_loop(struct worker *w)
     event_base_loopbreak(w->base);
 }
 
+static void on_request_finished(void *arg);
+
 static void on_drain_timer(evutil_socket_t fd, short what, void *arg)
 {
     struct worker *w = arg;
@@ -42,8 +45,12 @@ static void on_drain_timer(evutil_socket_t fd, short what, void *arg)
     if (busy)
         log_event(w->log, LOGLEVEL_WARN, "drain_limit", NULL);
     router_expire(w->router, "drain limit reached");
+    /* Notifications still waiting are dropped (app.c logs how many once every worker ended);
+     * so are those of the answers cut off just now. */
+    notify_expire(w->notifier);
     struct timeval tv = {DRAIN_GRACE_MS / 1000, (DRAIN_GRACE_MS % 1000) * 1000};
     evtimer_add(w->drain_timer, &tv);
+    on_request_finished(w);
 }
 
 /* A request finished; when draining and nothing is left, reports it to the control thread or,
@@ -55,10 +62,14 @@ static void on_request_finished(void *arg)
         return;
     /* Idle connections stay open until every worker is done, so that a client holding one can
      * still see /readyz answer 503 whichever worker it landed on. */
-    if (w->stopping)
-        stop_loop(w);
-    else
+    /* Notifications still queued keep the loop, not the drain of requests: they are sent after
+     * the other workers are done too, within the drain limit (on_drain_timer()). */
+    if (w->stopping) {
+        if (notify_pending(w->notifier) == 0)
+            stop_loop(w);
+    } else {
         event_active(w->shared->on_idle, EV_READ, 0);
+    }
 }
 
 static void begin_drain(struct worker *w)
@@ -92,7 +103,7 @@ static void on_mail(evutil_socket_t fd, short what, void *arg)
         w->site = site;
         router_set_site(w->router, site);
         /* Pools of origins it no longer names go once idle (out of memory: the last set holds). */
-        upstream_keep_origins(w->upstream, site->urls, site->cfg->nbackends_total);
+        upstream_keep_origins(w->upstream, site->urls, site->nurls);
     }
     if (gen > atomic_load(&w->applied_gen)) {
         atomic_store(&w->applied_gen, gen);
@@ -149,6 +160,8 @@ int worker_init(struct worker *w, unsigned id, const struct worker_shared *share
                                w->metrics};
     w->upstream = upstream_create(w->base, &uo);
     w->flights = w->upstream ? flights_create(&upstream_curl_ops, w->upstream) : NULL;
+    struct notify_env ne = {&upstream_curl_ops, w->upstream, id, on_request_finished, w};
+    w->notifier = w->upstream ? notify_create(&ne) : NULL;
     w->mail = event_new(w->base, -1, 0, on_mail, w);
     w->drain_timer = evtimer_new(w->base, on_drain_timer, w);
     struct router_env re = {
@@ -160,12 +173,13 @@ int worker_init(struct worker *w, unsigned id, const struct worker_shared *share
         .draining = shared->draining,
         .flights = w->flights,
         .cache = shared->cache,
+        .notifier = w->notifier,
         .finished = on_request_finished,
         .arg = w,
     };
     w->router = w->log && w->flights ? router_create(&re, site) : NULL;
-    if (w->log == NULL || w->upstream == NULL || w->flights == NULL || w->mail == NULL ||
-        w->drain_timer == NULL || w->router == NULL) {
+    if (w->log == NULL || w->upstream == NULL || w->flights == NULL || w->notifier == NULL ||
+        w->mail == NULL || w->drain_timer == NULL || w->router == NULL) {
         snprintf(err, errlen, "out of memory");
         return -ENOMEM;
     }
@@ -202,15 +216,22 @@ int worker_init(struct worker *w, unsigned id, const struct worker_shared *share
 
 /* Tears down what runs on the loop, in dependency order: the acceptor feeds the daemon, the
  * daemon's requests hold fan-outs (httpd_destroy() finishes them through the router), and
- * fan-outs hold flights over the upstream client. */
+ * fan-outs hold flights, and the notifier its POSTs, over the upstream client. */
 static void teardown(struct worker *w)
 {
+    /* Requests httpd_destroy() still finishes report nothing: the loop no longer runs. */
+    if (w->notifier != NULL)
+        notify_expire(w->notifier);
     acceptor_destroy(w->acceptor);
     w->acceptor = NULL;
     httpd_destroy(w->httpd);
     w->httpd = NULL;
     router_destroy(w->router);
     w->router = NULL;
+    if (w->notifier != NULL)
+        w->notify_dropped = notify_drain_dropped(w->notifier);
+    notify_destroy(w->notifier); /* before the upstream client its POSTs ran on */
+    w->notifier = NULL;
     flights_destroy(w->flights);
     w->flights = NULL;
     upstream_destroy(w->upstream);

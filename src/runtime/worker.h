@@ -20,6 +20,7 @@ struct log_sink;
 struct log_writer;
 struct metrics;
 struct metrics_worker;
+struct notifier;
 struct router;
 struct site;
 struct upstream;
@@ -48,8 +49,9 @@ struct worker {
     /* Loop-thread only. */
     struct event_base *base;
     struct upstream *upstream;
-    struct flights *flights; /* over upstream: every leg starts through it */
-    struct router *router;   /* what the daemon's requests are served by */
+    struct flights *flights;   /* over upstream: every leg starts through it */
+    struct notifier *notifier; /* over upstream: the POSTs of endpoints with a notify */
+    struct router *router;     /* what the daemon's requests are served by */
     struct httpd *httpd;
     struct acceptor *acceptor; /* new connections off the shared socket, for httpd */
     struct log_sink *log;
@@ -68,6 +70,8 @@ struct worker {
     atomic_bool stop_requested;
     atomic_bool quiesced; /* read by the control thread */
     atomic_bool exited;   /* the loop ended and the thread tore its parts down */
+    /* Notifications the drain could not send; written before `exited` is set, read after. */
+    size_t notify_dropped;
 
     pthread_t thread;
     bool joinable; /* worker_start() succeeded: only then does thread name a thread */

@@ -35,6 +35,7 @@ struct upstream_xfer {
     struct parsed_url *url; /* NULL when curl parses the URL string */
     int requests;           /* times curl was about to send the request: 2 or more on a retry */
     bool reusable;          /* the handle may serve another transfer as it is */
+    bool post;              /* a POST: its handle is never reused (see release()) */
     upstream_done_fn done;
     void *arg;
     struct buf body;
@@ -52,6 +53,10 @@ struct upstream_xfer {
 };
 
 static const char user_agent[] = "User-Agent: gatherd/" GATHERD_VERSION;
+/* A POST's body is JSON; "Expect:" stops curl from asking for 100-continue on a body over
+ * 1 KiB, which costs a round trip (or a second's wait on a server that ignores it). */
+static const char post_type[] = "Content-Type: application/json";
+static const char post_expect[] = "Expect:";
 
 static void urls_clear(struct upstream *u);
 
@@ -145,7 +150,9 @@ static void release(struct upstream_xfer *x)
      * on dead reused connections (after five in a handle's life, a sixth stale connection
      * would fail), so a handle that retried, failed or was cancelled is closed instead. */
     size_t *n = &u->nspare[x->buf_class];
-    if ((x->reusable || x->requests == 0) && *n < UPSTREAM__SPARE_MAX) {
+    /* A POST's handle is closed too: reused, it would need its method and body reset, a cost
+     * every GET would then pay; notifications are rare enough to make a handle each. */
+    if ((x->reusable || x->requests == 0) && !x->post && *n < UPSTREAM__SPARE_MAX) {
         curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, NULL); /* x->errbuf goes with x */
         /* A spare may outlive its pool, and curl_share_cleanup() refuses (and leaks) a share a
          * handle still holds; the next start attaches its own pool's share before it runs. */
@@ -376,7 +383,8 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
     for (size_t i = 0; i < req->nheaders; i++)
         if (strncasecmp(req->headers[i], "User-Agent:", 11) == 0)
             own_agent = false;
-    size_t nnodes = req->nheaders + (own_agent ? 2 : 1);
+    size_t nposted = req->body != NULL ? 2 : 0;
+    size_t nnodes = req->nheaders + (own_agent ? 2 : 1) + nposted;
     struct upstream__pool *pool = upstream__pool_for(u, req->url, req->tls);
     if (pool == NULL)
         return NULL;
@@ -388,7 +396,9 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
     struct parsed_url *url = parsed_url(u, req->url);
     int cls = url != NULL && url->largest <= (size_t)UPSTREAM__SMALL_BUFFER ? UPSTREAM__BUF_SMALL
                                                                             : UPSTREAM__BUF_DEFAULT;
-    CURL *e = u->nspare[cls] > 0 ? u->spare[cls][--u->nspare[cls]] : easy_new(u, cls);
+    /* A POST takes a new handle: spares are set up for GETs only. */
+    CURL *e = u->nspare[cls] > 0 && req->body == NULL ? u->spare[cls][--u->nspare[cls]]
+                                                      : easy_new(u, cls);
     if (e == NULL) {
         free(x);
         upstream__pool_idle(pool);
@@ -411,8 +421,18 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
     x->nodes[req->nheaders].data = x->rid_header;
     x->nodes[req->nheaders].next = own_agent ? &x->nodes[req->nheaders + 1] : NULL;
     if (own_agent) {
-        x->nodes[nnodes - 1].data = (char *)user_agent;
+        x->nodes[nnodes - nposted - 1].data = (char *)user_agent;
+        x->nodes[nnodes - nposted - 1].next = NULL;
+    }
+    if (nposted > 0) {
+        x->nodes[nnodes - nposted - 1].next = &x->nodes[nnodes - 2];
+        x->nodes[nnodes - 2].data = (char *)post_type;
+        x->nodes[nnodes - 2].next = &x->nodes[nnodes - 1];
+        x->nodes[nnodes - 1].data = (char *)post_expect;
         x->nodes[nnodes - 1].next = NULL;
+        x->post = true;
+        curl_easy_setopt(e, CURLOPT_POSTFIELDSIZE_LARGE, (curl_off_t)req->body_len);
+        curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
     }
 
     /* A reused handle still holds the last transfer's URL, set or rebuilt by curl: curl would

@@ -33,6 +33,10 @@ struct upstream_req {
     /* How to connect (config_tls.h); NULL: plain HTTP/1.1. Read only by upstream_start():
      * transfers with profiles of different ids never share a connection or a TLS session. */
     const struct config_tls *tls;
+    /* NULL: a GET. Otherwise a POST of body[0, body_len) as application/json, borrowed until
+     * completion or cancel (notifications, handler/notify.h). */
+    const char *body;
+    size_t body_len;
 };
 
 /* What a finished transfer yields. error is ERRKIND_NONE when an HTTP answer arrived (any
@@ -76,9 +80,10 @@ void upstream_destroy(struct upstream *u);
  * not from an upstream callback. */
 int upstream_keep_origins(struct upstream *u, const char *const *urls, size_t n);
 
-/* Starts a GET. NULL when it cannot start (out of memory, curl refused): no callback then.
- * req->timeout_ms counts from now, also while the transfer waits for a connection under
- * max_host_connections; one whose time is up while it waits fails as ERRKIND_TIMEOUT. */
+/* Starts a GET, or a POST when req->body is set. NULL when it cannot start (out of memory, curl
+ * refused): no callback then. req->timeout_ms counts from now, also while the transfer waits for a
+ * connection under max_host_connections; one whose time is up while it waits fails as
+ * ERRKIND_TIMEOUT. */
 struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_req *req,
                                      upstream_done_fn done, void *arg);
 

@@ -402,6 +402,22 @@ class CacheDrainTest(unittest.TestCase):
                 g.kill()  # cleans up, exited or not
 
 
+class CacheNotifyTest(unittest.TestCase):
+    def test_notification_says_how_the_cache_served(self):
+        with FakeUpstream() as up:
+            g = Gatherd(config(endpoint("/n", [("a", up.url("/switch?key=nt"))],
+                                        cache={"ttl_ms": 60000},
+                                        notify={"url": up.url("/sink")})), workers=1)
+            try:
+                self.assertEqual(http_get(g.url("/n"))[0], 200)
+                self.assertEqual(http_get(g.url("/n"))[0], 200)
+                up.wait("path:/sink", 2)
+                docs = [json.loads(e["body"]) for e in up.log() if e["path"] == "/sink"]
+                self.assertEqual(sorted(d["cache"] for d in docs), ["hit", "miss"])
+            finally:
+                stop_checked(g)
+
+
 class CacheOffTest(unittest.TestCase):
     def test_zero_bound_turns_caching_off(self):
         with FakeUpstream() as up:

@@ -177,7 +177,7 @@ class MetricsTest(unittest.TestCase):
             "transfer": {"name": "transfer", "url": u("/reset_mid")},
         }
         cls.endpoints = ("/ok", "/cached", "/slow", "/errs", "/allfail", ODD_PATH, "/limited",
-                         "/tls")
+                         "/tls", "/notified")
         cls.gd = None
         try:
             cls.gd = Gatherd(config(
@@ -196,13 +196,16 @@ class MetricsTest(unittest.TestCase):
                          concurrency=1),
                 # An https:// backend has TLS failure counters (tests/tls counts them).
                 endpoint("/tls", [("t", f"https://127.0.0.1:{cls.dead}/ok")], timeout_ms=10000),
+                # Its requests are reported to a sink: notifications have counters.
+                endpoint("/notified", [("n", u("/ok"))], timeout_ms=10000,
+                         notify={"url": u("/sink"), "queue": 100}),
             ), workers=WORKERS)
             # The refreshed endpoint's first fan-out has ended, so its age is shown.
             gd.wait_until(lambda: http_get(cls.gd.url("/readyz"))[0] == 200, 10, "ready")
             # Give every kind of series something to count, so their labels can be checked.
             for path in ("/ok", "/cached", "/slow", "/errs", "/allfail",
-                         urllib.parse.quote(ODD_PATH),
-                         "/limited", "/healthz", "/readyz", "/no-such-path", "/metrics"):
+                         urllib.parse.quote(ODD_PATH), "/limited", "/healthz", "/readyz",
+                         "/no-such-path", "/metrics", "/notified"):
                 http_get(cls.gd.url(path), timeout=20)
         except BaseException:
             if cls.gd is not None:
@@ -299,6 +302,23 @@ class MetricsTest(unittest.TestCase):
         self.assertLess(abs(time.time() - start), 60, start)
         self.assertEqual(exp.get("gatherd_workers"), WORKERS)
         self.assertEqual(exp.get("gatherd_draining"), 0)
+
+    def test_notify_counts(self):
+        """gatherd_notify_total counts a notification sent per request, only for endpoints with
+        a notify, and has a series for every result."""
+        def sent(exp):
+            return exp.get("gatherd_notify_total", endpoint="/notified", result="sent") or 0
+
+        before = scrape(self.gd)
+        for _ in range(3):
+            self.assertEqual(http_get(self.gd.url("/notified"), timeout=20)[0], 200)
+        after = self.scrape_when(lambda e: sent(e) >= sent(before) + 3, "3 notifications sent")
+        self.assertEqual(sent(after), sent(before) + 3)
+        for result in ("failed", "dropped"):
+            self.assertEqual(after.get("gatherd_notify_total", endpoint="/notified",
+                                       result=result), 0, result)
+        eps = {lab["endpoint"] for lab, _ in after.series("gatherd_notify_total")}
+        self.assertEqual(eps, {"/notified"})
 
     # -----------------------------------------------------------------------------------------
     # upstream errors

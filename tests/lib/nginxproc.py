@@ -92,6 +92,13 @@ http {{
             pass
         return out
 
+    def wait_access(self, pred, what, timeout=10):
+        """The access lines once pred(lines) holds.  nginx writes a request's line in its log
+        phase, after the answer has left, so a client that has read the answer can be ahead
+        of the log: await the line, never read it once."""
+        return gd.wait_until(lambda: (lambda ls: ls if pred(ls) else None)(self.access_lines()),
+                             timeout, what)
+
     def stop(self):
         if self.proc is not None and self.proc.poll() is None:
             self.proc.send_signal(signal.SIGQUIT)       # graceful

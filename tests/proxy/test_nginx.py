@@ -170,8 +170,9 @@ class TestBehindNginx(unittest.TestCase):
             self.assertEqual(line.get("client"), "127.0.0.1",
                              f"without trusted_proxies the peer must be logged: {line}")
             # nginx's own log shows the real peer and the header it received
-            n_line = [x for x in n.access_lines() if x.get("request_id") == "xff-untrusted"]
-            self.assertTrue(n_line, n.access_lines())
+            n_line = [x for x in n.wait_access(
+                lambda ls: any(x.get("request_id") == "xff-untrusted" for x in ls),
+                "nginx's access line for xff-untrusted") if x.get("request_id") == "xff-untrusted"]
             self.assertEqual(n_line[0]["client"], "127.0.0.1")
             self.assertEqual(n_line[0]["xff"], "203.0.113.7")
 
@@ -187,7 +188,8 @@ class TestBehindNginx(unittest.TestCase):
             self.assertEqual(header(echo["headers"], "X-Request-Id"), rid, echo)
             self.assertEqual(g.wait_access_id(rid)["path"], "/t")
             # nginx logs it too
-            self.assertIn(rid, [x.get("request_id") for x in n.access_lines()])
+            n.wait_access(lambda ls: any(x.get("request_id") == rid for x in ls),
+                          f"nginx's access line for {rid}")
 
     def test_request_id_generated_by_nginx_when_absent_or_invalid(self):
         with gd.Gatherd(cfg(self.up)) as g, Nginx([g.port]) as n:
@@ -228,7 +230,8 @@ class TestBehindNginx(unittest.TestCase):
             self.assertLessEqual(after_m - before_m - 1, 5,
                                  f"gatherd_http_connections_opened_total grew by "
                                  f"{after_m - before_m} over 50 proxied requests")
-            ups = {x.get("upstream") for x in n.access_lines()}
+            ups = {x.get("upstream") for x in n.wait_access(
+                lambda ls: len(ls) >= 50, "nginx's access lines for 50 requests")}
             self.assertEqual(ups, {f"127.0.0.1:{g.port}"})
             print(f"\n  50 requests through nginx: {opened_ss} new TCP connections to gatherd "
                   f"(ss), connections_opened_total +{after_m - before_m:.0f} incl. 1 scrape",

@@ -20,6 +20,9 @@ struct upstream_xfer {
     char rid[160];
     size_t nheaders;
     char first_header[128];
+    char body[1024]; /* a POST's body (cut to fit), "" for a GET */
+    bool post;
+    long timeout_ms;
     bool running, cancelled, finished;
 };
 
@@ -46,6 +49,10 @@ static struct upstream_xfer *fake_start(void *ctx, const struct upstream_req *re
     x->nheaders = req->nheaders;
     if (req->nheaders > 0)
         snprintf(x->first_header, sizeof x->first_header, "%s", req->headers[0]);
+    x->post = req->body != NULL;
+    if (x->post)
+        snprintf(x->body, sizeof x->body, "%.*s", (int)req->body_len, req->body);
+    x->timeout_ms = req->timeout_ms;
     x->running = true;
     return x;
 }

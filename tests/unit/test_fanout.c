@@ -187,11 +187,76 @@ static void test_expire_and_start_failure(void)
     world_finish(&w, "expire");
 }
 
+/* A streamed fan-out: each call is told as it settles, always from the loop, never from inside
+ * fanout_start(), whose caller does not hold the fan-out yet (aggregate.c reads the state
+ * machine through it); a call that could not start is told too, also when nothing else runs. */
+struct told {
+    struct fanout **f; /* where the caller keeps the fan-out, as aggregate.c does */
+    size_t order[8], n;
+    int early; /* told while the caller did not hold the fan-out */
+};
+
+static void on_told(void *arg, size_t i)
+{
+    struct told *t = arg;
+    if (*t->f == NULL)
+        t->early++;
+    else if (agg_state_of(fanout_agg(*t->f), i) == AGG_PENDING)
+        t->early++;
+    if (t->n < 8)
+        t->order[t->n++] = i;
+}
+
+static void on_stream_done(void *arg, int status, char *body, size_t len)
+{
+    (void)len;
+    struct told *t = arg;
+    t->order[t->n < 8 ? t->n++ : 7] = 100 + (size_t)status; /* 100 + status: done */
+    free(body);
+}
+
+static void test_stream_start_failure(void)
+{
+    struct world w;
+    world_init(&w);
+    struct fanout *f = NULL;
+    struct told t = {&f, {0}, 0, 0};
+    w.env.settled = on_told;
+    w.env.no_join = true;
+    w.up.fail_start = true; /* call 0 cannot start */
+    struct plan *p;
+    plan_build(&w.cfg->endpoints[0], &(struct plan_request){NULL, NULL}, &p, NULL, 0);
+    f = fanout_start(&w.env, p, "rid-s", on_stream_done, &t);
+    ok(f != NULL && t.n == 0, "nothing is told from inside fanout_start()");
+    fake_answer(&w.up, 1, 200, "{\"c\":1}");
+    fake_answer(&w.up, 0, 200, "{\"b\":1}");
+    run(&w);
+    ok(t.early == 0, "every call told from the loop, with the fan-out in the caller's hands");
+    ok(t.n == 4 && t.order[0] == 0 && t.order[1] == 2 && t.order[2] == 1 && t.order[3] == 300,
+       "told in the order they settled: the failed start first, then c, b, then done (%zu)", t.n);
+    fanout_destroy(f);
+
+    /* Every call fails to start: each is still told, then done. */
+    f = NULL;
+    t = (struct told){&f, {0}, 0, 0};
+    plan_build(&w.cfg->endpoints[0], &(struct plan_request){NULL, NULL}, &p, NULL, 0);
+    w.up.n = FAKE_MAX; /* no transfer can start */
+    f = fanout_start(&w.env, p, "rid-s2", on_stream_done, &t);
+    run(&w);
+    ok(t.early == 0 && t.n == 4 && t.order[3] == 602,
+       "three calls that could not start: three told, then done with 502 (%zu: %d %zu)", t.n,
+       t.early, t.order[3]);
+    fanout_destroy(f);
+    w.up.n = 2;
+    world_finish(&w, "stream start failure");
+}
+
 int main(void)
 {
     test_join_in_order();
     test_deadline();
     test_cancel_and_coalesce();
     test_expire_and_start_failure();
+    test_stream_start_failure();
     return tap_done();
 }

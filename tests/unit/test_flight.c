@@ -34,7 +34,7 @@ static char *const hdr_b[] = {"Authorization: b"};
 
 static struct upstream_req req(const char *url, char *const *headers, const char *rid)
 {
-    return (struct upstream_req){url, 1000, 1 << 20, headers, headers ? 1 : 0, rid, NULL};
+    return (struct upstream_req){url, 1000, 1 << 20, headers, headers ? 1 : 0, rid, NULL, NULL, 0};
 }
 
 int main(void)

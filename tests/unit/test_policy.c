@@ -6,23 +6,10 @@
 #include "config.h"
 #include "plan.h"
 #include "tap.h"
+#include "testcfg.h"
 
 #include <errno.h>
 #include <stdlib.h>
-
-static char *dup_s(const char *s)
-{
-    return strdup(s);
-}
-
-static struct config *parse(const char *json)
-{
-    char err[512] = "";
-    struct config *cfg = NULL;
-    if (config_parse(json, strlen(json), "t", &cfg, err, sizeof err) < 0)
-        printf("# config: %s\n", err);
-    return cfg;
-}
 
 static struct plan *plan_of(const struct config *cfg, size_t ep, const char *query)
 {
@@ -235,11 +222,91 @@ static void test_graph(void)
     ok(config_parse(cyc, strlen(cyc), "t", &bad, e2, sizeof e2) == -EINVAL &&
            strstr(e2, "a -> b -> a") != NULL,
        "a cycle is named (%s)", e2);
+    static const struct {
+        const char *json, *needle;
+    } refused[] = {
+        {"{\"endpoints\":[{\"path\":\"/g\",\"backends\":[{\"name\":\"a\",\"url\":\"http://u/a\"},"
+         "{\"name\":\"b\",\"url\":\"http://u/b?{b:/x}\"}]}]}",
+         "backends[1].url: {b:/x}: a backend cannot read its own answer"},
+        {"{\"endpoints\":[{\"path\":\"/g\",\"backends\":[{\"name\":\"a\",\"url\":\"http://u/a\"},"
+         "{\"name\":\"b\",\"url\":\"http://u/b?{z:/x}\"}]}]}",
+         "backends[1].url: {z:/x}: no backend \"z\""},
+        {"{\"endpoints\":[{\"path\":\"/g\",\"backends\":[{\"name\":\"a\",\"url\":\"http://u/a\"},"
+         "{\"name\":\"b\",\"url\":\"http://u/b?{a:/x~}\"}]}]}",
+         "backends[1].url: {a:/x~}"},
+        {"{\"endpoints\":[{\"path\":\"/g\",\"backends\":[{\"name\":\"a\",\"url\":\"http://u/a?{c:/"
+         "x}\"},{\"name\":\"b\",\"url\":\"http://u/b?{a:/x}\"},{\"name\":\"c\",\"url\":\"http://u/"
+         "c?{b:/x}\"},{\"name\":\"d\",\"url\":\"http://u/d?{d2:/x}\"},{\"name\":\"d2\",\"url\":"
+         "\"http://u/d2\"}]}]}",
+         "a -> c -> b -> a"},
+        {"{\"endpoints\":[{\"path\":\"/g\",\"backends\":[{\"name\":\"a\",\"url\":\"http://u/a\"},"
+         "{\"name\":\"a\",\"url\":\"http://u/b?{a:/x}\"}]}]}",
+         "backends[1].name"},
+    };
+    for (size_t i = 0; i < sizeof refused / sizeof refused[0]; i++) {
+        e2[0] = '\0';
+        ok(config_parse(refused[i].json, strlen(refused[i].json), "t", &bad, e2, sizeof e2) ==
+                   -EINVAL &&
+               strstr(e2, refused[i].needle) != NULL,
+           "refused at load: %s (%s)", refused[i].needle, e2);
+    }
+}
+
+/* Start order follows the graph, not configuration order; under fail_fast a failed dependency
+ * decides the request, and its dependents are left for the caller to cancel (not failed as
+ * "dependency"); without it, the failure travels down every path of the graph. */
+static void test_graph_order(void)
+{
+    struct config *cfg = parse("{\"endpoints\":["
+                               "{\"path\":\"/o\",\"backends\":["
+                               "{\"name\":\"late\",\"url\":\"http://u/l?{mid:/v}\"},"
+                               "{\"name\":\"mid\",\"url\":\"http://u/m?{root:/v}\"},"
+                               "{\"name\":\"root\",\"url\":\"http://u/r\"}]},"
+                               "{\"path\":\"/f\",\"on_error\":\"fail_fast\",\"backends\":["
+                               "{\"name\":\"a\",\"url\":\"http://u/a\"},"
+                               "{\"name\":\"b\",\"url\":\"http://u/b?{a:/v}\"},"
+                               "{\"name\":\"c\",\"url\":\"http://u/c\"}]}]}");
+    struct plan *p = plan_of(cfg, 0, NULL);
+    struct agg *a = agg_create(p);
+    ok(agg_next(a) == 2, "the root starts first, though it is configured last");
+    agg_start(a, 2);
+    ok(agg_next(a) == AGG_NONE, "nothing else may start yet");
+    agg_complete(a, 2, 200, dup_s("{\"v\":1}"), 7);
+    ok(agg_next(a) == 1, "then mid");
+    agg_start(a, 1);
+    ok(agg_next(a) == AGG_NONE, "late waits for mid");
+    agg_fail(a, 1, ERRKIND_TIMEOUT, NULL);
+    ok(agg_state_of(a, 0) == AGG_FAILED && agg_error_of(a, 0) == ERRKIND_DEPENDENCY && agg_done(a),
+       "mid timing out fails late with dependency, and the request is done");
+    struct buf out = BUF_INIT;
+    ok(agg_render(a, &out) == 200 && strstr(out.data, "dependency \\\"mid\\\" did not succeed"),
+       "the message names the dependency (%s)", out.data);
+    buf_finish(&out);
+    agg_destroy(a);
+    plan_destroy(p);
+
+    p = plan_of(cfg, 1, NULL);
+    a = agg_create(p);
+    size_t i, n = 0;
+    while ((i = agg_next(a)) != AGG_NONE && n++ < 3)
+        agg_start(a, i);
+    ok(agg_running(a) == 2 && agg_state_of(a, 1) == AGG_PENDING, "a and c run, b waits");
+    agg_complete(a, 0, 500, NULL, 0);
+    ok(agg_decided(a) && agg_decider(a) == 0, "a's failure decides the request");
+    ok(agg_state_of(a, 1) == AGG_PENDING && agg_next(a) == AGG_NONE,
+       "b is left to be cancelled, never started, not failed as dependency");
+    ok(agg_cancel(a, 1, ERRKIND_CANCELLED, "ended") == 0 &&
+           agg_cancel(a, 2, ERRKIND_CANCELLED, "ended") == 0 && agg_done(a),
+       "the caller cancels the rest");
+    agg_destroy(a);
+    plan_destroy(p);
+    config_unref(cfg);
 }
 
 int main(void)
 {
     test_graph();
+    test_graph_order();
     test_slots();
     test_fail_fast();
     test_required();

@@ -99,7 +99,7 @@ static bool never(void *arg)
 static struct upstream_xfer *start(struct upstream *u, const char *url, long timeout_ms,
                                    struct got *g)
 {
-    struct upstream_req r = {url, timeout_ms, 1 << 20, NULL, 0, "test", NULL};
+    struct upstream_req r = {url, timeout_ms, 1 << 20, NULL, 0, "test", NULL, NULL, 0};
     return upstream_start(u, &r, on_done, g);
 }
 

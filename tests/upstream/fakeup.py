@@ -25,7 +25,9 @@ its value (``path:/x=N`` waits on ``paths["/x"]``, ``le:<counter>=N`` waits unti
 <= N, e.g. ``le:connections_active=1``); 200 with the stats, 408 on timeout.
 
 Request log (``/_log``, emptied by ``/_reset``): one entry per non-control request, in arrival
-order: ``{"seq", "t", "target", "path", "request_id", "active", "end", "outcome"}``.  ``t`` and
+order: ``{"seq", "t", "target", "path", "request_id", "active", "end", "outcome", "method",
+"content_type", "headers", "body"}`` (``headers`` by lower-case name, the last of a repeated one;
+``body`` the request's body as text: for a sink of POSTs).  ``t`` and
 ``end`` are ``time.monotonic()`` (CLOCK_MONOTONIC, the clock a test process reads too) when the
 request head was read and when it finished; ``target`` is the request target exactly as sent
 (percent-encoding untouched); ``active`` counts the requests in flight, this one included, at its
@@ -110,12 +112,14 @@ class Stats:
             "paths": dict(self.paths),
         }
 
-    def arrived(self, target, path, headers):
+    def arrived(self, target, path, headers, method="GET", body=b""):
         """Log a non-control request whose head was read; the entry to pass to finished()."""
         self.active += 1
         entry = {"seq": len(self.log), "t": time.monotonic(), "target": target, "path": path,
                  "request_id": headers.get("x-request-id"), "active": self.active,
-                 "end": None, "outcome": None}
+                 "end": None, "outcome": None, "method": method,
+                 "content_type": headers.get("content-type"), "headers": dict(headers),
+                 "body": body.decode("utf-8", "replace")}
         self.log.append(entry)
         return entry
 
@@ -351,7 +355,7 @@ class Server:
                     self.count_conn(conn)
                     st.requests += 1
                     st.paths[path] = st.paths.get(path, 0) + 1
-                    entry = st.arrived(target, path, hd)
+                    entry = st.arrived(target, path, hd, method, body)
                     st.notify()
                 conn_hdr = hd.get("connection", "").lower()
                 close = ("close" in conn_hdr or
@@ -459,6 +463,9 @@ class Server:
             return await r(data)
         if path == "/ok":
             return await r(json_bytes({"ok": True, "id": q.get("id", "")}))
+        if path == "/sink":
+            # A notification sink: what it was sent is in the request log (/_log).
+            return await r(b"{}")
         if path == "/echo":
             hmap = {}
             for k, v in headers:
