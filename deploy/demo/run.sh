@@ -3,6 +3,8 @@
 # serves the three tickers' real payload shapes (with 120, 80 and 40 ms of latency), and runs
 # gatherd in front of it on port 5042. Try, from another terminal:
 #   curl -s localhost:5042/tickers            # three tickers in ~120 ms, not 240
+#   curl -i localhost:5042/tickers-cached     # from memory: Age and Cache-Status say how old,
+#                                             # refreshed in the background every second
 #   curl -s localhost:5042/tickers-degraded   # one 503 and one timeout become error entries
 #   curl -s localhost:5042/metrics
 # Ctrl-C (or SIGTERM to this script) drains gatherd and stops both.

@@ -525,8 +525,9 @@ static int parse_backend(struct ctx *c, json_t *obj, const char *path,
 }
 
 static const char *const endpoint_keys[] = {
-    "path",        "timeout_ms", "backends", "max_body_bytes", "coalesce", "on_error",
-    "concurrency", "each",       "params",   "notify",         NULL};
+    "path",        "timeout_ms", "backends", "max_body_bytes", "coalesce",   "on_error",
+    "concurrency", "each",       "params",   "notify",         "cache",      "refresh_ms",
+    NULL};
 
 /* The endpoint's "notify": where each of its requests is reported once answered. The sink is
  * reached as backends are (same URL rules), with the top level's tls and http2. */
@@ -797,6 +798,92 @@ static int parse_policy(struct ctx *c, json_t *obj, const char *path, struct con
     return 0;
 }
 
+/* The "cache" object: ttl_ms (required, at least 1), stale_while_revalidate_ms and
+ * stale_if_error_ms (default 0). */
+static int parse_cache(struct ctx *c, json_t *obj, const char *path, struct config_endpoint *ep)
+{
+    static const char *const cache_keys[] = {"ttl_ms", "stale_while_revalidate_ms",
+                                             "stale_if_error_ms", NULL};
+    json_t *v = json_object_get(obj, "cache");
+    char k[256];
+    long long n;
+    int rc;
+    if (v == NULL)
+        return 0;
+    join_key(k, sizeof k, path, "cache");
+    if ((rc = check_object(c, v, k, cache_keys)) < 0)
+        return rc;
+    if (json_object_get(v, "ttl_ms") == NULL) {
+        char tk[300];
+        snprintf(tk, sizeof tk, "%s.ttl_ms", k);
+        return fail(c, tk, "is required");
+    }
+    n = 0;
+    if ((rc = get_int(c, v, k, "ttl_ms", 1, 86400000, &n)) < 0)
+        return rc;
+    ep->cache.ttl_ms = (long)n;
+    n = 0;
+    if ((rc = get_int(c, v, k, "stale_while_revalidate_ms", 0, 86400000, &n)) < 0)
+        return rc;
+    ep->cache.stale_while_revalidate_ms = (long)n;
+    n = 0;
+    if ((rc = get_int(c, v, k, "stale_if_error_ms", 0, 86400000, &n)) < 0)
+        return rc;
+    ep->cache.stale_if_error_ms = (long)n;
+    return 0;
+}
+
+/* refresh_ms: only for a cached endpoint whose answer no request selects (a refresher has no
+ * request to take parameter values or items from). */
+static int parse_refresh(struct ctx *c, json_t *obj, const char *path, struct config_endpoint *ep)
+{
+    char k[256];
+    long long n = 0;
+    int rc;
+    if ((rc = get_int(c, obj, path, "refresh_ms", 100, 86400000, &n)) < 0 || n == 0)
+        return rc;
+    join_key(k, sizeof k, path, "refresh_ms");
+    if (ep->cache.ttl_ms == 0)
+        return fail(c, k, "requires \"cache\"");
+    if (ep->nparams > 0 || ep->each_param != NULL)
+        return fail(c, k, "is not allowed on an endpoint with path parameters or \"each\"");
+    ep->cache.refresh_ms = (long)n;
+    return 0;
+}
+
+static uint64_t fnv1a(uint64_t h, const char *s, size_t n)
+{
+    for (size_t i = 0; i < n; i++) {
+        h ^= (unsigned char)s[i];
+        h *= 1099511628211ull;
+    }
+    return h;
+}
+
+static uint64_t hash_json(uint64_t h, json_t *v)
+{
+    char *text = v != NULL ? json_dumps(v, JSON_SORT_KEYS | JSON_COMPACT | JSON_ENCODE_ANY) : NULL;
+    h = text != NULL ? fnv1a(h, text, strlen(text)) : fnv1a(h, "-", 1);
+    free(text);
+    return fnv1a(h, "\n", 1);
+}
+
+/* The endpoint's identity (config.h): what a reload compares to keep its cached answers.
+ * Never 0, which no key begins with. */
+static uint64_t endpoint_ident(json_t *root, json_t *obj, const struct config_endpoint *ep)
+{
+    uint64_t h = hash_json(14695981039346656037ull, obj);
+    static const char *const inherited[] = {"max_body_bytes", "tls", "http2"};
+    for (size_t i = 0; i < sizeof inherited / sizeof inherited[0]; i++)
+        h = hash_json(h, json_object_get(root, inherited[i]));
+    for (size_t b = 0; b < ep->nbackends; b++) {
+        h = fnv1a(h, ep->backends[b].url, strlen(ep->backends[b].url) + 1);
+        for (size_t i = 0; i < ep->backends[b].nheaders; i++)
+            h = fnv1a(h, ep->backends[b].headers[i], strlen(ep->backends[b].headers[i]) + 1);
+    }
+    return h != 0 ? h : 1;
+}
+
 static int parse_endpoint(struct ctx *c, json_t *obj, const char *path, struct config *cfg,
                           struct config_endpoint *ep)
 {
@@ -826,7 +913,8 @@ static int parse_endpoint(struct ctx *c, json_t *obj, const char *path, struct c
     if ((rc = get_bool(c, obj, path, "coalesce", &ep->coalesce)) < 0)
         return rc;
     if ((rc = parse_policy(c, obj, path, ep)) < 0 ||
-        (rc = parse_path_params(c, obj, path, cfg, ep)) < 0)
+        (rc = parse_path_params(c, obj, path, cfg, ep)) < 0 ||
+        (rc = parse_cache(c, obj, path, ep)) < 0)
         return rc;
 
     json_t *arr = json_object_get(obj, "backends");
@@ -863,7 +951,7 @@ static int parse_endpoint(struct ctx *c, json_t *obj, const char *path, struct c
                             ep->backends[i].name, j);
             }
     }
-    if ((rc = resolve_chains(c, path, ep)) < 0)
+    if ((rc = resolve_chains(c, path, ep)) < 0 || (rc = parse_refresh(c, obj, path, ep)) < 0)
         return rc;
     if ((rc = parse_notify(c, obj, path, ep)) < 0)
         return rc;
@@ -897,6 +985,7 @@ static const char *const top_keys[] = {"listen",
                                        "max_body_bytes",
                                        "upstream_max_host_connections",
                                        "upstream_idle_connections",
+                                       "cache_max_bytes",
                                        "tls",
                                        "http2",
                                        "endpoints",
@@ -989,6 +1078,10 @@ static int parse_top(struct ctx *c, json_t *root, struct config *cfg)
     if ((rc = get_int(c, root, "", "upstream_idle_connections", 1, 100000, &n)) < 0)
         return rc;
     cfg->upstream_idle_connections = (long)n;
+    n = (long long)cfg->cache_max_bytes;
+    if ((rc = get_int(c, root, "", "cache_max_bytes", 0, 1LL << 40, &n)) < 0)
+        return rc;
+    cfg->cache_max_bytes = (size_t)n;
 
     char why[1024];
     config_tls_opts_init(&c->tls);
@@ -1019,6 +1112,7 @@ static int parse_top(struct ctx *c, json_t *root, struct config *cfg)
         cfg->endpoints[i].id = i;
         if ((rc = parse_endpoint(c, v, k, cfg, &cfg->endpoints[i])) < 0)
             break;
+        cfg->endpoints[i].ident = endpoint_ident(root, v, &cfg->endpoints[i]);
         json_t *seen = json_object_get(paths, cfg->endpoints[i].path);
         if (seen != NULL) {
             char pk[80];
@@ -1113,6 +1207,7 @@ int config_parse(const char *text, size_t len, const char *origin, struct config
     cfg->max_body_bytes = 8u << 20;
     cfg->upstream_max_host_connections = 256;
     cfg->upstream_idle_connections = 256;
+    cfg->cache_max_bytes = 64u << 20;
     c.cfg = cfg;
 
     int rc = (cfg->tls = config_tls_set_create()) ? parse_top(&c, root, cfg) : -ENOMEM;

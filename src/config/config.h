@@ -7,6 +7,7 @@
 #include <stdatomic.h>
 #include <stdbool.h>
 #include <stddef.h>
+#include <stdint.h>
 
 #include "loglevel.h"
 
@@ -75,6 +76,14 @@ struct config_backend {
     size_t id; /* 0 to nbackends_total - 1 across the configuration: indexes tables beside it */
 };
 
+/* An endpoint's "cache" object: how long its complete answers serve (handler/cache.h). */
+struct config_cache {
+    long ttl_ms; /* 0: the endpoint is not cached */
+    long stale_while_revalidate_ms;
+    long stale_if_error_ms;
+    long refresh_ms; /* 0: none; else one background fan-out every this many ms */
+};
+
 /* Where an endpoint reports each request once it is answered (handler/notify.h): a JSON POST,
  * fire and forget. */
 struct config_notify {
@@ -102,6 +111,11 @@ struct config_endpoint {
     size_t nsegs;
     size_t nbackends;
     struct config_backend *backends;
+    struct config_cache cache;
+    /* A hash of its definition: its JSON with keys sorted, its backends' headers as expanded,
+     * and the top-level keys it inherits. A reload keeps the cached answers of an endpoint
+     * whose identity it still has. */
+    uint64_t ident;
     struct config_notify *notify; /* NULL: its requests are not reported */
     size_t id; /* its index in config.endpoints: indexes tables beside the configuration */
 };
@@ -122,6 +136,7 @@ struct config {
     size_t max_body_bytes;
     long upstream_max_host_connections;
     long upstream_idle_connections;
+    size_t cache_max_bytes; /* the response cache's bound; 0: nothing is cached */
     size_t nendpoints;
     struct config_endpoint *endpoints;
     size_t nbackends_total;

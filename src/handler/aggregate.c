@@ -106,6 +106,10 @@ void aggregate_serve(struct request *q)
                             1);
         return;
     }
+    if (!httpd_req_is_head(q->hr))
+        q->stream = stream_negotiate(httpd_req_header(q->hr, "Accept"));
+    if (q->stream == STREAM_NONE && cached_serve(q)) /* streams bypass the cache */
+        return;
     const char *target = httpd_req_target(q->hr);
     const char *query = target != NULL ? strchr(target, '?') : NULL;
     struct plan_request preq = {query != NULL ? query + 1 : NULL, (const char *const *)q->params};
@@ -122,8 +126,6 @@ void aggregate_serve(struct request *q)
     }
     struct fanout_env env = {
         rt->env.base, rt->env.flights, q->site->series, rt->env.worker, NULL, NULL, false};
-    if (!httpd_req_is_head(q->hr))
-        q->stream = stream_negotiate(httpd_req_header(q->hr, "Accept"));
     if (q->stream != STREAM_NONE) {
         /* nginx buffers a proxied answer unless told not to; SSE asks for no-cache. */
         const struct httpd_header h[] = {{"X-Accel-Buffering", "no"},
@@ -162,6 +164,7 @@ void aggregate_serve(struct request *q)
 
 void aggregate_gone(struct request *q)
 {
+    cached_release(q);
     unlink_aggregate(q);
     if (q->fanout != NULL)
         fanout_cancel(q->fanout);
@@ -169,6 +172,7 @@ void aggregate_gone(struct request *q)
 
 void aggregate_release(struct request *q)
 {
+    cached_release(q);
     unlink_aggregate(q);
     fanout_destroy(q->fanout);
     q->fanout = NULL;
@@ -181,6 +185,7 @@ void aggregate_expire(struct router *rt, const char *why)
 {
     for (struct request *q = rt->aggregates; q != NULL; q = q->next)
         fanout_expire(q->fanout, why);
+    cached_expire_fills(rt, why);
 }
 
 size_t aggregate_nlegs(const struct request *q)

@@ -1,9 +1,12 @@
 /* gatherd's own endpoints: /healthz (alive), /readyz (ready for traffic), /metrics. */
 #include "buf.h"
+#include "cache.h"
+#include "config.h"
 #include "httpd.h"
 #include "log.h"
 #include "metrics.h"
 #include "request.h"
+#include "site.h"
 
 #include <stdatomic.h>
 #include <string.h>
@@ -31,6 +34,20 @@ static void serve_metrics(struct request *q)
                   HTTPD_MEM_OWNED, NULL, 0);
 }
 
+/* Some endpoint the configuration refreshes in the background has not finished its first
+ * fan-out (refresher.c): an orchestrator should send no traffic yet. */
+static bool warming(const struct request *q)
+{
+    const struct config *cfg = q->site->cfg;
+    if (cfg->cache_max_bytes == 0 || q->rt->env.cache == NULL)
+        return false;
+    for (size_t i = 0; i < cfg->nendpoints; i++)
+        if (cfg->endpoints[i].cache.refresh_ms > 0 &&
+            !cache_is_warm(q->rt->env.cache, cfg->endpoints[i].ident))
+            return true;
+    return false;
+}
+
 void builtin_serve(struct request *q)
 {
     switch (q->route) {
@@ -40,6 +57,8 @@ void builtin_serve(struct request *q)
     case REQUEST_READYZ:
         if (atomic_load(q->rt->env.draining))
             answer_static(q, 503, "{\"status\":\"draining\"}");
+        else if (warming(q))
+            answer_static(q, 503, "{\"status\":\"warming\"}");
         else
             answer_static(q, 200, "{\"status\":\"ready\"}");
         break;

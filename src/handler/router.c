@@ -211,6 +211,12 @@ struct router *router_create(const struct router_env *env, struct site *site)
     rt->m_healthz = metrics_builtin(env->metrics, "/healthz");
     rt->m_readyz = metrics_builtin(env->metrics, "/readyz");
     rt->m_metrics = metrics_builtin(env->metrics, "/metrics");
+    if (cached_router_init(rt) < 0) {
+        site_unref(rt->site);
+        free(rt);
+        return NULL;
+    }
+    refresher_sync(rt);
     return rt;
 }
 
@@ -218,6 +224,9 @@ void router_destroy(struct router *rt)
 {
     if (rt == NULL)
         return;
+    refresher_destroy(rt);
+    cached_destroy_fills(rt);
+    cached_router_finish(rt);
     site_unref(rt->site);
     free(rt);
 }
@@ -227,6 +236,12 @@ void router_set_site(struct router *rt, struct site *site)
     site_ref(site);
     site_unref(rt->site);
     rt->site = site;
+    refresher_sync(rt);
+}
+
+void router_drain(struct router *rt)
+{
+    refresher_stop(rt);
 }
 
 void router_expire(struct router *rt, const char *why)

@@ -7,6 +7,7 @@
 
 #include <stdatomic.h>
 
+struct cache;
 struct event_base;
 struct flights;
 struct httpd_hooks;
@@ -25,6 +26,7 @@ struct router_env {
     struct log_writer *logw;     /* whose dropped-line count /metrics reports */
     const atomic_int *draining;  /* /readyz answers 503 once set */
     struct flights *flights;     /* every upstream call starts through it */
+    struct cache *cache;         /* the process's response cache; NULL: none */
     struct notifier *notifier;   /* reports requests of endpoints with a notify; NULL: none */
     void (*finished)(void *arg); /* a request is done (for the drain) */
     void *arg;
@@ -39,8 +41,13 @@ void router_destroy(struct router *rt);
 /* The hooks to give the daemon, with the router as their argument. */
 extern const struct httpd_hooks router_hooks;
 
-/* New requests are served under `site` (a reference is taken); requests in flight keep theirs. */
+/* New requests are served under `site` (a reference is taken); requests in flight keep theirs.
+ * The background refreshers follow it. */
 void router_set_site(struct router *rt, struct site *site);
+
+/* The drain began: no background refresh starts from now on (running ones finish, or are cut
+ * off at the drain limit). */
+void router_drain(struct router *rt);
 
 /* The drain limit: every aggregate still waiting has its running calls cut off as timeouts and
  * is answered with what it has; aggregate requests from now on get 503. */

@@ -404,19 +404,10 @@ static enum MHD_Result after_serve(struct httpd_req *r)
     }
 }
 
-int httpd_respond(struct httpd_req *r, int status, const char *ctype, char *body, size_t len,
-                  enum httpd_mem mem, const struct httpd_header *extra, size_t nextra)
+/* Queues resp (NULL: out of memory) as r's answer, now or, for a parked request, once the
+ * daemon runs the connection again. */
+static int deliver(struct httpd_req *r, int status, struct MHD_Response *resp, size_t len)
 {
-    if (r->phase != PH_NEW && r->phase != PH_WAITING) {
-        if (mem == HTTPD_MEM_OWNED)
-            free(body);
-        return -EALREADY;
-    }
-    struct MHD_Response *resp = make_response(r, ctype, body, len, mem, extra, nextra);
-    if (resp != NULL && mem == HTTPD_MEM_OWNED && r->h->env.unsent != NULL) {
-        r->held += len;
-        atomic_fetch_add_explicit(r->h->env.unsent, len, memory_order_relaxed);
-    }
     if (r->phase == PH_NEW) {
         if (resp == NULL)
             return -ENOMEM;
@@ -428,6 +419,43 @@ int httpd_respond(struct httpd_req *r, int status, const char *ctype, char *body
     r->bytes_out = len;
     resume(r, PH_READY);
     return resp != NULL ? 0 : -ENOMEM;
+}
+
+int httpd_respond(struct httpd_req *r, int status, const char *ctype, char *body, size_t len,
+                  enum httpd_mem mem, const struct httpd_header *extra, size_t nextra)
+{
+    if (r->phase != PH_NEW && r->phase != PH_WAITING) {
+        if (mem == HTTPD_MEM_OWNED)
+            free(body);
+        return -EALREADY;
+    }
+    struct MHD_Response *resp = make_response(r, ctype, body, len, mem, extra, nextra);
+    /* A body handed over is held until its client takes it; a borrowed one (a cache entry) is
+     * bounded where it lives. */
+    if (resp != NULL && mem == HTTPD_MEM_OWNED && r->h->env.unsent != NULL) {
+        r->held += len;
+        atomic_fetch_add_explicit(r->h->env.unsent, len, memory_order_relaxed);
+    }
+    return deliver(r, status, resp, len);
+}
+
+int httpd_respond_borrowed(struct httpd_req *r, int status, const char *ctype, const char *body,
+                           size_t len, void (*release)(void *arg), void *arg,
+                           const struct httpd_header *extra, size_t nextra)
+{
+    if (r->phase != PH_NEW && r->phase != PH_WAITING) {
+        release(arg);
+        return -EALREADY;
+    }
+    /* libmicrohttpd only reads the buffer; the release hook runs when the response is
+     * destroyed, after its last byte went out. */
+    struct MHD_Response *resp =
+        MHD_create_response_from_buffer_with_free_callback_cls(len, (void *)body, release, arg);
+    if (resp == NULL)
+        release(arg);
+    else
+        add_headers(r, resp, ctype, extra, nextra);
+    return deliver(r, status, resp, len);
 }
 
 int httpd_respond_error(struct httpd_req *r, int status, const char *code, const char *message,

@@ -125,6 +125,13 @@ enum httpd_mem {
 int httpd_respond(struct httpd_req *r, int status, const char *ctype, char *body, size_t len,
                   enum httpd_mem mem, const struct httpd_header *extra, size_t nextra);
 
+/* As httpd_respond(), with a body r only borrows: release(arg) runs once when libmicrohttpd
+ * is done with it (the answer was sent or dropped), also when this fails. So an answer shared
+ * by many requests (a cached one) goes out without a copy. */
+int httpd_respond_borrowed(struct httpd_req *r, int status, const char *ctype, const char *body,
+                           size_t len, void (*release)(void *arg), void *arg,
+                           const struct httpd_header *extra, size_t nextra);
+
 /* A JSON error answer {"error": code, "message": message}. As httpd_respond(). */
 int httpd_respond_error(struct httpd_req *r, int status, const char *code, const char *message,
                         const struct httpd_header *extra, size_t nextra);

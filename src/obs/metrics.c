@@ -1,6 +1,7 @@
 #include "metrics.h"
 
 #include "buf.h"
+#include "clock.h"
 #include "config.h"
 #include "config_tls.h"
 #include "jsonv.h"
@@ -20,7 +21,7 @@ static const uint64_t bucket_us[] = {1000,    2500,    5000,     10000,    25000
 #define NBUCKETS (sizeof bucket_us / sizeof bucket_us[0])
 
 /* The status codes gatherd answers with; anything else is counted as "other". */
-static const int codes[] = {200, 400, 404, 405, 408, 413, 414, 431, 499, 500, 501, 502, 503};
+static const int codes[] = {200, 304, 400, 404, 405, 408, 413, 414, 431, 499, 500, 501, 502, 503};
 #define NCODES (sizeof codes / sizeof codes[0])
 
 struct hist {
@@ -32,6 +33,9 @@ struct hist {
 struct ep_block {
     _Alignas(64) struct hist latency;
     atomic_uint_fast64_t by_code[NCODES + 1];
+    atomic_uint_fast64_t cache[METRICS_CACHE_NRESULTS];
+    atomic_uint_fast64_t refreshes[METRICS_REFRESH_NOUTCOMES];
+    struct hist refresh_latency;
     atomic_uint_fast64_t notify[METRICS_NOTIFY_COUNT];
 };
 
@@ -45,6 +49,9 @@ struct be_block {
 
 struct metrics_endpoint {
     char *path;
+    bool cached;    /* a configuration gave it a "cache": its lookups are shown, 0 or not */
+    bool refreshed; /* ... and "refresh_ms": its refreshes are shown */
+    atomic_uint_fast64_t refresh_stored_us; /* when its stored answer was made; 0: none yet */
     bool notifies; /* a configuration gave it a notify: its gatherd_notify_total is shown */
     uint64_t hash;
     struct metrics_endpoint *next;  /* in exposition order */
@@ -77,6 +84,7 @@ struct metrics {
     struct metrics_worker *workers;
     atomic_uint_fast64_t reloads_ok, reloads_failed, log_dropped;
     atomic_int draining;
+    struct metrics_cache cache;
     double start_time;
 };
 
@@ -287,9 +295,17 @@ struct metrics_table *metrics_bind(struct metrics *m, const struct config *cfg)
     }
     bool ok = true;
     pthread_mutex_lock(&m->mu);
+    /* The cache and refresh series follow the newest configuration: an endpoint that stopped
+     * being refreshed must not show an answer ageing for ever. */
+    for (struct metrics_endpoint *e = m->endpoints; e != NULL; e = e->next)
+        e->cached = e->refreshed = false;
     for (size_t i = 0; ok && i < cfg->nendpoints; i++) {
         const struct config_endpoint *ep = &cfg->endpoints[i];
         ok = (t->endpoint[ep->id] = find_endpoint(m, ep->path)) != NULL;
+        if (ok && ep->cache.ttl_ms > 0)
+            t->endpoint[ep->id]->cached = true;
+        if (ok && ep->cache.refresh_ms > 0)
+            t->endpoint[ep->id]->refreshed = true;
         if (ok && ep->notify != NULL)
             t->endpoint[ep->id]->notifies = true;
         for (size_t j = 0; ok && j < ep->nbackends; j++) {
@@ -299,6 +315,9 @@ struct metrics_table *metrics_bind(struct metrics *m, const struct config *cfg)
                 t->backend[be->id]->https = true;
         }
     }
+    for (struct metrics_endpoint *e = m->endpoints; e != NULL; e = e->next)
+        if (!e->refreshed)
+            atomic_store_explicit(&e->refresh_stored_us, 0, memory_order_relaxed);
     pthread_mutex_unlock(&m->mu);
     if (!ok) {
         metrics_table_destroy(t);
@@ -341,6 +360,28 @@ void metrics_backend_done(struct metrics_backend *b, unsigned w, enum errkind ki
     if (kind != ERRKIND_NONE && kind < ERRKIND_COUNT)
         metrics_add(&b->w[w].errors[kind], 1);
     hist_observe(&b->w[w].latency, usec);
+}
+
+struct metrics_cache *metrics_cache(struct metrics *m)
+{
+    return &m->cache;
+}
+
+void metrics_cache_lookup(struct metrics_endpoint *e, unsigned w, enum metrics_cache_result r)
+{
+    metrics_add(&e->w[w].cache[r], 1);
+}
+
+void metrics_refresh_done(struct metrics_endpoint *e, unsigned w, enum metrics_refresh_outcome o,
+                          uint64_t usec)
+{
+    metrics_add(&e->w[w].refreshes[o], 1);
+    hist_observe(&e->w[w].refresh_latency, usec);
+}
+
+void metrics_refresh_stored(struct metrics_endpoint *e, uint64_t stored_us)
+{
+    atomic_store_explicit(&e->refresh_stored_us, stored_us, memory_order_relaxed);
 }
 
 void metrics_notify(struct metrics_endpoint *e, unsigned w, enum metrics_notify result)
@@ -454,7 +495,38 @@ static int render_endpoint(struct metrics *m, struct buf *out, struct metrics_en
         for (unsigned w = 0; w < m->nworkers; w++)
             hist_sum(&h, &e->w[w].latency);
         rc = render_hist(out, "gatherd_request_duration_seconds", lb.data, &h);
-    } else if (rc == 0 && e->notifies) {
+    } else if (rc == 0 && pass == 3) {
+        static const char *const names[] = {"complete", "partial", "failed"};
+        for (int o = 0; rc == 0 && e->refreshed && o < METRICS_REFRESH_NOUTCOMES; o++) {
+            uint64_t n = 0;
+            for (unsigned w = 0; w < m->nworkers; w++)
+                n += ld(&e->w[w].refreshes[o]);
+            rc = buf_printf(out, "gatherd_refreshes_total{%s,outcome=\"%s\"} %llu\n", lb.data,
+                            names[o], (unsigned long long)n);
+        }
+    } else if (rc == 0 && pass == 4 && e->refreshed) {
+        struct hist h;
+        memset(&h, 0, sizeof h);
+        for (unsigned w = 0; w < m->nworkers; w++)
+            hist_sum(&h, &e->w[w].refresh_latency);
+        rc = render_hist(out, "gatherd_refresh_duration_seconds", lb.data, &h);
+    } else if (rc == 0 && pass == 5 && e->refreshed) {
+        uint64_t at = ld(&e->refresh_stored_us), now = clock_us();
+        if (at != 0)
+            rc = buf_printf(out, "gatherd_refresh_age_seconds{%s} %.3f\n", lb.data,
+                            (double)(now > at ? now - at : 0) / 1e6);
+    } else if (rc == 0 && pass == 2) {
+        /* Only endpoints a configuration cached: the others would add four series each,
+         * always 0. */
+        static const char *const names[] = {"hit", "stale", "miss", "collapsed"};
+        for (int r = 0; rc == 0 && e->cached && r < METRICS_CACHE_NRESULTS; r++) {
+            uint64_t n = 0;
+            for (unsigned w = 0; w < m->nworkers; w++)
+                n += ld(&e->w[w].cache[r]);
+            rc = buf_printf(out, "gatherd_cache_lookups_total{%s,result=\"%s\"} %llu\n", lb.data,
+                            names[r], (unsigned long long)n);
+        }
+    } else if (rc == 0 && pass == 6 && e->notifies) {
         static const char *const results[] = {"sent", "failed", "dropped"};
         for (int r = 0; rc == 0 && r < METRICS_NOTIFY_COUNT; r++) {
             uint64_t n = 0;
@@ -540,6 +612,14 @@ static const char *const endpoint_families[] = {
     "# TYPE gatherd_requests_total counter\n",
     "# HELP gatherd_request_duration_seconds Time from request to answer, by endpoint.\n"
     "# TYPE gatherd_request_duration_seconds histogram\n",
+    "# HELP gatherd_cache_lookups_total Lookups in the response cache, by endpoint and result.\n"
+    "# TYPE gatherd_cache_lookups_total counter\n",
+    "# HELP gatherd_refreshes_total Background refreshes (refresh_ms), by endpoint and outcome.\n"
+    "# TYPE gatherd_refreshes_total counter\n",
+    "# HELP gatherd_refresh_duration_seconds Duration of background refreshes, by endpoint.\n"
+    "# TYPE gatherd_refresh_duration_seconds histogram\n",
+    "# HELP gatherd_refresh_age_seconds Age of a refreshed endpoint's stored answer.\n"
+    "# TYPE gatherd_refresh_age_seconds gauge\n",
     "# HELP gatherd_notify_total Notifications of answered requests, by endpoint and result "
     "(sent, failed, dropped).\n# TYPE gatherd_notify_total counter\n",
 };
@@ -631,6 +711,13 @@ int metrics_render(struct metrics *m, struct buf *out)
             "gatherd_log_lines_dropped_total %llu\n"
             "# HELP gatherd_draining 1 while a drain is under way.\n"
             "# TYPE gatherd_draining gauge\ngatherd_draining %d\n"
+            "# HELP gatherd_cache_bytes Bytes the response cache holds.\n"
+            "# TYPE gatherd_cache_bytes gauge\ngatherd_cache_bytes %lld\n"
+            "# HELP gatherd_cache_entries Answers the response cache holds.\n"
+            "# TYPE gatherd_cache_entries gauge\ngatherd_cache_entries %lld\n"
+            "# HELP gatherd_cache_evictions_total Answers evicted from the response cache to "
+            "stay under cache_max_bytes.\n"
+            "# TYPE gatherd_cache_evictions_total counter\ngatherd_cache_evictions_total %llu\n"
             "# HELP gatherd_workers Event loops serving requests.\n"
             "# TYPE gatherd_workers gauge\ngatherd_workers %u\n"
             "# HELP process_start_time_seconds Start time of the process since the epoch.\n"
@@ -643,7 +730,11 @@ int metrics_render(struct metrics *m, struct buf *out)
             (long long)sum_gauge(m, offsetof(struct metrics_worker, upstream_connections_open)),
             (unsigned long long)up_opened, (unsigned long long)ld(&m->reloads_ok),
             (unsigned long long)ld(&m->reloads_failed), (unsigned long long)ld(&m->log_dropped),
-            atomic_load(&m->draining), m->nworkers, m->start_time, m->build_labels);
+            atomic_load(&m->draining),
+            (long long)atomic_load_explicit(&m->cache.bytes, memory_order_relaxed),
+            (long long)atomic_load_explicit(&m->cache.entries, memory_order_relaxed),
+            (unsigned long long)ld(&m->cache.evictions), m->nworkers, m->start_time,
+            m->build_labels);
     if (rc == 0)
         rc = render_rejected(m, out);
     return rc;

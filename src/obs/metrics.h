@@ -46,6 +46,29 @@ struct metrics_worker {
     atomic_uint_fast64_t http_rejected[METRICS_REJECT_COUNT];
 };
 
+/* The response cache's gauges and counter (handler/cache.h writes them, under its lock). */
+struct metrics_cache {
+    atomic_int_fast64_t bytes, entries;
+    atomic_uint_fast64_t evictions;
+};
+
+/* How a lookup in the response cache went, for gatherd_cache_lookups_total. */
+enum metrics_cache_result {
+    METRICS_CACHE_HIT,
+    METRICS_CACHE_STALE,
+    METRICS_CACHE_MISS,
+    METRICS_CACHE_COLLAPSED,
+    METRICS_CACHE_NRESULTS,
+};
+
+/* How a background refresh ended, for gatherd_refreshes_total. */
+enum metrics_refresh_outcome {
+    METRICS_REFRESH_COMPLETE, /* stored */
+    METRICS_REFRESH_PARTIAL,  /* 200, but some call failed: not stored */
+    METRICS_REFRESH_FAILED,
+    METRICS_REFRESH_NOUTCOMES,
+};
+
 /* `build_labels` is the label set of gatherd_build_info, e.g. version="0.1.0",libcurl="7.88.1".
  * NULL when out of memory. */
 struct metrics *metrics_create(unsigned nworkers, const char *build_labels);
@@ -73,9 +96,19 @@ struct metrics_endpoint *metrics_builtin(struct metrics *m, const char *name);
 
 struct metrics_worker *metrics_worker(struct metrics *m, unsigned worker);
 
+/* The process's one set of cache gauges. */
+struct metrics_cache *metrics_cache(struct metrics *m);
+
 /* Recording, from worker `w` only. */
 void metrics_request_done(struct metrics_endpoint *e, unsigned w, int status, uint64_t usec);
 void metrics_backend_done(struct metrics_backend *b, unsigned w, enum errkind kind, uint64_t usec);
+/* A lookup of the endpoint's answer in the response cache. */
+void metrics_cache_lookup(struct metrics_endpoint *e, unsigned w, enum metrics_cache_result r);
+/* A background refresh of the endpoint ended after usec. */
+void metrics_refresh_done(struct metrics_endpoint *e, unsigned w, enum metrics_refresh_outcome o,
+                          uint64_t usec);
+/* The refreshed endpoint's stored answer was made at stored_us (monotonic clock); any thread. */
+void metrics_refresh_stored(struct metrics_endpoint *e, uint64_t stored_us);
 /* A backend call joined a transfer another request had started (flight.h). */
 void metrics_backend_joined(struct metrics_backend *b, unsigned w);
 /* A backend call failed in TLS for `reason` (its error is counted by metrics_backend_done()). */

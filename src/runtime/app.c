@@ -1,6 +1,7 @@
 #include "app.h"
 
 #include "buf.h"
+#include "cache.h"
 #include "config.h"
 #include "jsonv.h"
 #include "laddr.h"
@@ -17,6 +18,8 @@
 #include <microhttpd.h>
 #include <pthread.h>
 #include <sched.h>
+#include <sys/random.h>
+#include <time.h>
 #include <signal.h>
 #include <stdio.h>
 #include <stdlib.h>
@@ -30,6 +33,7 @@ struct app {
     struct log_writer *logger;
     struct log_sink *log;
     struct metrics *metrics;
+    struct cache *cache;
     struct listener listener;
     struct event_base *base;
     struct event *sig_term, *sig_int, *sig_hup, *on_quiesced, *on_idle, *on_applied, *on_exit;
@@ -209,6 +213,20 @@ static void log_warnings(struct app *a, const struct config *cfg)
     }
 }
 
+/* The cache follows cfg: its bound, and only the answers of endpoints whose definition cfg
+ * still has (config.h: ident) are kept. Out of memory: everything is dropped, which is safe. */
+static void apply_cache(struct app *a, const struct config *cfg)
+{
+    uint64_t *ids = malloc((cfg->nendpoints + 1) * sizeof *ids);
+    size_t n = 0;
+    for (size_t i = 0; ids != NULL && i < cfg->nendpoints; i++)
+        if (cfg->endpoints[i].cache.ttl_ms > 0)
+            ids[n++] = cfg->endpoints[i].ident;
+    cache_set_max_bytes(a->cache, cfg->cache_max_bytes);
+    cache_keep(a->cache, ids, n);
+    free(ids);
+}
+
 static void reload(struct app *a)
 {
     char err[1024];
@@ -256,6 +274,7 @@ static void reload(struct app *a)
                   "effect on restart\"");
     if (a->opts->log_level < 0)
         log_set_level(a->logger, next->log_level);
+    apply_cache(a, next);
     log_warnings(a, next);
     a->reload_gen++;
     for (unsigned i = 0; i < a->started; i++)
@@ -350,6 +369,7 @@ static void teardown(struct app *a)
     if (a->base != NULL)
         event_base_free(a->base);
     site_unref(a->site);
+    cache_destroy(a->cache);
     metrics_destroy(a->metrics);
     config_unref(a->cfg);
 }
@@ -379,7 +399,13 @@ int app_run(struct config *cfg, const struct app_opts *opts)
     }
     a.metrics = metrics_create(a.nworkers, labels);
     a.base = event_base_new();
-    if (a.metrics == NULL || a.base == NULL || (a.log = log_sink_new(a.logger)) == NULL ||
+    uint64_t seed;
+    if (getrandom(&seed, sizeof seed, GRND_NONBLOCK) != sizeof seed)
+        seed = (uint64_t)time(NULL) * 2654435761u;
+    if (a.metrics != NULL)
+        a.cache = cache_create(cfg->cache_max_bytes, NULL, metrics_cache(a.metrics), seed);
+    if (a.metrics == NULL || a.base == NULL || a.cache == NULL ||
+        (a.log = log_sink_new(a.logger)) == NULL ||
         (a.site = site_create(cfg, a.metrics, a.nworkers)) == NULL) {
         fprintf(stderr, "gatherd: out of memory at start\n");
         goto out;
@@ -408,6 +434,7 @@ int app_run(struct config *cfg, const struct app_opts *opts)
         .unsent = &a.unsent,
         .metrics = a.metrics,
         .logger = a.logger,
+        .cache = a.cache,
         .on_quiesced = a.on_quiesced,
         .on_idle = a.on_idle,
         .on_applied = a.on_applied,

@@ -78,6 +78,7 @@ static void begin_drain(struct worker *w)
     /* The listening socket is shared by every worker and closed by the control thread once
      * all have let go of it. */
     acceptor_stop(w->acceptor);
+    router_drain(w->router);
     httpd_wake(w->httpd);
     atomic_store(&w->quiesced, true);
     event_active(w->shared->on_quiesced, EV_READ, 0);
@@ -171,6 +172,7 @@ int worker_init(struct worker *w, unsigned id, const struct worker_shared *share
         .logw = shared->logger,
         .draining = shared->draining,
         .flights = w->flights,
+        .cache = shared->cache,
         .notifier = w->notifier,
         .finished = on_request_finished,
         .arg = w,

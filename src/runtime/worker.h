@@ -11,6 +11,7 @@
 #include <stdint.h>
 
 struct acceptor;
+struct cache;
 struct event;
 struct event_base;
 struct flights;
@@ -32,6 +33,7 @@ struct worker_shared {
     atomic_size_t *unsent;      /* bytes held, process-wide, for answers not yet sent */
     struct metrics *metrics;
     struct log_writer *logger;
+    struct cache *cache; /* the response cache, shared by every worker */
     struct event
         *on_quiesced;      /* activated (in the control loop) when this worker stopped accepting */
     struct event *on_idle; /* activated when a draining worker has nothing in flight */

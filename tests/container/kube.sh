@@ -83,7 +83,14 @@ podman exec "$ctr" cat "$K_CONFIG_PATH" > "$WORK/mounted.json" 2>/dev/null || tr
 cmp -s "$WORK/mounted.json" "$WORK/configmap.json" && ok "$K_CONFIG_PATH is the ConfigMap's gatherd.json" \
   || fail "$K_CONFIG_PATH differs from the ConfigMap"
 podman exec "$ctr" /usr/local/bin/gatherd-healthcheck && ok "GET /healthz 200 inside the pod" || fail "healthz inside the pod"
-ready=$(podman exec "$ctr" bash -c 'exec 3<>/dev/tcp/127.0.0.1/5042; printf "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" >&3; head -n 1 <&3' 2>/dev/null | tr -d '\r' || true)
+# /readyz says "warming" until /tickers' first background refresh ends (it cannot reach the
+# exchanges under --network none, so it fails at once or at its 5 s deadline): poll, bounded.
+ready=""
+for _ in $(seq 1 60); do
+  ready=$(podman exec "$ctr" bash -c 'exec 3<>/dev/tcp/127.0.0.1/5042; printf "GET /readyz HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n" >&3; head -n 1 <&3' 2>/dev/null | tr -d '\r' || true)
+  case "$ready" in *" 200"*) break ;; esac
+  sleep 0.2
+done
 case "$ready" in *" 200"*) ok "GET /readyz: $ready" ;; *) fail "GET /readyz: '$ready'" ;; esac
 
 uid=$(podman exec "$ctr" id -u 2>/dev/null || echo "?")

@@ -64,16 +64,34 @@ ports=$(podman image inspect --format '{{json .Config.ExposedPorts}}' "$IMAGE")
 echo "$ports" | grep -q '5042/tcp' && ok "EXPOSE 5042" || fail "ExposedPorts $ports"
 
 # ---------------------------------------------------------------- run
+# The image's own configuration (config/gatherd.json) refreshes /tickers from the real exchanges
+# from start-up on, and a test never calls them: the runs below mount a configuration of the
+# same shape (a cached, refreshed /tickers) whose backend is gatherd's own /healthz on the
+# container's loopback. The shipped file itself is checked by --check-config in the image build
+# and runs under --network none in kube.sh.
+local_cfg() {  # listen port inside the container -> path of a config file for it
+  local d="$WORK/local-$1"
+  mkdir -p "$d"; chmod 0755 "$d"
+  cat > "$d/gatherd.json" <<JSON
+{"endpoints": [{"path": "/tickers", "timeout_ms": 2000,
+  "cache": {"ttl_ms": 2000, "stale_while_revalidate_ms": 1000}, "refresh_ms": 1000,
+  "backends": [{"name": "self", "url": "http://127.0.0.1:$1/healthz"}]}]}
+JSON
+  chmod 0644 "$d/gatherd.json"
+  printf '%s' "$d/gatherd.json"
+}
 port="${GATHERD_TEST_PORT:-$(free_port)}"
 # Port published on loopback only. --health-interval=disable: no systemd timers on this
 # machine; the check is run explicitly below with `podman healthcheck run`.
 say "podman run -p 127.0.0.1:$port:5042 $IMAGE"
 if ! podman run -d --name "$CTR" --network bridge -p "127.0.0.1:$port:5042" \
+     -v "$(local_cfg 5042):/etc/gatherd/gatherd.json:ro" \
      --health-interval=disable "$IMAGE" >"$WORK/run.log" 2>&1; then
   # bridge networking may be unavailable (no iptables/netavark); host networking is the fallback
   say "bridge network unavailable ($(tail -n 1 "$WORK/run.log")); using --network host, port $port"
   podman rm -f "$CTR" >/dev/null 2>&1 || true
   podman run -d --name "$CTR" --network host -e "PORT=$port" -e "GATHERD_HEALTH_PORT=$port" \
+     -v "$(local_cfg "$port"):/etc/gatherd/gatherd.json:ro" \
      --health-interval=disable --entrypoint /usr/local/bin/gatherd "$IMAGE" \
      --config /etc/gatherd/gatherd.json --listen "127.0.0.1:$port" >"$WORK/run.log" 2>&1 \
     || { cat "$WORK/run.log"; fail "podman run"; summary; exit 1; }
@@ -96,7 +114,12 @@ for _ in $(seq 1 100); do
   sleep 0.05
 done
 [ "$code" = 200 ] && ok "GET /healthz from the host: 200 $(cat "$WORK/healthz.body")" || fail "GET /healthz from the host: '$code'"
-code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$port/readyz" || true)
+# /readyz is 503 "warming" until /tickers' first background refresh ends.
+for _ in $(seq 1 200); do
+  code=$(curl -s -o /dev/null -w '%{http_code}' --max-time 2 "http://127.0.0.1:$port/readyz" || true)
+  [ "$code" = 200 ] && break
+  sleep 0.05
+done
 [ "$code" = 200 ] && ok "GET /readyz: 200" || fail "GET /readyz: '$code'"
 if curl -s --max-time 2 "http://127.0.0.1:$port/metrics" | grep -q '^gatherd_build_info'; then ok "/metrics has gatherd_build_info"
 else fail "/metrics lacks gatherd_build_info"; fi
@@ -112,7 +135,8 @@ else fail "podman healthcheck run: $(cat "$WORK/hc.log")"; fi
 # read-only root filesystem, as in the Kubernetes manifest: gatherd must not need to write
 ro="$CTR-ro"
 rport=$(free_port)
-if podman run -d --name "$ro" --read-only --network host --health-interval=disable "$IMAGE" \
+if podman run -d --name "$ro" --read-only --network host --health-interval=disable \
+     -v "$(local_cfg "$rport"):/etc/gatherd/gatherd.json:ro" "$IMAGE" \
      --config /etc/gatherd/gatherd.json --listen "127.0.0.1:$rport" >/dev/null 2>&1; then
   rcode=""
   for _ in $(seq 1 100); do
@@ -127,7 +151,8 @@ fi
 
 # the probe is not vacuous: gatherd on another port -> unhealthy; told the port -> healthy
 hc="$CTR-hc"
-if podman run -d --name "$hc" --network bridge --health-interval=disable "$IMAGE" \
+if podman run -d --name "$hc" --network bridge --health-interval=disable \
+     -v "$(local_cfg 5043):/etc/gatherd/gatherd.json:ro" "$IMAGE" \
      --config /etc/gatherd/gatherd.json --listen 0.0.0.0:5043 >/dev/null 2>&1; then
   for _ in $(seq 1 200); do
     podman logs "$hc" 2>&1 | grep -q '"msg":"listening"' && break; sleep 0.05
@@ -136,7 +161,7 @@ if podman run -d --name "$hc" --network bridge --health-interval=disable "$IMAGE
   else ok "healthcheck fails when gatherd does not answer on the probed port"; fi
   podman rm -f -t 0 "$hc" >/dev/null 2>&1 || true
   podman run -d --name "$hc" --network bridge --health-interval=disable -e GATHERD_HEALTH_PORT=5043 \
-    "$IMAGE" --config /etc/gatherd/gatherd.json --listen 0.0.0.0:5043 >/dev/null 2>&1
+    -v "$(local_cfg 5043):/etc/gatherd/gatherd.json:ro" "$IMAGE" --config /etc/gatherd/gatherd.json --listen 0.0.0.0:5043 >/dev/null 2>&1
   for _ in $(seq 1 200); do
     podman logs "$hc" 2>&1 | grep -q '"msg":"listening"' && break; sleep 0.05
   done

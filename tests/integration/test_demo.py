@@ -70,6 +70,14 @@ class DemoTest(unittest.TestCase):
             self.assertEqual(raw_members(body),
                              [fixture_bytes(n).strip() for n in FIXTURE_NAMES])
 
+            # The cached one is read from memory once its first refresh is in (/readyz).
+            gd.wait_until(lambda: http_get(base + "/readyz")[0] == 200, 10, "ready")
+            status, headers, cached = http_get(base + "/tickers-cached")
+            self.assertEqual(status, 200, cached)
+            self.assertRegex(headers.get("cache-status", ""), r"^gatherd; hit; ttl=\d+$")
+            self.assertRegex(headers.get("age", ""), r"^\d+$")
+            self.assertEqual(raw_members(cached), raw_members(body))
+
             status, _, body = http_get(base + "/tickers-degraded")
             self.assertEqual(status, 200, body)
             doc = json.loads(body)

@@ -176,12 +176,15 @@ class MetricsTest(unittest.TestCase):
                           "max_body_bytes": 1000},
             "transfer": {"name": "transfer", "url": u("/reset_mid")},
         }
-        cls.endpoints = ("/ok", "/slow", "/errs", "/allfail", ODD_PATH, "/limited", "/tls",
-                         "/notified")
+        cls.endpoints = ("/ok", "/cached", "/slow", "/errs", "/allfail", ODD_PATH, "/limited",
+                         "/tls", "/notified")
         cls.gd = None
         try:
             cls.gd = Gatherd(config(
                 endpoint("/ok", [("a", u("/ok"))], timeout_ms=10000),
+                # A cached endpoint has the cache's lookup counters, and a refreshed one the
+                # refresh series (test_cache.py and test_refresh.py count them).
+                endpoint("/cached", [("a", u("/ok"))], cache={"ttl_ms": 1000}, refresh_ms=1000),
                 endpoint("/slow", [("s", u("/ok?delay_ms=300"))], timeout_ms=10000),
                 endpoint("/errs", [("ok", u("/ok"))] + list(cls.kind_backends.values()),
                          timeout_ms=10000),
@@ -197,10 +200,12 @@ class MetricsTest(unittest.TestCase):
                 endpoint("/notified", [("n", u("/ok"))], timeout_ms=10000,
                          notify={"url": u("/sink"), "queue": 100}),
             ), workers=WORKERS)
+            # The refreshed endpoint's first fan-out has ended, so its age is shown.
+            gd.wait_until(lambda: http_get(cls.gd.url("/readyz"))[0] == 200, 10, "ready")
             # Give every kind of series something to count, so their labels can be checked.
-            for path in ("/ok", "/slow", "/errs", "/allfail", urllib.parse.quote(ODD_PATH),
-                         "/limited", "/healthz", "/readyz", "/no-such-path", "/metrics",
-                         "/notified"):
+            for path in ("/ok", "/cached", "/slow", "/errs", "/allfail",
+                         urllib.parse.quote(ODD_PATH), "/limited", "/healthz", "/readyz",
+                         "/no-such-path", "/metrics", "/notified"):
                 http_get(cls.gd.url(path), timeout=20)
         except BaseException:
             if cls.gd is not None:

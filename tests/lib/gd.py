@@ -115,6 +115,15 @@ class FakeUpstream:
         """fakeup's request log since the last reset (arrival and end times, raw targets)."""
         return self._control("/_log", 10)[1]
 
+    def switch(self, key, status):
+        """Makes ``/switch?key=<key>`` answer ``status`` from now on."""
+        self._control(f"/_switch?key={urllib.parse.quote(key)}&status={int(status)}", 10)
+
+    def switch_calls(self, key):
+        """The request log's entries for ``/switch?key=<key>`` (any other query beside it)."""
+        pat = re.compile(r"[?&]key=" + re.escape(key) + r"(&|$)")
+        return [e for e in self.log() if e["path"] == "/switch" and pat.search(e["target"])]
+
     def wait(self, counter, value, timeout=10, **more):
         """Wait until ``counter`` >= value (and each of ``more``); return the stats.  Raise
         HarnessError with the stats on timeout.  ``counter`` may be ``path:/x``."""

@@ -322,6 +322,7 @@ class Server:
         self.fixtures = fixtures
         self.stats = Stats()
         self.cycles = {}  # /cycle query -> requests answered
+        self.switches = {}  # /switch key -> the status it answers now (/_switch sets it)
 
     async def handle(self, reader, writer):
         conn = Conn(self, reader, writer)
@@ -490,6 +491,14 @@ class Server:
             n = self.cycles.get(rawq, 0)
             self.cycles[rawq] = n + 1
             return await r(json_bytes({"n": n, "pad": "x" * sizes[n % len(sizes)]}))
+        if path == "/switch":
+            # A backend a test turns bad and good again: answers the status /_switch last set
+            # for its key (200 at first) and {"key", "n"} with n counting its requests.
+            key = q.get("key", "")
+            n = self.cycles.get("switch:" + key, 0)
+            self.cycles["switch:" + key] = n + 1
+            code = self.switches.get(key, 200)
+            return await r(json_bytes({"key": key, "n": n, "pad": "x" * qint("pad", 0)}), code)
         if path == "/empty":
             return await r(b"")
         if path == "/truncated":
@@ -567,6 +576,9 @@ class Server:
             return await self.respond(conn, 200, json_bytes(st.snapshot()), close=close)
         if path == "/_log":
             return await self.respond(conn, 200, json_bytes(st.log), close=close)
+        if path == "/_switch":
+            self.switches[q.get("key", "")] = int(q.get("status", "200"))
+            return await self.respond(conn, 200, json_bytes(self.switches), close=close)
         if path == "/_reset":
             st.reset()
             return await self.respond(conn, 200, json_bytes(st.snapshot()), close=close)
