@@ -16,6 +16,10 @@ Processes:
   Go               the K-way join in Go's net/http (bench/ref-go/main.go, built at bench time):
                    one shared keep-alive http.Client, a goroutine per upstream.
   gatherd          one config per scenario, endpoint /agg with K backends.
+  cached endpoint  gatherd K=3 with "cache" and "refresh_ms" against nginx-static (the same
+                   bytes as a static file); its backends are 3 more ports of the upstream nginx
+                   that log every request (port, time, X-Request-Id), so the background
+                   refresh's upstream calls are counted where they arrive.
   HTTPS            the upstream nginx also serves the fixtures over TLS (HTTP/1.1 and HTTP/2
                    by ALPN) on 3 ports, with a certificate from a PKI made at bench time
                    (tests/lib/tlsca.py); R2-TLS proxies to one of them with proxy_ssl_verify,
@@ -78,6 +82,7 @@ GO_PORT = PORT_BASE + 84
 TLS_UP_BASE = PORT_BASE + 85  # 3 HTTPS upstream ports: backend i of a TLS scenario
 R2_TLS_PORT = PORT_BASE + 88
 GATHERD_PORT = PORT_BASE + 90
+LOGGED_UP_BASE = PORT_BASE + 91  # 3 upstream ports with an access log: backend i of k3-cache
 UP_BASE = PORT_BASE + 100
 N_UP = 100  # upstream "hosts": distinct ports on 127.0.0.1
 DELAYS_MS = (10, 20, 50, 500, 1000)
@@ -182,6 +187,17 @@ SCENARIOS = [
          label="gatherd 1,000 in flight, K=3, 1 s, coalesce on"),
     dict(name="k3-co", kind="gatherd", k=3, workers=2, conns=64, cmp="r2", coalesce=True,
          label="gatherd K=3, 0 ms, coalesce on"),
+    # The response cache and background refresh (issue 13): a cached K=3 answer against nginx
+    # serving the same bytes as a static file, and the upstream calls the refresh makes during
+    # that load (a row of its own, from the same run: "derived" rows run nothing).
+    dict(name="nginx-static", kind="ref", ref="static", workers=2, conns=64,
+         label="nginx-static: the cached K=3 answer as a static file"),
+    dict(name="k3-cache", kind="gatherd", k=3, workers=2, conns=64, cmp="nginx-static",
+         cache={"ttl_ms": 60000}, refresh_ms=1000, target="cache",
+         label="gatherd K=3, cache ttl 60 s, refresh_ms 1000"),
+    dict(name="k3-refresh", kind="derived", of="k3-cache", part="refresh", conns=64,
+         target="refresh", label="upstream calls during k3-cache's load (refresh_ms 1000, "
+         "3 backends)"),
     dict(name="fanout1", kind="single", k=1, workers=2, delay=500, target="fanout",
          label="gatherd fan-out 1, 500 ms, 1 request"),
     dict(name="fanout10", kind="single", k=10, workers=2, delay=500, target="fanout",
@@ -214,9 +230,11 @@ GROUPS = {
 }
 GROUPS["policies"] = ["conc5", "each100"]
 GROUPS["stream"] = ["stream-first", "stream-plain"]
+GROUPS["cache"] = ["nginx-static", "k3-cache", "k3-refresh"]
 GROUPS["compare"] = list(dict.fromkeys(GROUPS["compare-k3"] + GROUPS["compare-k20"]
                                         + GROUPS["flat"]))
-REF_SHORT = {"r2": "R2", "r2-w1": "R2 (1 worker)", "r2-d50": "R2 @50 ms", "r2-tls": "R2-TLS"}
+REF_SHORT = {"r2": "R2", "r2-w1": "R2 (1 worker)", "r2-d50": "R2 @50 ms", "r2-tls": "R2-TLS",
+             "nginx-static": "nginx-static"}
 
 
 # ---------------------------------------------------------------------------------------------
@@ -353,13 +371,18 @@ def port_free(port):
         s.close()
 
 
-def http_get(url, timeout=30.0):
-    req = urllib.request.Request(url)
+def http_fetch(url, timeout=30.0):
+    """(status, headers, body) of a GET."""
     try:
-        with urllib.request.urlopen(req, timeout=timeout) as r:
-            return r.status, r.read()
+        with urllib.request.urlopen(urllib.request.Request(url), timeout=timeout) as r:
+            return r.status, r.headers, r.read()
     except urllib.error.HTTPError as e:
-        return e.code, e.read()
+        return e.code, e.headers, e.read()
+
+
+def http_get(url, timeout=30.0):
+    st, _, body = http_fetch(url, timeout)
+    return st, body
 
 
 # ---------------------------------------------------------------------------------------------
@@ -390,6 +413,7 @@ class Env:
             for n in files:
                 os.chmod(os.path.join(root, n), 0o644)
         self.upstream = None
+        self.upstream_log = os.path.join(tmp, "upstream", "logged.log")
         self.pki = None
 
     def make_pki(self):
@@ -418,12 +442,27 @@ class Env:
     def fixture_for(self, i):
         return self.fixtures[i % len(self.fixtures)]
 
-    def backend_url(self, i, delay=0, tls=False):
+    def backend_url(self, i, delay=0, tls=False, logged=False):
         base, _ = self.fixture_for(i)
         prefix = f"d{delay}" if delay else "fix"
         if tls:
             return f"https://127.0.0.1:{TLS_UP_BASE + i}/{prefix}/{base}"
+        if logged:
+            return f"http://127.0.0.1:{LOGGED_UP_BASE + i}/{prefix}/{base}"
         return f"http://127.0.0.1:{UP_BASE + i}/{prefix}/{base}"
+
+    def logged_calls(self):
+        """[(port, time, X-Request-Id)] of every request the logged upstream ports received."""
+        out = []
+        try:
+            with open(self.upstream_log) as f:
+                for line in f:
+                    v = line.split()
+                    if len(v) >= 3:
+                        out.append((int(v[0]), float(v[1]), v[2]))
+        except OSError:
+            pass
+        return out
 
     def nginx_common(self, name, workers, conns, modules=()):
         d = os.path.join(self.tmp, name)
@@ -490,13 +529,25 @@ http {{
   }}
 """
             ports += [TLS_UP_BASE, TLS_UP_BASE + 2]
+        # 3 more ports that log each request (the others log nothing), for the cached rows:
+        # the background refresh's calls are counted, per backend and in time, where they land.
+        logged_listens = "".join(f"    listen 127.0.0.1:{LOGGED_UP_BASE + i} backlog=4096;\n"
+                                 for i in range(3))
+        ports += [LOGGED_UP_BASE, LOGGED_UP_BASE + 2]
         text = head + f"""
+  log_format logged '$server_port $msec $http_x_request_id $status';
   server {{
 {listens}
     root {self.www};
     location /fix/ {{ }}
     location = /_status {{ stub_status; }}
 {locs}  }}
+  server {{
+{logged_listens}
+    access_log {self.upstream_log} logged;
+    root {self.www};
+    location /fix/ {{ }}
+  }}
 {tls}}}
 """
         self.upstream = self.start_nginx("upstream", text, d, ports)
@@ -542,7 +593,8 @@ http {{
             base, _ = self.fixture_for(i)
             name = base.split("_")[0].split(".")[0] if k <= len(self.fixtures) else f"b{i}"
             d = sc["delays"][i] if "delays" in sc else delay
-            out.append((name, self.backend_url(i, d, sc.get("tls", False))))
+            out.append((name, self.backend_url(i, d, sc.get("tls", False),
+                                                logged="refresh_ms" in sc)))
         return out
 
     def start_reference_tls(self, sc):
@@ -661,6 +713,10 @@ http {{
             ep["coalesce"] = True
         if sc.get("concurrency"):
             ep["concurrency"] = sc["concurrency"]
+        if sc.get("cache"):
+            ep["cache"] = dict(sc["cache"])
+        if sc.get("refresh_ms"):
+            ep["refresh_ms"] = sc["refresh_ms"]
         if sc.get("each"):
             # One backend whose URL takes the item (nginx ignores the query of a static file).
             backends[0]["url"] += "?id={item}"
@@ -795,15 +851,21 @@ class Runner:
         res["others_pct"] = max(others, 0.0) / ((w1 - w0) * (os.cpu_count() or 1)) * 100
         return res
 
-    def measure_wrk(self, url, conns, pids):
-        """Warm-up, then the measured wrk run."""
+    def measure_wrk(self, url, conns, pids, around=None):
+        """Warm-up, then the measured wrk run. around(): a snapshot taken just before and just
+        after the measured run (res["around"]); res["wall"]: the run's start and end (epoch s)."""
         a = self.args
         if a.warmup > 0:
             run_wrk(url, conns, a.warmup)
 
         def load():
+            before = around() if around else None
+            t0 = time.time()
             res, raw = run_wrk(url, conns, a.duration)
+            res["wall"] = (t0, time.time())
             res["raw"] = raw
+            if around:
+                res["around"] = (before, around())
             return res
         return self.measure(pids, load)
 
@@ -822,14 +884,19 @@ class Runner:
             port = R1_PORT if sc["ref"] == "static" else R2_PORT
         try:
             url = f"http://127.0.0.1:{port}/agg"
+            ctype = None
             if "k" in sc:
                 # A K-way join: the same check as gatherd's before the load.
                 self.check_join(sc, url)
             else:
-                st, body = http_get(url)
+                st, hdrs, body = http_fetch(url)
                 if st != 200:
                     raise RuntimeError(f"reference answered {st}: {body[:200]!r}")
+                if sc["ref"] == "static" and body != self.env.join3:
+                    raise RuntimeError("the static reference does not serve the K=3 join")
+                ctype = hdrs.get("Content-Type")
             res = self.measure_wrk(url, sc["conns"], family(p.pid))
+            res["content_type"] = ctype
             res["rss_mb"] = sum(proc_hwm_kb(x) for x in family(p.pid)) / 1024
             return res
         finally:
@@ -894,6 +961,8 @@ class Runner:
         return len(body)
 
     def run_gatherd(self, sc):
+        if sc.get("cache"):
+            return self.run_cached(sc)
         p, d, cfg = self.start_gatherd(sc, sc.get("access_log", False))
         try:
             size = self.check_join(sc)
@@ -909,6 +978,97 @@ class Runner:
             return res
         finally:
             PROCS.stop(p)
+
+    def gatherd_counters(self):
+        """{(family, result): value} of gatherd's cache lookups and refreshes (all endpoints:
+        the bench configures one)."""
+        _, body = http_get(f"http://127.0.0.1:{GATHERD_PORT}/metrics")
+        out = {}
+        for line in body.decode().splitlines():
+            m = re.match(r'(gatherd_cache_lookups_total|gatherd_refreshes_total)\{.*'
+                         r'(?:result|outcome)="(\w+)"\}\s+(\S+)$', line)
+            if m:
+                key = (m.group(1), m.group(2))
+                out[key] = out.get(key, 0) + float(m.group(3))
+        return out
+
+    def run_cached(self, sc):
+        """A cached endpoint under load: warmed by its background refresh (/readyz), its answer
+        checked to be a hit with the static reference's bytes and Content-Type; then the load,
+        and from the logged upstream ports the refresh's calls during it (the "refresh" part,
+        the k3-refresh row)."""
+        p, d, cfg = self.start_gatherd(sc, False)
+        try:
+            end = time.monotonic() + 15
+            while True:
+                st, body = http_get(f"http://127.0.0.1:{GATHERD_PORT}/readyz", timeout=2)
+                if st == 200:
+                    break
+                if time.monotonic() > end:
+                    raise RuntimeError(f"/readyz still answers {st} {body[:80]!r} after 15 s")
+                time.sleep(0.05)
+            size = self.check_join(sc)
+            st, hdrs, body = http_fetch(f"http://127.0.0.1:{GATHERD_PORT}/agg")
+            cs = hdrs.get("Cache-Status", "")
+            if st != 200 or body != self.env.join3:
+                raise RuntimeError(f"cached /agg answered {st}, {len(body)} bytes, not the "
+                                   f"reference's {len(self.env.join3)}: {body[:120]!r}")
+            if not cs.startswith("gatherd; hit"):
+                raise RuntimeError(f"warmed /agg is not a hit: Cache-Status {cs!r}")
+            ref = self.results.get(sc.get("cmp", ""), {})
+            want_type = ref.get("content_type") or "application/json"
+            if hdrs.get("Content-Type") != want_type:
+                raise RuntimeError(f"Content-Type {hdrs.get('Content-Type')!r}, the reference "
+                                   f"sends {want_type!r}")
+            res = self.measure_wrk(f"http://127.0.0.1:{GATHERD_PORT}/agg", sc["conns"], [p.pid],
+                                   around=self.gatherd_counters)
+            res["rss_mb"] = proc_hwm_kb(p.pid) / 1024
+            res["body_bytes"] = size
+            if p.poll() is not None:
+                raise RuntimeError(f"gatherd exited with {p.returncode} during the run")
+            c0, c1 = res.pop("around")
+            delta = {k: c1.get(k, 0) - c0.get(k, 0) for k in set(c0) | set(c1)}
+            looked = sum(v for (f, _), v in delta.items() if f == "gatherd_cache_lookups_total")
+            hits = delta.get(("gatherd_cache_lookups_total", "hit"), 0)
+            res["notes"] = [f"hits: {hits / max(looked, 1) * 100:.2f} % of {looked:,.0f} lookups"]
+            res["refresh"] = self.refresh_calls(sc, res, delta)
+            return res
+        finally:
+            PROCS.stop(p)
+
+    def refresh_calls(self, sc, load, delta):
+        """The upstream calls the logged backends received during the measured run: per
+        backend, the refresh's (X-Request-Id gatherd-refresh) and any other (a request's own
+        fan-out, a miss), and the intervals between consecutive refresh calls."""
+        t0, t1 = load["wall"]
+        secs = t1 - t0
+        every = sc["refresh_ms"] / 1000
+        calls = self.env.logged_calls()
+        ports = [LOGGED_UP_BASE + i for i in range(sc["k"])]
+        counts, gaps, others = [], [], 0
+        for port in ports:
+            times = sorted(t for pt, t, rid in calls if pt == port and rid == "gatherd-refresh")
+            counts.append(sum(1 for t in times if t0 <= t <= t1))
+            gaps += [b - a for a, b in zip(times, times[1:]) if t0 <= b <= t1]
+            others += sum(1 for pt, t, rid in calls
+                          if pt == port and rid != "gatherd-refresh" and t0 <= t <= t1)
+        total = sum(counts)
+        rate, want = total / secs, len(ports) / every
+        per = secs / every  # calls expected per backend in the window
+        ok = (all(abs(c - per) <= 1 for c in counts) and others == 0 and gaps
+              and 0.5 * every <= min(gaps) and max(gaps) <= 1.5 * every)
+        outcomes = ", ".join(f"{o} {v:,.0f}" for (f, o), v in sorted(delta.items())
+                             if f == "gatherd_refreshes_total" and v)
+        notes = [f"{total} refresh calls in {secs:.1f} s = {rate:.2f}/s, expected {want:.2f}/s",
+                 "per backend " + "/".join(map(str, counts)) + f" (expected {per:.1f} each)",
+                 (f"intervals {min(gaps) * 1e3:.0f}–{max(gaps) * 1e3:.0f} ms, median "
+                  f"{statistics.median(gaps) * 1e3:.0f} ms") if gaps else "no intervals",
+                 f"{others} other upstream requests",
+                 f"refreshes: {outcomes or 'none'}"]
+        log("  " + "; ".join(notes))
+        return {"rps": None, "requests": total, "p50": None, "p99": None, "notes": notes,
+                "calls_per_s": rate, "refresh_ok": bool(ok), "others_pct": load["others_pct"],
+                "non2xx": 0, "sockerr": {}}
 
     def run_single(self, sc):
         """Fan-out width: latency of one request at a time, timed by curl."""
@@ -1004,6 +1164,12 @@ class Runner:
     def run(self, sc):
         """--repeat runs of a scenario; the one with the median req/s (the median p50 for
         latency scenarios) stands for it, so one disturbed run does not decide a row."""
+        if sc["kind"] == "derived":
+            # Measured by another row's run (the one kept for it): nothing runs here.
+            src = self.results.get(sc["of"], {})
+            res = src.get(sc["part"]) or {"skip": src.get("skip", f"{sc['of']} did not run")}
+            self.results[sc["name"]] = res
+            return res
         runs = []
         for _ in range(self.args.repeat):
             res = self.run_once(sc)
@@ -1078,6 +1244,16 @@ def judge(sc, res, results):
     elif t == "plain500":
         text = "≈500 ms (median 500–600 ms)"
         ok = 500 <= res["p50"] <= 600
+    elif t == "cache":
+        text = "≥0.8× nginx-static"
+        if not have_ref:
+            return vs, text, "n/a"
+        ok = res["rps"] >= 0.8 * ref["rps"]
+    elif t == "refresh":
+        # Each backend called once per refresh_ms: its count in the window within one of
+        # the expected, no two calls closer than half an interval, no gap of 1.5, no other call.
+        text = "1 call per 1 s per backend (3.00/s)"
+        ok = res["refresh_ok"]
     elif t == "waves":
         # Four waves of 0.5 s: faster would mean the limit did not hold.
         text = "≈2.0 s (median ≥ 2.0 s, max ≤ 2.2 s)"
@@ -1116,6 +1292,7 @@ def table(results, order):
             errs.append(f"{res['log_lines']:,} access lines")
         if "done_p50" in res:
             errs.append(f"done line median {fmt_ms(res['done_p50'])}")
+        errs += res.get("notes", [])
         single = sc["kind"] == "single"
         label = sc["label"]
         if sc.get("pool") and "lifted" not in label:
@@ -1346,10 +1523,10 @@ def main():
         bad = [n for n in want if n not in BY_NAME]
         if bad:
             raise SystemExit(f"bench: unknown scenario(s) {', '.join(bad)}; see --list")
-        for n in list(want):
-            c = BY_NAME[n].get("cmp")
-            if c and c not in want:
-                want.append(c)
+        for n in want:  # grows as it goes: a derived row's source brings its reference too
+            for c in (BY_NAME[n].get("cmp"), BY_NAME[n].get("of")):
+                if c and c not in want:
+                    want.append(c)
         order = [s["name"] for s in SCENARIOS if s["name"] in want]
     else:
         order = [s["name"] for s in SCENARIOS]
