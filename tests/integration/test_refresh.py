@@ -65,7 +65,10 @@ class RefreshLoadTest(unittest.TestCase):
                     self.assertLessEqual(len(log), 1 + int((elapsed + 1.5) / 0.5) + 1, log)
                     ts = [e["t"] for e in log]
                     gaps = [b - a for a, b in zip(ts, ts[1:])]
-                    self.assertTrue(all(gap > 0.4 for gap in gaps), gaps)
+                    # Start to start, as seen at the upstream: a loop busy with 64 clients
+                    # on 2 shared cores can delay one arrival by 100 ms and shorten the next
+                    # gap as much; calls made per request would be milliseconds apart.
+                    self.assertTrue(all(gap > 0.25 for gap in gaps), gaps)
                     # Never two at once: each call of a backend ends before the next begins.
                     self.assertTrue(all(b["t"] >= a["end"] for a, b in zip(log, log[1:])
                                         if a["end"] is not None), log)
