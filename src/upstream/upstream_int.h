@@ -53,6 +53,7 @@ struct upstream__pool {
     struct upstream *u;
     CURLM *multi;
     struct event *timer;
+    bool in_timer; /* in on_timer: a 0 timeout asked now waits for the next loop iteration */
     uint64_t hash;
     char *origin;
     /* How its connections are made (upstream_tls.c). A pool is per origin and connection
