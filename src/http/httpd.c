@@ -186,16 +186,24 @@ static void on_head_timeout(evutil_socket_t fd, short what, void *arg)
     httpd_wake(cw->h);
 }
 
+/* Runs of the daemon in a row while it asks for a 0 timeout. After sending a kept-alive answer
+ * libmicrohttpd 0.9.75 takes three runs to be ready for the next request (send, finish, read
+ * again); through a 0 timer each extra run cost a loop iteration, so an epoll_wait of the loop's
+ * own. Bounded, so that a daemon with work left still lets the loop poll everything else. */
+#define DAEMON_RUNS 3
+
 static void run_daemon(struct httpd *h)
 {
-    MHD_run(h->daemon);
-    MHD_UNSIGNED_LONG_LONG ms;
-    if (MHD_get_timeout(h->daemon, &ms) == MHD_YES) {
-        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
-        evtimer_add(h->tick, &tv); /* 0 included: the daemon has buffered work to do */
-    } else {
-        evtimer_del(h->tick);
+    MHD_UNSIGNED_LONG_LONG ms = 0;
+    for (int i = 0; i < DAEMON_RUNS && ms == 0; i++) {
+        MHD_run(h->daemon);
+        if (MHD_get_timeout(h->daemon, &ms) != MHD_YES) {
+            evtimer_del(h->tick);
+            return;
+        }
     }
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    evtimer_add(h->tick, &tv); /* 0 included: the daemon has buffered work to do */
 }
 
 static void on_daemon_event(evutil_socket_t fd, short what, void *arg)
