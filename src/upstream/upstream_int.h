@@ -196,6 +196,16 @@ void upstream__tls_learn(struct upstream__pool *p, CURL *e);
 enum tlsfail upstream__tls_failure(const struct upstream__pool *p, CURL *e, CURLcode rc,
                                    const char *detail, enum errkind *kind, char *msg, size_t len);
 
+/* upstream_poll.c: curl's repeated readability checks */
+
+/* curl_multi_socket_action(p->multi, s, action): while it runs, a second 0-timeout check
+ * whether a socket is readable gets the first one's "no" without a system call. */
+void upstream__poll_socket_action(struct upstream__pool *p, curl_socket_t s, int action);
+
+/* s is being closed (and its number may be reused): no answer of the running call is kept for
+ * it. */
+void upstream__poll_forget(curl_socket_t s);
+
 /* upstream_sock.c: the socket registry */
 
 /* Has p's multi tell the registry which sockets to watch. The registry watches them on

@@ -9,11 +9,10 @@
 static void on_timer(evutil_socket_t fd, short kind, void *arg)
 {
     struct upstream__pool *p = arg;
-    int running;
     (void)fd;
     (void)kind;
     p->in_timer = true;
-    curl_multi_socket_action(p->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    upstream__poll_socket_action(p, CURL_SOCKET_TIMEOUT, 0);
     p->in_timer = false;
     upstream__check_done(p);
 }
