@@ -5,6 +5,9 @@
 # medians of several interleaved runs.
 #   bench/instructions.sh [K] [N]    K backends (default 3), N requests (default 300)
 #   GATHERD_BIN=/other/gatherd bench/instructions.sh   compare another build
+#   UPSTREAM_DELAY_MS=5 bench/instructions.sh   backends answer after 5 ms: under callgrind,
+#       gatherd runs ~50x slower than the upstream, which then answers before curl's first look
+#       at the socket, unlike at full speed; a delay restores the order of a native run
 # Runs gatherd (one worker) under callgrind twice, with N and 3N keep-alive requests, and
 # prints (I(3N) - I(N)) / 2N, so start-up and shutdown cancel out.
 set -euo pipefail
