@@ -50,6 +50,7 @@ struct httpd {
     struct MHD_Daemon *daemon;
     struct event *io;   /* the daemon's epoll descriptor, level-triggered */
     struct event *tick; /* the daemon's own timeout; activated by hand to make it run */
+    bool resumed;       /* a connection was resumed since the daemon last ran */
     size_t in_flight;
     struct httpd_req *waiting; /* parked requests, for shutdown */
     uint64_t rid_state;
@@ -195,7 +196,14 @@ static void on_head_timeout(evutil_socket_t fd, short what, void *arg)
 static void run_daemon(struct httpd *h)
 {
     MHD_UNSIGNED_LONG_LONG ms = 0;
-    for (int i = 0; i < DAEMON_RUNS && ms == 0; i++) {
+    /* A resumed connection is out of the daemon's epoll set until the run that finds its socket
+     * drained adds it back; the socket is writable, so that add makes the daemon's descriptor
+     * readable at once, which woke the loop (an epoll_wait) only to run the daemon for that
+     * one event. One more run takes it now. */
+    bool settle = h->resumed;
+    h->resumed = false;
+    for (int i = 0; i < DAEMON_RUNS + 1 && (ms == 0 || settle); i++) {
+        settle &= ms == 0;
         MHD_run(h->daemon);
         if (MHD_get_timeout(h->daemon, &ms) != MHD_YES) {
             evtimer_del(h->tick);
@@ -241,6 +249,7 @@ static void resume(struct httpd_req *r, enum phase phase)
     r->phase = phase;
     r->stream_parked = false;
     MHD_resume_connection(r->conn);
+    r->h->resumed = true;
     httpd_wake(r->h);
 }
 
