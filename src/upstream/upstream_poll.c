@@ -8,9 +8,9 @@
 /* curl 7.88 polls a socket with a 0 timeout each time it wants to know whether it is readable,
  * and it asks twice for every transfer on a kept-alive connection: whether the idle connection
  * is still alive, then, right after sending the request, whether the answer is already there.
- * Nothing switches either off, and on this loop the second is always a wasted system call: the
- * answer cannot have come in the microseconds since, and when it has not, curl waits for the
- * socket's event, which the registry (upstream_sock.c) watches level-triggered.
+ * Nothing switches either off, and the second is nearly always a wasted system call: the answer
+ * seldom comes in the microseconds since, and when it has not, curl waits for the socket's
+ * event, which the registry (upstream_sock.c) watches level-triggered, as it does for all else.
  *
  * So while one curl_multi_socket_action() runs, a 0-timeout read check of a socket that an
  * earlier check of that same call found not readable gets that answer again, without a system
