@@ -5,6 +5,9 @@
 # medians of several interleaved runs.
 #   bench/instructions.sh [K] [N]    K backends (default 3), N requests (default 300)
 #   GATHERD_BIN=/other/gatherd bench/instructions.sh   compare another build
+#   UPSTREAM_DELAY_MS=5 bench/instructions.sh   backends answer after 5 ms: under callgrind,
+#       gatherd runs ~50x slower than the upstream, which then answers before curl's first look
+#       at the socket, unlike at full speed; a delay restores the order of a native run
 # Runs gatherd (one worker) under callgrind twice, with N and 3N keep-alive requests, and
 # prints (I(3N) - I(N)) / 2N, so start-up and shutdown cancel out.
 set -euo pipefail
@@ -12,37 +15,19 @@ cd "$(dirname "$0")/.."
 K=${1:-3}
 N=${2:-300}
 command -v valgrind >/dev/null || { apt-get install -y -qq valgrind >/dev/null; }
-BIN=${GATHERD_BIN:-}
-if [ -z "$BIN" ]; then
-    [ -f build-release/build.ninja ] || meson setup build-release --buildtype=release >/dev/null
-    ninja -C build-release >/dev/null
-    BIN=build-release/src/gatherd
-fi
+. bench/oneworker.sh
+BIN=$(oneworker_bin)
 tmp=$(mktemp -d)
 trap 'kill $(jobs -p) 2>/dev/null || true; rm -rf "$tmp"' EXIT
-python3 tests/upstream/fakeup.py --port 0 >"$tmp/up" &
-for _ in $(seq 100); do [ -s "$tmp/up" ] && break; sleep 0.1; done
-port=$(python3 -c 'import json,sys; print(json.load(open(sys.argv[1]))["port"])' "$tmp/up")
-python3 - "$K" "$port" >"$tmp/cfg.json" <<'PY'
-import json, sys
-k, port = int(sys.argv[1]), sys.argv[2]
-fx = ["bitbank_btc_jpy_ticker.json", "btcbox_ticker.json", "coincheck_ticker.json"]
-print(json.dumps({"workers": 1, "access_log": False, "endpoints": [
-    {"path": "/agg", "backends": [{"name": f"b{i}", "url": f"http://127.0.0.1:{port}/json/{fx[i % 3]}"}
-                                  for i in range(k)]}]}))
-PY
+oneworker_setup "$K" 127.0.0.1 0
 count() { # requests -> instructions
     local n=$1 out="$tmp/cg.$1"
     valgrind --tool=callgrind --callgrind-out-file="$out" \
         "$BIN" --config "$tmp/cfg.json" --listen 127.0.0.1:0 \
         2>"$tmp/err.$n" >/dev/null &
     local pid=$!
-    local addr=""
-    for _ in $(seq 300); do
-        addr=$(grep -o '"addr":"[^"]*"' "$tmp/err.$n" 2>/dev/null | cut -d'"' -f4 || true)
-        [ -n "$addr" ] && break
-        sleep 0.1
-    done
+    local addr
+    addr=$(oneworker_addr "$tmp/err.$n")
     python3 - "$addr" "$n" <<'PY'
 import http.client, sys, threading
 host, port = sys.argv[1].rsplit(":", 1)

@@ -50,6 +50,7 @@ struct httpd {
     struct MHD_Daemon *daemon;
     struct event *io;   /* the daemon's epoll descriptor, level-triggered */
     struct event *tick; /* the daemon's own timeout; activated by hand to make it run */
+    bool resumed;       /* a connection was resumed since the daemon last ran */
     size_t in_flight;
     struct httpd_req *waiting; /* parked requests, for shutdown */
     uint64_t rid_state;
@@ -186,16 +187,31 @@ static void on_head_timeout(evutil_socket_t fd, short what, void *arg)
     httpd_wake(cw->h);
 }
 
+/* Runs of the daemon in a row while it asks for a 0 timeout. After sending a kept-alive answer
+ * libmicrohttpd 0.9.75 takes three runs to be ready for the next request (send, finish, read
+ * again); through a 0 timer each extra run cost a loop iteration, so an epoll_wait of the loop's
+ * own. Bounded, so that a daemon with work left still lets the loop poll everything else. */
+#define DAEMON_RUNS 3
+
 static void run_daemon(struct httpd *h)
 {
-    MHD_run(h->daemon);
-    MHD_UNSIGNED_LONG_LONG ms;
-    if (MHD_get_timeout(h->daemon, &ms) == MHD_YES) {
-        struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
-        evtimer_add(h->tick, &tv); /* 0 included: the daemon has buffered work to do */
-    } else {
-        evtimer_del(h->tick);
+    MHD_UNSIGNED_LONG_LONG ms = 0;
+    /* A resumed connection is out of the daemon's epoll set until the run that finds its socket
+     * drained adds it back; the socket is writable, so that add makes the daemon's descriptor
+     * readable at once, which woke the loop (an epoll_wait) only to run the daemon for that
+     * one event. One more run takes it now. */
+    bool settle = h->resumed;
+    h->resumed = false;
+    for (int i = 0; i < DAEMON_RUNS + 1 && (ms == 0 || settle); i++) {
+        settle &= ms == 0;
+        MHD_run(h->daemon);
+        if (MHD_get_timeout(h->daemon, &ms) != MHD_YES) {
+            evtimer_del(h->tick);
+            return;
+        }
     }
+    struct timeval tv = {(time_t)(ms / 1000), (suseconds_t)((ms % 1000) * 1000)};
+    evtimer_add(h->tick, &tv); /* 0 included: the daemon has buffered work to do */
 }
 
 static void on_daemon_event(evutil_socket_t fd, short what, void *arg)
@@ -233,6 +249,7 @@ static void resume(struct httpd_req *r, enum phase phase)
     r->phase = phase;
     r->stream_parked = false;
     MHD_resume_connection(r->conn);
+    r->h->resumed = true;
     httpd_wake(r->h);
 }
 

@@ -53,6 +53,7 @@ struct upstream__pool {
     struct upstream *u;
     CURLM *multi;
     struct event *timer;
+    bool in_timer; /* in on_timer: a 0 timeout asked now waits for the next loop iteration */
     uint64_t hash;
     char *origin;
     /* How its connections are made (upstream_tls.c). A pool is per origin and connection
@@ -194,6 +195,16 @@ void upstream__tls_learn(struct upstream__pool *p, CURL *e);
  * message that names the reason; `detail` is curl's message. */
 enum tlsfail upstream__tls_failure(const struct upstream__pool *p, CURL *e, CURLcode rc,
                                    const char *detail, enum errkind *kind, char *msg, size_t len);
+
+/* upstream_poll.c: curl's repeated readability checks */
+
+/* curl_multi_socket_action(p->multi, s, action): while it runs, a second 0-timeout check
+ * whether a socket is readable gets the first one's "no" without a system call. */
+void upstream__poll_socket_action(struct upstream__pool *p, curl_socket_t s, int action);
+
+/* s is being closed (and its number may be reused): no answer of the running call is kept for
+ * it. */
+void upstream__poll_forget(curl_socket_t s);
 
 /* upstream_sock.c: the socket registry */
 

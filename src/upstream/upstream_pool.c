@@ -9,10 +9,11 @@
 static void on_timer(evutil_socket_t fd, short kind, void *arg)
 {
     struct upstream__pool *p = arg;
-    int running;
     (void)fd;
     (void)kind;
-    curl_multi_socket_action(p->multi, CURL_SOCKET_TIMEOUT, 0, &running);
+    p->in_timer = true;
+    upstream__poll_socket_action(p, CURL_SOCKET_TIMEOUT, 0);
+    p->in_timer = false;
     upstream__check_done(p);
 }
 
@@ -22,6 +23,15 @@ static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
     (void)multi;
     if (timeout_ms < 0)
         return event_del(p->timer) == 0 ? 0 : -1;
+    /* curl asks for 0 whenever a transfer is added. A 0 timer fires only after the loop's next
+     * epoll_wait (a system call of its own per request); activated, the timer runs in this
+     * iteration, after the callbacks already due. Not when curl asks again from the timer's own
+     * run: that waits for the next iteration, so curl can never keep the loop from polling. */
+    if (timeout_ms == 0 && !p->in_timer) {
+        event_del(p->timer);
+        event_active(p->timer, EV_TIMEOUT, 0);
+        return 0;
+    }
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
     return evtimer_add(p->timer, &tv) == 0 ? 0 : -1;
 }

@@ -38,7 +38,6 @@ static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
 {
     struct upstream__sock *us = arg;
     struct upstream__pool *p = us->pool;
-    int running;
     if (us->parked) {
         /* An idle connection became readable: the upstream closed it or misbehaves. curl
          * finds out when it next tries to reuse or prune it; stop waking up for it. */
@@ -48,7 +47,7 @@ static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
     }
     int action =
         ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-    curl_multi_socket_action(p->multi, fd, action, &running);
+    upstream__poll_socket_action(p, fd, action);
     upstream__check_done(p);
 }
 
@@ -209,6 +208,7 @@ static int close_cb(void *arg, curl_socket_t s)
         *slot = NULL;
     }
     metrics_gauge_add(&u->metrics->upstream_connections_open, -1);
+    upstream__poll_forget(s);
     return close(s);
 }
 
