@@ -525,9 +525,8 @@ static int parse_backend(struct ctx *c, json_t *obj, const char *path,
 }
 
 static const char *const endpoint_keys[] = {
-    "path",        "timeout_ms", "backends", "max_body_bytes", "coalesce",   "on_error",
-    "concurrency", "each",       "params",   "notify",         "cache",      "refresh_ms",
-    NULL};
+    "path", "timeout_ms", "backends", "max_body_bytes", "coalesce",   "on_error", "concurrency",
+    "each", "params",     "notify",   "cache",          "refresh_ms", NULL};
 
 /* The endpoint's "notify": where each of its requests is reported once answered. The sink is
  * reached as backends are (same URL rules), with the top level's tls and http2. */

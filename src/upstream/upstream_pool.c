@@ -94,7 +94,8 @@ static struct upstream__keep *keep_slot(struct upstream__keep *keep, size_t cap,
 static void unlist(struct upstream *u, struct upstream__pool *p)
 {
     size_t mask = u->pools_cap - 1;
-    size_t i = (size_t)(slot_for(u->pools, u->pools_cap, p->hash, p->origin, strlen(p->origin), p->tls_id) -
+    size_t i = (size_t)(slot_for(u->pools, u->pools_cap, p->hash, p->origin, strlen(p->origin),
+                                 p->tls_id) -
                         u->pools);
     for (size_t j = (i + 1) & mask; u->pools[j] != NULL; j = (j + 1) & mask) {
         size_t home = u->pools[j]->hash & mask;
