@@ -110,9 +110,7 @@ void aggregate_serve(struct request *q)
         q->stream = stream_negotiate(httpd_req_header(q->hr, "Accept"));
     if (q->stream == STREAM_NONE && cached_serve(q)) /* streams bypass the cache */
         return;
-    const char *target = httpd_req_target(q->hr);
-    const char *query = target != NULL ? strchr(target, '?') : NULL;
-    struct plan_request preq = {query != NULL ? query + 1 : NULL, (const char *const *)q->params};
+    struct plan_request preq = {request_query(q), (const char *const *)q->params};
     struct plan *plan;
     char why[300];
     int rc = plan_build(q->ep, &preq, &plan, why, sizeof why);

@@ -300,18 +300,11 @@ static const enum metrics_cache_result as_metric[CACHE_NRESULTS] = {
     [CACHE_COLLAPSED] = METRICS_CACHE_COLLAPSED,
 };
 
-static const char *query_of(const struct request *q)
-{
-    const char *target = httpd_req_target(q->hr);
-    const char *query = target != NULL ? strchr(target, '?') : NULL;
-    return query != NULL ? query + 1 : NULL;
-}
-
 /* Runs the fan-out for cf (the key q missed). Out of memory: the fill is abandoned, and its
  * waiters are answered 503 at once. */
 static void run_fill(struct request *q, struct cache_fill *cf)
 {
-    struct plan_request preq = {query_of(q), (const char *const *)q->params};
+    struct plan_request preq = {request_query(q), (const char *const *)q->params};
     struct plan *plan;
     char why[300];
     if (plan_build(q->ep, &preq, &plan, why, sizeof why) < 0) /* the items parsed before */
@@ -330,7 +323,7 @@ bool cached_serve(struct request *q)
     char *items = NULL, why[300];
     size_t nitems = 0;
     int rc = 0;
-    if (ep->each_param != NULL && (rc = plan_items(query_of(q), ep->each_param, ep->max_items,
+    if (ep->each_param != NULL && (rc = plan_items(request_query(q), ep->each_param, ep->max_items,
                                                    &items, &nitems, why, sizeof why)) == -EINVAL) {
         httpd_respond_error(q->hr, 400, "bad_request", why, NULL, 0);
         return true;

@@ -111,6 +111,10 @@ void refresher_sync(struct router *rt);
 void refresher_stop(struct router *rt);
 void refresher_destroy(struct router *rt);
 
+/* router.c: the request's raw query string (after '?', not decoded), or NULL when it has none;
+ * what selects an "each" endpoint's items. */
+const char *request_query(const struct request *q);
+
 /* builtin.c: /healthz, /readyz, /metrics. */
 void builtin_serve(struct request *q);
 

@@ -249,3 +249,10 @@ void router_expire(struct router *rt, const char *why)
     rt->expired = true;
     aggregate_expire(rt, why);
 }
+
+const char *request_query(const struct request *q)
+{
+    const char *target = httpd_req_target(q->hr);
+    const char *query = target != NULL ? strchr(target, '?') : NULL;
+    return query != NULL ? query + 1 : NULL;
+}
