@@ -435,10 +435,12 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
         curl_easy_setopt(e, CURLOPT_POSTFIELDS, req->body);
     }
 
-    /* A reused handle still holds the last transfer's URL, set or rebuilt by curl: curl would
-     * prefer that string to a new CURLU (and retry with it), so it goes first. */
+    /* curl connects from the CURLU and retries from the string, so the two must name the same
+     * URL: a reused handle still holds the last transfer's. Given the CURLU alone, curl 7.88
+     * would rebuild the string from it with its byte-at-a-time printf on every transfer (about
+     * 11k instructions per leg); the string it gets here is only copied. */
     if (url != NULL) {
-        curl_easy_setopt(e, CURLOPT_URL, NULL);
+        curl_easy_setopt(e, CURLOPT_URL, url->url);
         curl_easy_setopt(e, CURLOPT_CURLU, url->h);
     } else {
         curl_easy_setopt(e, CURLOPT_CURLU, NULL);
