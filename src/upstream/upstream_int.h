@@ -206,6 +206,10 @@ void upstream__poll_socket_action(struct upstream__pool *p, curl_socket_t s, int
  * it. */
 void upstream__poll_forget(curl_socket_t s);
 
+/* How long a parked connection's watch is trusted to tell that it is alive, in microseconds
+ * (upstream__sock_quiet()). */
+#define UPSTREAM__QUIET_TRUST_US 1000000u
+
 /* upstream_sock.c: the socket registry */
 
 /* Has p's multi tell the registry which sockets to watch. The registry watches them on
@@ -219,6 +223,11 @@ void upstream__sock_attach_easy(struct upstream *u, CURL *e);
  * multi closes each idle connection through close_cb, which frees its watch); this makes sure
  * no event can reach the freed pool. */
 void upstream__sock_forget_pool(struct upstream__pool *p);
+
+/* Whether s is the socket of an idle connection of u that its watch has seen no byte, close or
+ * error on since it went idle, less than UPSTREAM__QUIET_TRUST_US ago: as far as the last
+ * epoll_wait knew, the connection is alive. */
+bool upstream__sock_quiet(const struct upstream *u, curl_socket_t s);
 
 /* Frees every socket watch and the registry. Only once every multi is cleaned up: until then
  * curl may still hold them. */

@@ -1,5 +1,6 @@
 #include "upstream_int.h"
 
+#include "clock.h"
 #include "metrics.h"
 
 #include <curl/curl.h>
@@ -29,6 +30,7 @@ struct upstream__sock {
     short kind;       /* what ev watches; 0 when it is not added */
     bool established; /* curl waited to read from it: connected, closed through close_cb */
     bool parked;      /* curl no longer watches it; its connection idles in the cache */
+    uint64_t parked_at; /* clock_us() when it was parked */
 };
 
 /* A non-NULL slot of upstream.socks without a usock yet: opened by open_cb, not watched. */
@@ -93,6 +95,7 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
             return 0;
         if (slot != NULL && *slot == us && us->established) {
             us->parked = true; /* keep watching for reading: the usual next interest */
+            us->parked_at = clock_us();
             return 0;
         }
         /* Not established: a connect attempt. curl may close one without the close callback
@@ -210,6 +213,14 @@ static int close_cb(void *arg, curl_socket_t s)
     metrics_gauge_add(&u->metrics->upstream_connections_open, -1);
     upstream__poll_forget(s);
     return close(s);
+}
+
+bool upstream__sock_quiet(const struct upstream *u, curl_socket_t s)
+{
+    const struct upstream__sock *us = s >= 0 && (size_t)s < u->nsocks ? u->socks[s] : NULL;
+    /* A watch that saw anything was stopped (on_socket_event): kind is 0 from then on. */
+    return us != NULL && us != &sock_opened && us->parked && (us->kind & EV_READ) &&
+           clock_us() - us->parked_at < UPSTREAM__QUIET_TRUST_US;
 }
 
 void upstream__sock_attach_multi(struct upstream__pool *p)
