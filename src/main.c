@@ -3,6 +3,7 @@
  * hooks, SIGPIPE, and the descriptor limit. */
 #include "app.h"
 #include "config.h"
+#include "upstream.h"
 
 #include <curl/curl.h>
 #include <event2/event.h>
@@ -137,7 +138,7 @@ int main(int argc, char **argv)
 
     signal(SIGPIPE, SIG_IGN);
     raise_nofile();
-    if (curl_global_init(CURL_GLOBAL_DEFAULT) != CURLE_OK || evthread_use_pthreads() != 0) {
+    if (upstream_global_init() != 0 || evthread_use_pthreads() != 0) {
         fprintf(stderr, "gatherd: cannot initialise libcurl or libevent threading\n");
         config_unref(cfg);
         return 1;

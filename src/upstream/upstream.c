@@ -132,6 +132,41 @@ void upstream__pump(struct upstream__pool *p)
     }
 }
 
+/* How many spare handles a class may keep now (UPSTREAM__SPARE_MIN). */
+static size_t spare_limit(struct upstream *u)
+{
+    uint64_t now = clock_us();
+    if (now - u->window_at >= UPSTREAM__PEAK_WINDOW_US) {
+        u->last_peak = u->peak;
+        u->peak = u->active;
+        u->window_at = now;
+    }
+    size_t want = u->peak > u->last_peak ? u->peak : u->last_peak;
+    return want < UPSTREAM__SPARE_MIN   ? UPSTREAM__SPARE_MIN
+           : want > UPSTREAM__SPARE_MAX ? UPSTREAM__SPARE_MAX
+                                        : want;
+}
+
+/* Keeps e, a handle of buffer class c, for reuse if the class has room: true if it did. */
+static bool spare_keep(struct upstream *u, int c, CURL *e)
+{
+    size_t limit = spare_limit(u);
+    while (u->nspare[c] > limit) /* the load fell: one handle fewer per release */
+        curl_easy_cleanup(u->spare[c][--u->nspare[c]]);
+    if (u->nspare[c] >= limit)
+        return false;
+    if (u->nspare[c] == u->spare_cap[c]) {
+        size_t cap = u->spare_cap[c] ? 2 * u->spare_cap[c] : 64;
+        CURL **grown = realloc(u->spare[c], cap * sizeof *grown);
+        if (grown == NULL)
+            return false;
+        u->spare[c] = grown;
+        u->spare_cap[c] = cap;
+    }
+    u->spare[c][u->nspare[c]++] = e;
+    return true;
+}
+
 /* Takes x out of curl (or of the queue), returns its easy handle to the spares, frees x, and
  * lets the next queued transfer of its pool start. */
 static void release(struct upstream_xfer *x)
@@ -149,15 +184,15 @@ static void release(struct upstream_xfer *x)
      * success or when it never ran: curl keeps per-handle state such as the count of retries
      * on dead reused connections (after five in a handle's life, a sixth stale connection
      * would fail), so a handle that retried, failed or was cancelled is closed instead. */
-    size_t *n = &u->nspare[x->buf_class];
     /* A POST's handle is closed too: reused, it would need its method and body reset, a cost
      * every GET would then pay; notifications are rare enough to make a handle each. */
-    if ((x->reusable || x->requests == 0) && !x->post && *n < UPSTREAM__SPARE_MAX) {
+    if ((x->reusable || x->requests == 0) && !x->post && !u->destroying) {
         curl_easy_setopt(x->easy, CURLOPT_ERRORBUFFER, NULL); /* x->errbuf goes with x */
         /* A spare may outlive its pool, and curl_share_cleanup() refuses (and leaks) a share a
          * handle still holds; the next start attaches its own pool's share before it runs. */
         curl_easy_setopt(x->easy, CURLOPT_SHARE, NULL);
-        u->spare[x->buf_class][(*n)++] = x->easy;
+        if (!spare_keep(u, x->buf_class, x->easy))
+            curl_easy_cleanup(x->easy);
     } else {
         curl_easy_cleanup(x->easy);
     }
@@ -283,14 +318,17 @@ void upstream_destroy(struct upstream *u)
     u->destroying = true;
     while (u->xfers != NULL)
         release(u->xfers);
-    for (int c = 0; c < UPSTREAM__BUF_CLASSES; c++)
+    for (int c = 0; c < UPSTREAM__BUF_CLASSES; c++) {
         for (size_t i = 0; i < u->nspare[c]; i++)
             curl_easy_cleanup(u->spare[c][i]);
+        free(u->spare[c]);
+    }
     upstream__pool_finish(u);
     upstream__sock_finish(u); /* every multi is gone: nothing refers to these any more */
     urls_clear(u);
     free(u->urls);
     free(u);
+    upstream__mem_drain(); /* on the loop's thread, after the last of curl's frees */
 }
 
 /* The options every transfer shares; the rest are set per transfer. */
@@ -385,6 +423,7 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
             own_agent = false;
     size_t nposted = req->body != NULL ? 2 : 0;
     size_t nnodes = req->nheaders + (own_agent ? 2 : 1) + nposted;
+    upstream__mem_keep(); /* on the loop's thread: a store */
     struct upstream__pool *pool = upstream__pool_for(u, req->url, req->tls);
     if (pool == NULL)
         return NULL;
@@ -467,7 +506,8 @@ struct upstream_xfer *upstream_start(struct upstream *u, const struct upstream_r
     if (u->xfers != NULL)
         u->xfers->prev = x;
     u->xfers = x;
-    u->active++;
+    if (++u->active > u->peak)
+        u->peak = u->active;
     return x;
 }
 

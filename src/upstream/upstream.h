@@ -67,6 +67,10 @@ struct upstream_ops {
 extern const struct upstream_ops upstream_curl_ops;
 
 /* NULL when curl cannot be set up. The base is borrowed. */
+/* curl_global_init() with curl's allocations routed through upstream_mem.c: once, before any
+ * other curl call and before threads start. 0, or -1. */
+int upstream_global_init(void);
+
 struct upstream *upstream_create(struct event_base *base, const struct upstream_opts *opts);
 
 /* Cancels every transfer without calling back and frees everything; accepts NULL. */

@@ -19,8 +19,13 @@ struct upstream__sock;
 struct upstream__tls;
 
 /* Easy handles kept for reuse, per receive buffer size: creating one costs more than reusing
- * it (bench/RESULTS.md). */
-#define UPSTREAM__SPARE_MAX 256
+ * it (bench/RESULTS.md). Up to as many as transfers ran at once lately (the larger of this
+ * window's peak and the last one's), within these bounds: fewer than ran at once, and a burst
+ * of answers that lands in one loop iteration closes handles that the next requests then make
+ * again, each a 5 KiB allocation and free that also has glibc merge its free chunks. */
+#define UPSTREAM__SPARE_MIN 256
+#define UPSTREAM__SPARE_MAX 4096
+#define UPSTREAM__PEAK_WINDOW_US 10000000u
 
 /* curl's receive buffer, allocated once per easy handle: 16 KiB by default, which is most of a
  * transfer's memory when thousands wait on slow upstreams. A URL gets a handle with a buffer
@@ -108,9 +113,10 @@ struct upstream {
     struct event *reap_ev;
     struct parsed_url *urls; /* URLS_CAP slots, open addressing on the URL's hash */
     size_t nurls;
-    CURL *spare[UPSTREAM__BUF_CLASSES]
-               [UPSTREAM__SPARE_MAX]; /* easy handles kept for reuse, by buffer size */
-    size_t nspare[UPSTREAM__BUF_CLASSES];
+    CURL **spare[UPSTREAM__BUF_CLASSES]; /* easy handles kept for reuse, by buffer size */
+    size_t nspare[UPSTREAM__BUF_CLASSES], spare_cap[UPSTREAM__BUF_CLASSES];
+    size_t peak, last_peak; /* most transfers at once in this window and in the last one */
+    uint64_t window_at;     /* clock_us() when this window began */
 };
 
 /* 64-bit FNV-1a of s[0, n): the hash of the pools and parsed-URL tables. */
@@ -209,6 +215,15 @@ void upstream__poll_forget(curl_socket_t s);
 /* How long a parked connection's watch is trusted to tell that it is alive, in microseconds
  * (upstream__sock_quiet()). */
 #define UPSTREAM__QUIET_TRUST_US 1000000u
+
+/* upstream_mem.c: curl's allocator */
+
+/* The calling thread runs an upstream client's loop: from now on it keeps a few freed chunks
+ * of curl's per-transfer sizes for reuse. */
+void upstream__mem_keep(void);
+
+/* Gives the calling thread's kept chunks back to glibc and stops keeping any. */
+void upstream__mem_drain(void);
 
 /* upstream_sock.c: the socket registry */
 
