@@ -30,6 +30,7 @@ struct parsed_url {
 struct upstream_xfer {
     struct upstream *u;
     struct upstream__pool *pool;
+    struct upstream__shard *shard; /* while handed to curl */
     CURL *easy;
     int buf_class;
     struct parsed_url *url; /* NULL when curl parses the URL string */
@@ -101,9 +102,12 @@ static void unlink_xfer(struct upstream_xfer *x)
 /* Hands x to curl with timeout_ms of its own left. */
 static int submit(struct upstream_xfer *x, long timeout_ms)
 {
+    struct upstream__shard *sh = upstream__pool_pick(x->pool);
     curl_easy_setopt(x->easy, CURLOPT_TIMEOUT_MS, timeout_ms);
-    if (curl_multi_add_handle(x->pool->multi, x->easy) != CURLM_OK)
+    if (sh == NULL || curl_multi_add_handle(sh->multi, x->easy) != CURLM_OK)
         return -1;
+    x->shard = sh;
+    sh->running++;
     x->pool->running++;
     return 0;
 }
@@ -176,7 +180,8 @@ static void release(struct upstream_xfer *x)
     if (x->q.cls != NULL) {
         upstream__queue_remove(p, &x->q);
     } else {
-        curl_multi_remove_handle(p->multi, x->easy);
+        curl_multi_remove_handle(x->shard->multi, x->easy);
+        x->shard->running--;
         p->running--;
     }
     /* A handle is reused as it is, without curl_easy_reset() (which would put its buffer size
@@ -241,11 +246,11 @@ static enum errkind classify(CURLcode rc, bool too_large)
 
 /* Drains finished transfers. Each callback may start or cancel others; curl drops the pending
  * message of a handle removed meanwhile, so the loop stays valid. */
-void upstream__check_done(struct upstream__pool *p)
+void upstream__check_done(struct upstream__shard *sh)
 {
     CURLMsg *msg;
     int left;
-    while ((msg = curl_multi_info_read(p->multi, &left)) != NULL) {
+    while ((msg = curl_multi_info_read(sh->multi, &left)) != NULL) {
         if (msg->msg != CURLMSG_DONE)
             continue;
         CURL *easy = msg->easy_handle;

@@ -51,14 +51,33 @@ struct upstream__queued {
 };
 enum { UPSTREAM__BY_ARRIVAL, UPSTREAM__BY_CLASS };
 
-/* One curl multi handle per upstream origin (scheme, authority). Each keeps its own connection
- * cache, so a cache only ever holds connections that this origin's transfers can reuse, and it
- * stays small: curl 7.88 walks a multi's whole cache on every curl_multi_remove_handle(). */
-struct upstream__pool {
-    struct upstream *u;
+/* Connections a shard of an HTTP/1.1 pool holds before another shard is made. */
+#define UPSTREAM__SHARD_CONNECTIONS 16
+
+/* A curl multi handle of a pool, with its own connection cache. curl 7.88 walks a multi's
+ * cache twice per transfer: its busy connections until an idle one when it looks for one to
+ * reuse, and the whole cache on every curl_multi_remove_handle(). One cache per origin held
+ * 64 connections per origin at 64 clients of a K=20 endpoint, and those walks were most of
+ * what made a request dearer the more transfers ran at once; shards of at most
+ * UPSTREAM__SHARD_CONNECTIONS keep them short. */
+struct upstream__shard {
+    struct upstream__pool *pool;
     CURLM *multi;
     struct event *timer;
-    bool in_timer; /* in on_timer: a 0 timeout asked now waits for the next loop iteration */
+    bool in_timer;  /* in on_timer: a 0 timeout asked now waits for the next loop iteration */
+    size_t running; /* transfers handed to this multi */
+    size_t nsocks;  /* socket watches pointing at this shard (upstream_sock.c) */
+};
+
+/* The transfers of one upstream origin (scheme, authority) and connection profile: its caps,
+ * its queue, and one or more curl multis (shards) whose caches only ever hold connections that
+ * this origin's transfers can reuse. An HTTP/2 pool has one shard: its connections carry many
+ * transfers each. */
+struct upstream__pool {
+    struct upstream *u;
+    struct upstream__shard **shards;
+    size_t nshards, shards_cap;
+    size_t max_shards; /* 1 for HTTP/2; else enough for the idle cap */
     uint64_t hash;
     char *origin;
     /* How its connections are made (upstream_tls.c). A pool is per origin and connection
@@ -72,7 +91,7 @@ struct upstream__pool {
      * pending list every time a transfer ends, which with thousands queued stalled the loop for
      * seconds (tests/fault/test_c10k.py). Here a queued transfer costs nothing until its turn
      * or its deadline (upstream_queue.c). */
-    size_t running;                    /* handed to curl */
+    size_t running;                    /* handed to curl, in all shards */
     struct upstream__qlist queue;      /* waiting for their turn */
     struct upstream__qclass **classes; /* one per timeout_ms that waits here */
     size_t nclasses, classes_cap;
@@ -83,7 +102,6 @@ struct upstream__pool {
     bool needed;
     bool reaping; /* on u->reap, to be released by on_reap */
     struct upstream__pool *reap_next;
-    size_t nsocks; /* socket watches pointing at this pool (upstream_sock.c) */
 };
 
 /* An origin the configuration in use names: an entry of upstream.keep. */
@@ -130,9 +148,9 @@ static inline uint64_t upstream__fnv1a(const char *s, size_t n)
 
 /* upstream.c */
 
-/* Drains p's finished transfers, calling each one's done callback. Only from the loop, after
- * curl_multi_socket_action() on p->multi returns: the callbacks may start or cancel transfers. */
-void upstream__check_done(struct upstream__pool *p);
+/* Drains sh's finished transfers, calling each one's done callback. Only from the loop, after
+ * curl_multi_socket_action() on sh->multi returns: the callbacks may start or cancel transfers. */
+void upstream__check_done(struct upstream__shard *sh);
 
 /* Starts queued transfers of p while it has room. */
 void upstream__pump(struct upstream__pool *p);
@@ -162,6 +180,11 @@ void upstream__queue_remove(struct upstream__pool *p, struct upstream__queued *q
 struct upstream__pool *upstream__pool_for(struct upstream *u, const char *url,
                                           const struct config_tls *tls);
 
+/* The shard of p a transfer about to start goes to: the first that runs fewer than
+ * UPSTREAM__SHARD_CONNECTIONS, else a new one, else the least busy. NULL only when a new shard
+ * was needed and could not be made. */
+struct upstream__shard *upstream__pool_pick(struct upstream__pool *p);
+
 /* Called when a transfer of p ended or could not start: if none runs or waits on p any more
  * and its origin is not needed, p is released on the next turn of the loop (never now: a
  * callback of its multi may be running). */
@@ -174,13 +197,16 @@ void upstream__pool_finish(struct upstream *u);
 /* upstream_tls.c: how a pool's connections are made */
 
 /* Sets p up for profile t (NULL: plain HTTP/1.1): its own references to t's certificates and
- * keys, a TLS session cache of its own, HTTP/2 on its multi, and p->tls, tls_id and
- * max_running. 0, or -1 when out of memory (p->tls may then be set: the finish frees it). */
+ * keys, a TLS session cache of its own, and p->tls, tls_id, max_running and max_shards. 0, or -1
+ * when out of memory (p->tls may then be set: the finish frees it). */
 int upstream__tls_pool_init(struct upstream__pool *p, const struct config_tls *t);
 
-/* Frees p->tls; only once p->multi is cleaned up and no easy handle still names its session
+/* Frees p->tls; only once p's multis are cleaned up and no easy handle still names its session
  * cache (the spares are cleaned up first). Accepts a pool whose init failed. */
 void upstream__tls_pool_finish(struct upstream__pool *p);
+
+/* Sets a new multi of p up for p's profile (HTTP/2 streams per connection). */
+void upstream__tls_multi_setup(const struct upstream__pool *p, CURLM *multi);
 
 /* The id of profile t, "" for NULL. */
 const char *upstream__tls_id(const struct config_tls *t);
@@ -204,9 +230,9 @@ enum tlsfail upstream__tls_failure(const struct upstream__pool *p, CURL *e, CURL
 
 /* upstream_poll.c: curl's repeated readability checks */
 
-/* curl_multi_socket_action(p->multi, s, action): while it runs, a second 0-timeout check
- * whether a socket is readable gets the first one's "no" without a system call. */
-void upstream__poll_socket_action(struct upstream__pool *p, curl_socket_t s, int action);
+/* curl_multi_socket_action(sh->multi, s, action): while it runs, curl's 0-timeout checks
+ * whether a socket is readable are answered without a system call where the loop knows. */
+void upstream__poll_socket_action(struct upstream__shard *sh, curl_socket_t s, int action);
 
 /* s is being closed (and its number may be reused): no answer of the running call is kept for
  * it. */
@@ -227,17 +253,17 @@ void upstream__mem_drain(void);
 
 /* upstream_sock.c: the socket registry */
 
-/* Has p's multi tell the registry which sockets to watch. The registry watches them on
- * p->u->base and, on an event, drives p->multi and calls upstream__check_done(p). */
-void upstream__sock_attach_multi(struct upstream__pool *p);
+/* Has sh's multi tell the registry which sockets to watch. The registry watches them on the
+ * loop and, on an event, drives sh->multi and calls upstream__check_done(sh). */
+void upstream__sock_attach_multi(struct upstream__shard *sh);
 
 /* Has e open and close its sockets through the registry, which counts them in u->metrics. */
 void upstream__sock_attach_easy(struct upstream *u, CURL *e);
 
-/* After p's multi is cleaned up: frees any watch still pointing at p. None is expected (the
+/* After sh's multi is cleaned up: frees any watch still pointing at sh. None is expected (the
  * multi closes each idle connection through close_cb, which frees its watch); this makes sure
- * no event can reach the freed pool. */
-void upstream__sock_forget_pool(struct upstream__pool *p);
+ * no event can reach the freed shard. */
+void upstream__sock_forget_shard(struct upstream__shard *sh);
 
 /* Whether s is the socket of an idle connection of u that its watch has seen no byte, close or
  * error on since it went idle, less than UPSTREAM__QUIET_TRUST_US ago: as far as the last

@@ -77,13 +77,13 @@ int poll(struct pollfd *fds, nfds_t nfds, int timeout)
 }
 #pragma GCC diagnostic pop
 
-void upstream__poll_socket_action(struct upstream__pool *p, curl_socket_t s, int action)
+void upstream__poll_socket_action(struct upstream__shard *sh, curl_socket_t s, int action)
 {
-    struct memo m = {.u = p->u};
+    struct memo m = {.u = sh->pool->u};
     struct memo *outer = running; /* none: curl's callbacks never drive a multi */
     int n;
     running = &m;
-    curl_multi_socket_action(p->multi, s, action, &n);
+    curl_multi_socket_action(sh->multi, s, action, &n);
     running = outer;
 }
 

@@ -8,44 +8,106 @@
 
 static void on_timer(evutil_socket_t fd, short kind, void *arg)
 {
-    struct upstream__pool *p = arg;
+    struct upstream__shard *sh = arg;
     (void)fd;
     (void)kind;
-    p->in_timer = true;
-    upstream__poll_socket_action(p, CURL_SOCKET_TIMEOUT, 0);
-    p->in_timer = false;
-    upstream__check_done(p);
+    sh->in_timer = true;
+    upstream__poll_socket_action(sh, CURL_SOCKET_TIMEOUT, 0);
+    sh->in_timer = false;
+    upstream__check_done(sh);
 }
 
 static int timer_cb(CURLM *multi, long timeout_ms, void *userp)
 {
-    struct upstream__pool *p = userp;
+    struct upstream__shard *sh = userp;
     (void)multi;
     if (timeout_ms < 0)
-        return event_del(p->timer) == 0 ? 0 : -1;
+        return event_del(sh->timer) == 0 ? 0 : -1;
     /* curl asks for 0 whenever a transfer is added. A 0 timer fires only after the loop's next
      * epoll_wait (a system call of its own per request); activated, the timer runs in this
      * iteration, after the callbacks already due. Not when curl asks again from the timer's own
      * run: that waits for the next iteration, so curl can never keep the loop from polling. */
-    if (timeout_ms == 0 && !p->in_timer) {
-        event_del(p->timer);
-        event_active(p->timer, EV_TIMEOUT, 0);
+    if (timeout_ms == 0 && !sh->in_timer) {
+        event_del(sh->timer);
+        event_active(sh->timer, EV_TIMEOUT, 0);
         return 0;
     }
     struct timeval tv = {timeout_ms / 1000, (timeout_ms % 1000) * 1000};
-    return evtimer_add(p->timer, &tv) == 0 ? 0 : -1;
+    return evtimer_add(sh->timer, &tv) == 0 ? 0 : -1;
+}
+
+static void shard_destroy(struct upstream__shard *sh)
+{
+    if (sh->multi != NULL) {
+        curl_multi_cleanup(sh->multi); /* closes cached connections through close_cb */
+        upstream__sock_forget_shard(sh);
+    }
+    if (sh->timer != NULL)
+        event_free(sh->timer);
+    free(sh);
+}
+
+/* A new shard of p, in p->shards; NULL when out of memory. */
+static struct upstream__shard *shard_new(struct upstream__pool *p)
+{
+    struct upstream *u = p->u;
+    if (p->nshards == p->shards_cap) {
+        size_t cap = p->shards_cap ? 2 * p->shards_cap : 4;
+        struct upstream__shard **grown = realloc(p->shards, cap * sizeof *grown);
+        if (grown == NULL)
+            return NULL;
+        p->shards = grown;
+        p->shards_cap = cap;
+    }
+    struct upstream__shard *sh = calloc(1, sizeof *sh);
+    if (sh == NULL)
+        return NULL;
+    sh->pool = p;
+    sh->multi = curl_multi_init();
+    sh->timer = evtimer_new(u->base, on_timer, sh);
+    if (sh->multi == NULL || sh->timer == NULL) {
+        shard_destroy(sh);
+        return NULL;
+    }
+    upstream__sock_attach_multi(sh);
+    curl_multi_setopt(sh->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
+    curl_multi_setopt(sh->multi, CURLMOPT_TIMERDATA, sh);
+    /* The pool caps what runs (its queue); the per-multi caps are curl's own safety net. Each
+     * shard keeps up to its share of the idle connections. */
+    long idle = p->max_shards > 1 ? UPSTREAM__SHARD_CONNECTIONS : u->idle_connections;
+    curl_multi_setopt(sh->multi, CURLMOPT_MAX_HOST_CONNECTIONS, u->max_host_connections);
+    curl_multi_setopt(sh->multi, CURLMOPT_MAXCONNECTS, idle);
+    upstream__tls_multi_setup(p, sh->multi);
+    p->shards[p->nshards++] = sh;
+    return sh;
+}
+
+struct upstream__shard *upstream__pool_pick(struct upstream__pool *p)
+{
+    /* Filled in order: a shard then never runs more transfers at once than it keeps idle
+     * connections, so none is closed for the cap and opened again, and idle connections
+     * gather in the first shards, where the next transfers look. */
+    struct upstream__shard *least = NULL;
+    for (size_t i = 0; i < p->nshards; i++) {
+        struct upstream__shard *sh = p->shards[i];
+        if (sh->running < UPSTREAM__SHARD_CONNECTIONS || p->max_shards == 1)
+            return sh;
+        if (least == NULL || sh->running < least->running)
+            least = sh;
+    }
+    if (p->nshards >= p->max_shards)
+        return least;
+    struct upstream__shard *sh = shard_new(p);
+    return sh != NULL ? sh : least;
 }
 
 static void pool_destroy(struct upstream__pool *p)
 {
-    if (p->multi != NULL) {
-        curl_multi_cleanup(p->multi); /* closes cached connections through close_cb */
-        upstream__sock_forget_pool(p);
-    }
-    if (p->timer != NULL)
-        event_free(p->timer);
+    for (size_t i = 0; i < p->nshards; i++)
+        shard_destroy(p->shards[i]);
+    free(p->shards);
     upstream__queue_finish(p);
-    upstream__tls_pool_finish(p); /* after the multi: its connections held the session cache */
+    upstream__tls_pool_finish(p); /* after the multis: their connections held the session cache */
     free(p->origin);
     free(p);
 }
@@ -227,19 +289,12 @@ struct upstream__pool *upstream__pool_for(struct upstream *u, const char *url,
     p->hash = hash;
     p->needed = kept(u, upstream__fnv1a(url, len), url, len);
     p->origin = strndup(url, len);
-    p->multi = curl_multi_init();
-    p->timer = evtimer_new(u->base, on_timer, p);
     p->tls_id = "";
-    if (p->origin == NULL || p->multi == NULL || p->timer == NULL || upstream__queue_init(p) < 0 ||
-        upstream__tls_pool_init(p, tls) < 0) {
+    if (p->origin == NULL || upstream__queue_init(p) < 0 || upstream__tls_pool_init(p, tls) < 0 ||
+        shard_new(p) == NULL) {
         pool_destroy(p);
         return NULL;
     }
-    upstream__sock_attach_multi(p);
-    curl_multi_setopt(p->multi, CURLMOPT_TIMERFUNCTION, timer_cb);
-    curl_multi_setopt(p->multi, CURLMOPT_TIMERDATA, p);
-    curl_multi_setopt(p->multi, CURLMOPT_MAX_HOST_CONNECTIONS, u->max_host_connections);
-    curl_multi_setopt(p->multi, CURLMOPT_MAXCONNECTS, u->idle_connections);
     *slot_for(u->pools, u->pools_cap, hash, url, len, id) = p;
     u->npools++;
     return p;

@@ -26,10 +26,10 @@
  * the socket open_cb made (sock_still_ours). */
 struct upstream__sock {
     struct event *ev;
-    struct upstream__pool *pool;
-    short kind;       /* what ev watches; 0 when it is not added */
-    bool established; /* curl waited to read from it: connected, closed through close_cb */
-    bool parked;      /* curl no longer watches it; its connection idles in the cache */
+    struct upstream__shard *shard;
+    short kind;         /* what ev watches; 0 when it is not added */
+    bool established;   /* curl waited to read from it: connected, closed through close_cb */
+    bool parked;        /* curl no longer watches it; its connection idles in the cache */
     uint64_t parked_at; /* clock_us() when it was parked */
 };
 
@@ -39,7 +39,7 @@ static struct upstream__sock sock_opened;
 static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
 {
     struct upstream__sock *us = arg;
-    struct upstream__pool *p = us->pool;
+    struct upstream__shard *sh = us->shard;
     if (us->parked) {
         /* An idle connection became readable: the upstream closed it or misbehaves. curl
          * finds out when it next tries to reuse or prune it; stop waking up for it. */
@@ -49,8 +49,8 @@ static void on_socket_event(evutil_socket_t fd, short kind, void *arg)
     }
     int action =
         ((kind & EV_READ) ? CURL_CSELECT_IN : 0) | ((kind & EV_WRITE) ? CURL_CSELECT_OUT : 0);
-    upstream__poll_socket_action(p, fd, action);
-    upstream__check_done(p);
+    upstream__poll_socket_action(sh, fd, action);
+    upstream__check_done(sh);
 }
 
 static struct upstream__sock **sock_slot(struct upstream *u, curl_socket_t s)
@@ -77,7 +77,7 @@ static void sock_lost(struct upstream *u, struct upstream__sock **slot)
 static void usock_free(struct upstream__sock *us)
 {
     if (us != NULL && us != &sock_opened) {
-        us->pool->nsocks--;
+        us->shard->nsocks--;
         event_free(us->ev);
         free(us);
     }
@@ -85,9 +85,10 @@ static void usock_free(struct upstream__sock *us)
 
 static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *socketp)
 {
-    struct upstream__pool *p = userp;
+    struct upstream__shard *sh = userp;
+    struct upstream *u = sh->pool->u;
     struct upstream__sock *us = socketp;
-    struct upstream__sock **slot = sock_slot(p->u, s);
+    struct upstream__sock **slot = sock_slot(u, s);
     (void)easy;
 
     if (what == CURL_POLL_REMOVE) {
@@ -101,10 +102,10 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
         /* Not established: a connect attempt. curl may close one without the close callback
          * (a losing or cancelled attempt), so the descriptor is no longer treated as ours. */
         if (slot != NULL && *slot == us) {
-            if (sock_still_ours(p->u, s))
+            if (sock_still_ours(u, s))
                 *slot = &sock_opened;
             else
-                sock_lost(p->u, slot);
+                sock_lost(u, slot);
         }
         usock_free(us);
         return 0;
@@ -112,7 +113,7 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
     short kind = (short)(((what & CURL_POLL_IN) ? EV_READ : 0) |
                          ((what & CURL_POLL_OUT) ? EV_WRITE : 0) | EV_PERSIST);
     if (us == NULL && slot != NULL && *slot != NULL && *slot != &sock_opened) {
-        if ((*slot)->pool == p && (*slot)->parked) {
+        if ((*slot)->shard == sh && (*slot)->parked) {
             us = *slot; /* the parked socket of a reused connection */
         } else {
             usock_free(*slot); /* cannot happen; never keep a watch we cannot account for */
@@ -123,29 +124,29 @@ static int socket_cb(CURL *easy, curl_socket_t s, int what, void *userp, void *s
         us = calloc(1, sizeof *us);
         if (us == NULL)
             return -1;
-        us->pool = p;
-        us->ev = event_new(p->u->base, s, kind, on_socket_event, us);
+        us->shard = sh;
+        us->ev = event_new(u->base, s, kind, on_socket_event, us);
         if (us->ev == NULL) {
             free(us);
             return -1;
         }
-        p->nsocks++;
+        sh->nsocks++;
         if (slot != NULL && *slot == &sock_opened) {
-            if (sock_still_ours(p->u, s))
+            if (sock_still_ours(u, s))
                 *slot = us;
             else
-                sock_lost(p->u, slot); /* this descriptor is now curl's resolver's, say */
+                sock_lost(u, slot); /* this descriptor is now curl's resolver's, say */
         }
     }
     if (us->parked || socketp == NULL)
-        curl_multi_assign(p->multi, s, us);
+        curl_multi_assign(sh->multi, s, us);
     us->parked = false;
     us->established |= (what & CURL_POLL_IN) != 0;
     if (us->kind == kind)
         return 0; /* same interest: spare the epoll_ctl */
     if (us->kind != 0)
         event_del(us->ev);
-    event_assign(us->ev, p->u->base, s, kind, on_socket_event, us);
+    event_assign(us->ev, u->base, s, kind, on_socket_event, us);
     us->kind = kind;
     return event_add(us->ev, NULL) == 0 ? 0 : -1;
 }
@@ -223,10 +224,10 @@ bool upstream__sock_quiet(const struct upstream *u, curl_socket_t s)
            clock_us() - us->parked_at < UPSTREAM__QUIET_TRUST_US;
 }
 
-void upstream__sock_attach_multi(struct upstream__pool *p)
+void upstream__sock_attach_multi(struct upstream__shard *sh)
 {
-    curl_multi_setopt(p->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
-    curl_multi_setopt(p->multi, CURLMOPT_SOCKETDATA, p);
+    curl_multi_setopt(sh->multi, CURLMOPT_SOCKETFUNCTION, socket_cb);
+    curl_multi_setopt(sh->multi, CURLMOPT_SOCKETDATA, sh);
 }
 
 void upstream__sock_attach_easy(struct upstream *u, CURL *e)
@@ -237,11 +238,11 @@ void upstream__sock_attach_easy(struct upstream *u, CURL *e)
     curl_easy_setopt(e, CURLOPT_CLOSESOCKETDATA, u);
 }
 
-void upstream__sock_forget_pool(struct upstream__pool *p)
+void upstream__sock_forget_shard(struct upstream__shard *sh)
 {
-    struct upstream *u = p->u;
-    for (size_t i = 0; p->nsocks > 0 && i < u->nsocks; i++)
-        if (u->socks[i] != NULL && u->socks[i] != &sock_opened && u->socks[i]->pool == p) {
+    struct upstream *u = sh->pool->u;
+    for (size_t i = 0; sh->nsocks > 0 && i < u->nsocks; i++)
+        if (u->socks[i] != NULL && u->socks[i] != &sock_opened && u->socks[i]->shard == sh) {
             usock_free(u->socks[i]);
             u->socks[i] = &sock_opened; /* open, for all we know: no longer watched */
         }

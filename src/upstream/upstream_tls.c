@@ -70,6 +70,19 @@ static CURLcode ssl_ctx_cb(CURL *e, void *sslctx, void *arg)
     return CURLE_OK;
 }
 
+/* Shards an HTTP/1.1 pool may have: as many as its idle cap fills. */
+static size_t shards_for(const struct upstream *u)
+{
+    long n = u->idle_connections / UPSTREAM__SHARD_CONNECTIONS;
+    return n > 1 ? (size_t)n : 1;
+}
+
+void upstream__tls_multi_setup(const struct upstream__pool *p, CURLM *multi)
+{
+    if (p->tls->multiplex)
+        curl_multi_setopt(multi, CURLMOPT_MAX_CONCURRENT_STREAMS, STREAMS_PER_CONNECTION);
+}
+
 int upstream__tls_pool_init(struct upstream__pool *p, const struct config_tls *c)
 {
     struct upstream__tls *t = calloc(1, sizeof *t);
@@ -78,14 +91,17 @@ int upstream__tls_pool_init(struct upstream__pool *p, const struct config_tls *c
     p->tls = t;
     p->tls_id = t->id;
     p->max_running = p->u->max_host_connections;
+    p->max_shards = 1;
     t->http_version = CURL_HTTP_VERSION_1_1;
     /* Every pool, plain ones too: curl 7.88 gives a handle without a share a session cache of
      * its own on its first transfer, and leaks it when the handle is later given a share. */
     if ((t->sessions = curl_share_init()) == NULL ||
         curl_share_setopt(t->sessions, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK)
         return -1;
-    if (c == NULL)
+    if (c == NULL) {
+        p->max_shards = shards_for(p->u);
         return 0;
+    }
     snprintf(t->id, sizeof t->id, "%s", c->id);
     t->https = c->https;
     t->verify = c->verify;
@@ -96,8 +112,8 @@ int upstream__tls_pool_init(struct upstream__pool *p, const struct config_tls *c
         t->http_version = CURL_HTTP_VERSION_2TLS;
     t->multiplex = t->http_version == CURL_HTTP_VERSION_2TLS;
     t->h2c = t->http_version == CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
-    if (t->multiplex)
-        curl_multi_setopt(p->multi, CURLMOPT_MAX_CONCURRENT_STREAMS, STREAMS_PER_CONNECTION);
+    if (!t->multiplex && !t->h2c)
+        p->max_shards = shards_for(p->u);
     if (c->connect_to != NULL) {
         if ((t->connect_to_text = strdup(c->connect_to)) == NULL)
             return -1;
