@@ -6,6 +6,7 @@ import http.client
 import json
 import os
 import socket
+import threading
 import time
 import unittest
 
@@ -32,6 +33,9 @@ class KeepAliveTest(unittest.TestCase):
             endpoint("/raced", [("r", u("/ok?id=r&reset_next=1"))], timeout_ms=10000),
             endpoint("/cycle", [("c", u("/cycle?sizes=100,6000,300,40000,20"))],
                      timeout_ms=10000),
+            # 40 legs to one origin at once: more than one shard of its pool (16 connections).
+            endpoint("/wide", [(f"w{i}", u(f"/ok?id=w{i}&delay_ms=50")) for i in range(40)],
+                     timeout_ms=10000),
         )
         # Upstream pools are per worker, and these tests count one pool's connections.
         cls.gd = Gatherd(cls.gd_cfg, workers=1)
@@ -50,6 +54,34 @@ class KeepAliveTest(unittest.TestCase):
         self.assertEqual(st["requests"], 90, st)
         self.assertLessEqual(st["connections_opened"], 6,
                              f"upstream connections not reused: {st}")
+
+    def test_wide_fanout_to_one_origin_reuses_connections(self):
+        # A pool runs its transfers over shards of at most 16 connections (upstream_pool.c),
+        # filled in order: rounds of 40 and then 80 legs at once to one origin open about as
+        # many connections as run at once, once, and reuse them in every later round.
+        def rounds(clients, n):
+            errors = []
+
+            def client():
+                for _ in range(n):
+                    status, _, body = http_get(self.gd.url("/wide"))
+                    doc = json.loads(body)
+                    if status != 200 or doc["errors"] or len(doc["results"]) != 40:
+                        errors.append((status, body[:200]))
+            ts = [threading.Thread(target=client) for _ in range(clients)]
+            [t.start() for t in ts]
+            [t.join() for t in ts]
+            self.assertEqual(errors, [])
+
+        self.up.reset()
+        rounds(1, 8)
+        st = self.up.wait("requests", 320)
+        self.assertLessEqual(st["connections_opened"], 48, f"connections not reused: {st}")
+        self.up.reset()
+        rounds(2, 8)
+        st = self.up.wait("requests", 640)
+        # The first 40 connections are idle and reused; the second client's 40 are new, once.
+        self.assertLessEqual(st["connections_opened"], 56, f"connections not reused: {st}")
 
     def test_stale_pooled_connections(self):
         # fakeup closes each upstream connection right after answering, without saying so:
