@@ -251,6 +251,11 @@ void upstream__mem_keep(void);
 /* Gives the calling thread's kept chunks back to glibc and stops keeping any. */
 void upstream__mem_drain(void);
 
+/* curl's malloc, calloc and free (upstream_global_init()); tests call them directly. */
+void *upstream__mem_malloc(size_t size);
+void *upstream__mem_calloc(size_t n, size_t size);
+void upstream__mem_free(void *p);
+
 /* upstream_sock.c: the socket registry */
 
 /* Has sh's multi tell the registry which sockets to watch. The registry watches them on the

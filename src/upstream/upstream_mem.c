@@ -52,7 +52,7 @@ static struct mem_class *class_for_request(size_t size)
     return NULL;
 }
 
-static void *mem_malloc(size_t size)
+void *upstream__mem_malloc(size_t size)
 {
     struct mem_class *c = size >= MEM_MIN_USABLE - MEM_SLACK && size <= MEM_MAX_USABLE
                               ? class_for_request(size)
@@ -60,7 +60,7 @@ static void *mem_malloc(size_t size)
     return c != NULL ? c->chunk[--c->n] : malloc(size);
 }
 
-static void *mem_calloc(size_t n, size_t size)
+void *upstream__mem_calloc(size_t n, size_t size)
 {
     size_t total;
     if (__builtin_mul_overflow(n, size, &total))
@@ -75,7 +75,7 @@ static void *mem_calloc(size_t n, size_t size)
     return p;
 }
 
-static void mem_free(void *p)
+void upstream__mem_free(void *p)
 {
     if (p == NULL)
         return;
@@ -112,8 +112,8 @@ static char *mem_strdup(const char *s)
 
 int upstream_global_init(void)
 {
-    return curl_global_init_mem(CURL_GLOBAL_DEFAULT, mem_malloc, mem_free, mem_realloc, mem_strdup,
-                                mem_calloc) == CURLE_OK
+    return curl_global_init_mem(CURL_GLOBAL_DEFAULT, upstream__mem_malloc, upstream__mem_free,
+                                mem_realloc, mem_strdup, upstream__mem_calloc) == CURLE_OK
                ? 0
                : -1;
 }
