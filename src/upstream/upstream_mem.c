@@ -42,8 +42,11 @@ static _Thread_local struct mem_class classes[MEM_CLASSES];
  * the client is destroyed: a thread of curl's resolver, say, would take its chunks with it. */
 static _Thread_local bool keeping;
 
+/* The class that holds a chunk for a request of size bytes; NULL when none does. */
 static struct mem_class *class_for_request(size_t size)
 {
+    if (size < MEM_MIN_USABLE - MEM_SLACK || size > MEM_MAX_USABLE)
+        return NULL;
     for (int i = 0; i < MEM_CLASSES; i++) {
         struct mem_class *c = &classes[i];
         if (c->n > 0 && c->usable >= size && c->usable - size < MEM_SLACK)
@@ -54,9 +57,7 @@ static struct mem_class *class_for_request(size_t size)
 
 void *upstream__mem_malloc(size_t size)
 {
-    struct mem_class *c = size >= MEM_MIN_USABLE - MEM_SLACK && size <= MEM_MAX_USABLE
-                              ? class_for_request(size)
-                              : NULL;
+    struct mem_class *c = class_for_request(size);
     return c != NULL ? c->chunk[--c->n] : malloc(size);
 }
 
@@ -65,9 +66,7 @@ void *upstream__mem_calloc(size_t n, size_t size)
     size_t total;
     if (__builtin_mul_overflow(n, size, &total))
         return NULL;
-    struct mem_class *c = total >= MEM_MIN_USABLE - MEM_SLACK && total <= MEM_MAX_USABLE
-                              ? class_for_request(total)
-                              : NULL;
+    struct mem_class *c = class_for_request(total);
     if (c == NULL)
         return calloc(n, size);
     void *p = c->chunk[--c->n];

@@ -91,17 +91,15 @@ int upstream__tls_pool_init(struct upstream__pool *p, const struct config_tls *c
     p->tls = t;
     p->tls_id = t->id;
     p->max_running = p->u->max_host_connections;
-    p->max_shards = 1;
+    p->max_shards = shards_for(p->u);
     t->http_version = CURL_HTTP_VERSION_1_1;
     /* Every pool, plain ones too: curl 7.88 gives a handle without a share a session cache of
      * its own on its first transfer, and leaks it when the handle is later given a share. */
     if ((t->sessions = curl_share_init()) == NULL ||
         curl_share_setopt(t->sessions, CURLSHOPT_SHARE, CURL_LOCK_DATA_SSL_SESSION) != CURLSHE_OK)
         return -1;
-    if (c == NULL) {
-        p->max_shards = shards_for(p->u);
+    if (c == NULL)
         return 0;
-    }
     snprintf(t->id, sizeof t->id, "%s", c->id);
     t->https = c->https;
     t->verify = c->verify;
@@ -112,8 +110,8 @@ int upstream__tls_pool_init(struct upstream__pool *p, const struct config_tls *c
         t->http_version = CURL_HTTP_VERSION_2TLS;
     t->multiplex = t->http_version == CURL_HTTP_VERSION_2TLS;
     t->h2c = t->http_version == CURL_HTTP_VERSION_2_PRIOR_KNOWLEDGE;
-    if (!t->multiplex && !t->h2c)
-        p->max_shards = shards_for(p->u);
+    if (t->multiplex || t->h2c)
+        p->max_shards = 1; /* its connections carry many transfers each */
     if (c->connect_to != NULL) {
         if ((t->connect_to_text = strdup(c->connect_to)) == NULL)
             return -1;
