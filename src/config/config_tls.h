@@ -1,6 +1,6 @@
 /* How a backend's connections are made: TLS (trust anchors, verification, client certificate,
- * minimum version, the name to verify) and the HTTP version. config.c reads the keys; this file
- * turns them into a connection profile, reading and parsing every file it names while the
+ * minimum version, the name to verify) and the HTTP version. config_tlskeys.c reads the keys;
+ * this file turns them into a connection profile, reading and parsing every file it names while the
  * configuration loads (at start and on SIGHUP, on the control thread), never on the request
  * path, so that a missing, unreadable or malformed file is a configuration error naming its key
  * and the workers hand curl objects that are already parsed.
