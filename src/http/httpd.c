@@ -1,4 +1,7 @@
-#include "httpd.h"
+/* The daemon on the worker's loop and the requests it reads (httpd.h). The defences against
+ * hostile clients are guard.c's, streamed answers httpd_stream.c's; what the three share is in
+ * httpd_int.h. */
+#include "httpd_int.h"
 
 #include "buf.h"
 #include "clock.h"
@@ -17,8 +20,6 @@
 #include <stdlib.h>
 #include <string.h>
 #include <strings.h>
-#include <netinet/in.h>
-#include <netinet/tcp.h>
 #include <sys/socket.h>
 
 /* A GET whose Content-Length is larger than this is refused from its head; smaller bodies are
@@ -26,56 +27,6 @@
 #define MAX_REQUEST_BODY (64u << 10)
 /* Request targets (path and query) longer than this get 414, as nginx's default buffers do. */
 #define MAX_TARGET 8192
-/* libmicrohttpd's per-connection memory: request line, headers and the reply's headers. MHD
- * touches most of it, so it is most of a connection's footprint: 32 KiB (the default) measured
- * 94 MB peak RSS with 1,000 requests in flight, 16 KiB 77 MB. Headers past it get 431. */
-#define CONNECTION_MEMORY (16u << 10)
-/* What an answer's headers take of that memory at most (status line, Date, gatherd's headers
- * with a 128-byte request id, an extra one or two), and what libmicrohttpd keeps per header,
- * argument and cookie (its record, aligned), over-estimated: a head that leaves less than the
- * former could be read but not answered, and libmicrohttpd would close it without a word. */
-#define ANSWER_ROOM 1024u
-#define VALUE_RECORD 80u
-
-enum phase {
-    PH_NEW,      /* headers seen, not yet served */
-    PH_WAITING,  /* parked: suspended until the hooks answer */
-    PH_READY,    /* answered while parked; resumed, queued on the next handler call */
-    PH_ANSWERED, /* a response is queued */
-    PH_GONE,     /* the client left while parked, or before it could be parked */
-};
-
-struct httpd {
-    struct httpd_env env;
-    struct MHD_Daemon *daemon;
-    struct event *io;   /* the daemon's epoll descriptor, level-triggered */
-    struct event *tick; /* the daemon's own timeout; activated by hand to make it run */
-    bool resumed;       /* a connection was resumed since the daemon last ran */
-    size_t in_flight;
-    struct httpd_req *waiting; /* parked requests, for shutdown */
-    uint64_t rid_state;
-};
-
-/* One per client connection, registered with the loop for the connection's whole life:
- * registering only while a request is parked cost an epoll_ctl ADD and DEL and an event
- * allocation per request. Created and freed in on_connection(). */
-struct conn_watch {
-    struct httpd *h;
-    struct MHD_Connection *conn;
-    int fd;
-    struct event *ev;
-    struct event *head;       /* the deadline of a head in progress (header_timeout_ms) */
-    struct httpd_req *parked; /* the request parked on this connection, if any */
-    struct httpd_req *req;    /* the request whose request line was read, until it is done */
-    bool gone;                /* a hang-up was seen while nothing was parked */
-    bool busy;                /* a request's head is in and it is not yet done */
-    bool head_armed;          /* bytes came while idle: a head is in progress */
-    bool timed_out;           /* its head was answered 408 */
-    uint64_t heads;           /* heads completed on it so far */
-    uint64_t armed_heads;     /* heads, when the deadline was armed */
-    uint64_t armed_us;        /* when it was */
-    bool send_timeout;        /* its daemon timeout is send_timeout_s, not the idle one */
-};
 
 /* An answer given while parked, sent once the daemon runs the connection again. */
 struct pending {
@@ -86,106 +37,6 @@ struct pending {
     enum httpd_mem mem;
     struct MHD_Response *resp; /* built at once, so that extra headers need not be kept */
 };
-
-/* Everything one request owns in httpd; freed in on_completed() only. */
-struct httpd_req {
-    struct httpd *h;
-    struct MHD_Connection *conn;
-    void *ctx; /* the hooks' */
-    enum phase phase;
-    bool head;
-    bool close_after; /* the connection cannot be trusted for another request */
-    bool served;      /* the serve hook ran */
-    bool begun;       /* the begin hook ran: the request is the hooks' too */
-    char *target;     /* the request target as sent: path and query, not decoded */
-    bool streaming;   /* the answer is a stream of pieces (httpd_stream_begin()) */
-    bool stream_ended;
-    bool stream_parked; /* suspended in the content reader until a piece comes */
-    struct buf stream;  /* pieces not yet handed to libmicrohttpd */
-    size_t stream_off;  /* how much of them was */
-    int status;
-    size_t bytes_out;
-    struct conn_watch *watch;   /* its connection's, while parked */
-    struct MHD_Response *ready; /* PH_READY: the answer to queue */
-    uint64_t t0;
-    size_t held;                   /* counted in env.unsent until it is done */
-    bool raw_answered;             /* answered by answer_raw(): status is what was sent */
-    struct httpd_req *prev, *next; /* in h->waiting while PH_WAITING */
-    char method[8];
-    char path[201];
-    char rid[REQID_MAX + 1];
-};
-
-static struct conn_watch *watch_of(struct MHD_Connection *conn)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_SOCKET_CONTEXT);
-    return ci != NULL ? ci->socket_context : NULL;
-}
-
-static void reject(struct httpd *h, enum metrics_reject why)
-{
-    metrics_add(&h->env.metrics->http_rejected[why], 1);
-}
-
-/* Writes a whole answer straight to the socket and shuts it down, so that libmicrohttpd (which
- * has no call to close a connection) closes it when it next reads. Only for the two answers
- * libmicrohttpd 0.9.75 cannot give: to a head that never completes (it queues an answer only
- * once the head is in) and to a head that filled the connection's memory (no room is left to
- * build an answer). Both come before any byte of an answer to the request was queued, and
- * libmicrohttpd reads a head only once the previous answer on the connection was handed to the
- * kernel, so these bytes follow it in order; the send buffer takes them in one call unless the
- * client stopped reading that earlier answer too, and then the connection closes without. */
-static void answer_raw(int fd, int status, const char *code, const char *message, const char *rid)
-{
-    char body[256], out[768];
-    int blen = snprintf(body, sizeof body, "{\"error\":\"%s\",\"message\":\"%s\"}", code, message);
-    int n = snprintf(out, sizeof out,
-                     "HTTP/1.1 %d %s\r\nConnection: close\r\nContent-Type: application/json\r\n"
-                     "%s%s%sCache-Control: no-store\r\nContent-Length: %d\r\n\r\n%s",
-                     status, MHD_get_reason_phrase_for((unsigned)status),
-                     rid ? "X-Request-Id: " : "", rid ? rid : "", rid ? "\r\n" : "", blen, body);
-    if (n > 0 && (size_t)n < sizeof out)
-        (void)send(fd, out, (size_t)n, MSG_DONTWAIT | MSG_NOSIGNAL);
-    shutdown(fd, SHUT_RDWR);
-}
-
-/* Whether any byte came on the connection since `since_us`. The bytes that armed a deadline
- * may have been a whole request the daemon read and answered before the watch saw them (both
- * wake in the same loop iteration, in either order): then the connection is merely idle, and
- * the idle timeout is what applies. Not knowable on a unix socket: taken as no. */
-static bool bytes_since(int fd, uint64_t since_us)
-{
-    struct tcp_info ti;
-    socklen_t len = sizeof ti;
-    if (getsockopt(fd, IPPROTO_TCP, TCP_INFO, &ti, &len) == -1)
-        return false;
-    uint64_t quiet_us = (uint64_t)ti.tcpi_last_data_recv * 1000;
-    return quiet_us + 50000 < clock_us() - since_us; /* 50 ms: the kernel counts in jiffies */
-}
-
-/* A head still incomplete header_timeout_ms after its first byte (slowloris: the idle timeout
- * restarts on every byte). Nothing is answered when libmicrohttpd has an answer of its own
- * under way (it refused the head), when a head was completed since the deadline was armed (the
- * bytes were that request's), or when no request line was read and no byte came since (an
- * idle connection: the idle timeout closes it). */
-static void on_head_timeout(evutil_socket_t fd, short what, void *arg)
-{
-    struct conn_watch *cw = arg;
-    (void)fd;
-    (void)what;
-    cw->head_armed = false;
-    if (cw->busy || cw->heads != cw->armed_heads ||
-        MHD_get_connection_info(cw->conn, MHD_CONNECTION_INFO_HTTP_STATUS) != NULL)
-        return;
-    if (cw->req == NULL && !bytes_since(cw->fd, cw->armed_us))
-        return;
-    cw->timed_out = true;
-    answer_raw(cw->fd, 408, "request_timeout", "the request head did not arrive in time", NULL);
-    if (cw->req == NULL) /* no request line: nothing else will count it */
-        reject(cw->h, METRICS_REJECT_HEADER_TIMEOUT);
-    httpd_wake(cw->h);
-}
 
 /* Runs of the daemon in a row while it asks for a 0 timeout. After sending a kept-alive answer
  * libmicrohttpd 0.9.75 takes three runs to be ready for the next request (send, finish, read
@@ -239,7 +90,7 @@ static void unlink_waiting(struct httpd_req *r)
     r->prev = r->next = NULL;
 }
 
-static void resume(struct httpd_req *r, enum phase phase)
+void httpd__resume(struct httpd_req *r, enum phase phase)
 {
     if (r->watch != NULL) {
         r->watch->parked = NULL;
@@ -251,44 +102,6 @@ static void resume(struct httpd_req *r, enum phase phase)
     MHD_resume_connection(r->conn);
     r->h->resumed = true;
     httpd_wake(r->h);
-}
-
-/* The connection's socket is watched edge-triggered for hang-up (EV_CLOSED: a FIN, whether
- * the client closed or half-closed) and for EV_WRITE, which is how libevent delivers a reset
- * (EPOLLHUP|EPOLLERR) to an event that does not ask for EV_READ. Not asking for EV_READ keeps
- * a request's own bytes, and pipelined ones, from waking us: the daemon reads those.
- *
- * While a request is parked, a hang-up means the client left (nginx treats a half-close the
- * same way), so its work is stopped at once; a bare EV_WRITE is either a reset or the send
- * buffer draining after an earlier answer, and a peek tells which. Otherwise the daemon sees a
- * reset itself, and a half-close is remembered so that a request parked after it (the edge
- * does not come again) counts as abandoned. */
-static void on_client_event(evutil_socket_t fd, short what, void *arg)
-{
-    struct conn_watch *cw = arg;
-    struct httpd_req *r = cw->parked;
-    /* The first bytes of a head: its deadline starts. Bytes that come while a request is in
-     * hand are the next one's, read ahead; its deadline starts when more come after. */
-    if ((what & EV_READ) && !(what & EV_CLOSED) && !cw->busy && !cw->head_armed) {
-        struct timeval tv = {cw->h->env.header_timeout_ms / 1000,
-                             (cw->h->env.header_timeout_ms % 1000) * 1000};
-        cw->head_armed = evtimer_add(cw->head, &tv) == 0;
-        cw->armed_heads = cw->heads;
-        cw->armed_us = clock_us();
-    }
-    if (r == NULL) {
-        cw->gone |= (what & EV_CLOSED) != 0;
-        return;
-    }
-    if (!(what & EV_CLOSED)) {
-        char c;
-        ssize_t n = recv(fd, &c, 1, MSG_PEEK | MSG_DONTWAIT);
-        if (n > 0 || (n == -1 && (errno == EAGAIN || errno == EWOULDBLOCK || errno == EINTR)))
-            return;
-    }
-    struct httpd *h = r->h;
-    h->env.hooks->gone(h->env.arg, r);
-    resume(r, PH_GONE);
 }
 
 /* libmicrohttpd hands the access handler a decoded path and split, decoded arguments; routing
@@ -307,7 +120,7 @@ static void *on_uri(void *cls, const char *uri, struct MHD_Connection *conn)
         free(r);
         return NULL;
     }
-    struct conn_watch *cw = watch_of(conn);
+    struct conn_watch *cw = httpd__guard_watch_of(conn);
     if (cw != NULL)
         cw->req = r;
     return r;
@@ -350,7 +163,7 @@ static struct httpd_req *request_new(struct httpd *h, struct httpd_req *r,
  * owned body is freed then). */
 /* gatherd's headers on every answer, then the extra ones; an extra Cache-Control replaces the
  * default. */
-static void add_headers(struct httpd_req *r, struct MHD_Response *resp, const char *ctype,
+void httpd__add_headers(struct httpd_req *r, struct MHD_Response *resp, const char *ctype,
                         const struct httpd_header *extra, size_t nextra)
 {
     bool cache_control = false;
@@ -379,27 +192,13 @@ static struct MHD_Response *make_response(struct httpd_req *r, const char *ctype
             free(body);
         return NULL;
     }
-    add_headers(r, resp, ctype, extra, nextra);
+    httpd__add_headers(r, resp, ctype, extra, nextra);
     return resp;
 }
 
-/* While an answer goes out, the daemon's timeout for the connection is send_timeout_s: it
- * counts from the last byte the client took (libmicrohttpd 0.9.75 times a connection out on no
- * progress, whatever it is doing), as nginx's send_timeout does. */
-static void set_send_timeout(struct httpd_req *r, bool sending)
+enum MHD_Result httpd__queue(struct httpd_req *r, int status, struct MHD_Response *resp, size_t len)
 {
-    struct conn_watch *cw = watch_of(r->conn);
-    const struct httpd_env *env = &r->h->env;
-    if (cw == NULL || env->send_timeout_s == env->idle_timeout_s || cw->send_timeout == sending)
-        return;
-    cw->send_timeout = sending;
-    MHD_set_connection_option(r->conn, MHD_CONNECTION_OPTION_TIMEOUT,
-                              sending ? env->send_timeout_s : env->idle_timeout_s);
-}
-
-static enum MHD_Result queue(struct httpd_req *r, int status, struct MHD_Response *resp, size_t len)
-{
-    set_send_timeout(r, true);
+    httpd__guard_send_timeout(r, true);
     enum MHD_Result ok = MHD_queue_response(r->conn, (unsigned)status, resp);
     MHD_destroy_response(resp);
     r->status = status;
@@ -409,7 +208,7 @@ static enum MHD_Result queue(struct httpd_req *r, int status, struct MHD_Respons
 }
 
 /* What the serve hook returned with, as the access handler's answer to libmicrohttpd. */
-static enum MHD_Result after_serve(struct httpd_req *r)
+enum MHD_Result httpd__after_serve(struct httpd_req *r)
 {
     switch (r->phase) {
     case PH_ANSWERED:
@@ -428,13 +227,13 @@ static int deliver(struct httpd_req *r, int status, struct MHD_Response *resp, s
     if (r->phase == PH_NEW) {
         if (resp == NULL)
             return -ENOMEM;
-        return queue(r, status, resp, len) == MHD_YES ? 0 : -ENOMEM;
+        return httpd__queue(r, status, resp, len) == MHD_YES ? 0 : -ENOMEM;
     }
     /* Parked: queued from on_request() once the daemon runs the connection again. */
     r->ready = resp;
     r->status = status;
     r->bytes_out = len;
-    resume(r, PH_READY);
+    httpd__resume(r, PH_READY);
     return resp != NULL ? 0 : -ENOMEM;
 }
 
@@ -471,7 +270,7 @@ int httpd_respond_borrowed(struct httpd_req *r, int status, const char *ctype, c
     if (resp == NULL)
         release(arg);
     else
-        add_headers(r, resp, ctype, extra, nextra);
+        httpd__add_headers(r, resp, ctype, extra, nextra);
     return deliver(r, status, resp, len);
 }
 
@@ -484,7 +283,7 @@ int httpd_respond_error(struct httpd_req *r, int status, const char *code, const
         buf_finish(&b);
         if (r->phase == PH_WAITING) { /* resumed all the same: it must not stay parked */
             r->ready = NULL;
-            resume(r, PH_READY);
+            httpd__resume(r, PH_READY);
         }
         return -ENOMEM;
     }
@@ -493,104 +292,9 @@ int httpd_respond_error(struct httpd_req *r, int status, const char *code, const
     return httpd_respond(r, status, "application/json", body, len, HTTPD_MEM_OWNED, extra, nextra);
 }
 
-/* Parks a stream that has nothing to send, or wakes it; the same watch and list as a parked
- * request, so a client that leaves meanwhile is noticed and shutdown resumes it. -EPIPE, and
- * nothing parked, when the client hung up while the stream was being written: the watch saw
- * that edge with nothing parked, and it does not come again. */
-static int stream_park(struct httpd_req *r)
-{
-    struct httpd *h = r->h;
-    struct conn_watch *cw = watch_of(r->conn);
-    if (cw != NULL && cw->gone)
-        return -EPIPE;
-    MHD_suspend_connection(r->conn);
-    r->stream_parked = true;
-    if (cw != NULL) {
-        cw->parked = r;
-        r->watch = cw;
-    }
-    r->next = h->waiting;
-    if (h->waiting != NULL)
-        h->waiting->prev = r;
-    h->waiting = r;
-    return 0;
-}
-
-static void stream_wake(struct httpd_req *r)
-{
-    if (!r->stream_parked)
-        return;
-    r->stream_parked = false;
-    resume(r, r->phase);
-}
-
-/* libmicrohttpd asks for the next bytes of a stream: what is queued, the end, or nothing yet,
- * in which case the connection is suspended until httpd_stream_write() or _end(): returning 0
- * alone would have it ask again on every run of the daemon. */
-static ssize_t stream_read(void *cls, uint64_t pos, char *out, size_t max)
-{
-    struct httpd_req *r = cls;
-    (void)pos;
-    if (r->phase == PH_GONE)
-        return MHD_CONTENT_READER_END_WITH_ERROR;
-    size_t avail = r->stream.len - r->stream_off;
-    if (avail > 0) {
-        size_t n = avail < max ? avail : max;
-        memcpy(out, r->stream.data + r->stream_off, n);
-        r->stream_off += n;
-        if (r->stream_off == r->stream.len) /* all handed over: reuse the buffer */
-            r->stream.len = r->stream_off = 0;
-        return (ssize_t)n;
-    }
-    if (r->stream_ended)
-        return MHD_CONTENT_READER_END_OF_STREAM;
-    if (stream_park(r) < 0) { /* it left as a parked request would have: stop its work */
-        r->phase = PH_GONE;
-        r->h->env.hooks->gone(r->h->env.arg, r);
-        return MHD_CONTENT_READER_END_WITH_ERROR;
-    }
-    return 0;
-}
-
-int httpd_stream_begin(struct httpd_req *r, int status, const char *ctype,
-                       const struct httpd_header *extra, size_t nextra)
-{
-    if (r->phase != PH_NEW)
-        return -EALREADY;
-    struct MHD_Response *resp =
-        MHD_create_response_from_callback(MHD_SIZE_UNKNOWN, 4096, stream_read, r, NULL);
-    if (resp == NULL)
-        return -ENOMEM;
-    add_headers(r, resp, ctype, extra, nextra);
-    r->streaming = true;
-    return queue(r, status, resp, 0) == MHD_YES ? 0 : -ENOMEM;
-}
-
-int httpd_stream_write(struct httpd_req *r, const char *data, size_t len)
-{
-    if (!r->streaming || r->stream_ended)
-        return -EALREADY;
-    if (r->phase == PH_GONE)
-        return -EPIPE;
-    if (buf_append(&r->stream, data, len) < 0)
-        return -ENOMEM;
-    r->bytes_out += len;
-    stream_wake(r);
-    return 0;
-}
-
-int httpd_stream_end(struct httpd_req *r)
-{
-    if (!r->streaming || r->stream_ended)
-        return -EALREADY;
-    r->stream_ended = true;
-    stream_wake(r);
-    return 0;
-}
-
 int httpd_park(struct httpd_req *r)
 {
-    struct conn_watch *cw = watch_of(r->conn);
+    struct conn_watch *cw = httpd__guard_watch_of(r->conn);
     if (cw != NULL && cw->gone) {
         r->phase = PH_GONE; /* ends as 499 when the daemon closes */
         return -EPIPE;
@@ -609,37 +313,6 @@ int httpd_park(struct httpd_req *r)
     return 0;
 }
 
-static enum MHD_Result refuse(struct httpd_req *r, int status, const char *code,
-                              const char *message)
-{
-    httpd_respond_error(r, status, code, message, NULL, 0);
-    return after_serve(r);
-}
-
-static enum MHD_Result count_cookie(void *cls, enum MHD_ValueKind kind, const char *key,
-                                    const char *value)
-{
-    (void)kind;
-    (void)key;
-    *(size_t *)cls += value != NULL ? strlen(value) + 1 : 0;
-    return MHD_YES;
-}
-
-/* Whether the head left libmicrohttpd the memory to build an answer's headers: the head stays
- * in the connection's buffer while the request lasts, beside a record per header, argument
- * and cookie, and a copy of the Cookie header. A head a little under the buffer's size was
- * read whole and then closed unanswered. */
-static bool head_leaves_room(struct MHD_Connection *conn)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(conn, MHD_CONNECTION_INFO_REQUEST_HEADER_SIZE);
-    size_t cookies = 0;
-    int n = MHD_get_connection_values(conn, MHD_HEADER_KIND | MHD_GET_ARGUMENT_KIND, NULL, NULL);
-    int nc = MHD_get_connection_values(conn, MHD_COOKIE_KIND, count_cookie, &cookies);
-    size_t used = (ci != NULL ? ci->header_size : 0) + (size_t)(n + nc) * VALUE_RECORD + cookies;
-    return used + ANSWER_ROOM <= CONNECTION_MEMORY;
-}
-
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,
                                   const char *method, const char *version, const char *upload_data,
                                   size_t *upload_data_size, void **req_cls)
@@ -649,28 +322,12 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     (void)upload_data;
 
     if (r == NULL || !r->begun) {
-        struct conn_watch *cw = watch_of(conn);
-        if (cw != NULL) {
-            cw->busy = true;
-            cw->heads++;
-            if (cw->head_armed)
-                evtimer_del(cw->head);
-            cw->head_armed = false;
-        }
+        httpd__guard_head_in(conn);
         if ((r = request_new(h, r, conn, url, method)) == NULL)
             return MHD_NO;
         *req_cls = r;
-        if (!head_leaves_room(conn)) {
-            const union MHD_ConnectionInfo *ci =
-                MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-            if (ci != NULL)
-                answer_raw(ci->connect_fd, 431, "header_too_large", "the request head is too large",
-                           r->rid);
-            r->raw_answered = true;
-            r->status = 431;
-            reject(h, METRICS_REJECT_HEADER_TOO_LARGE);
+        if (httpd__guard_head_too_large(r))
             return MHD_NO;
-        }
         struct reqcheck_verdict v;
         int rc = reqhead_check(conn, method, url, version, r->target, &v);
         if (rc == -ENOMEM)
@@ -679,16 +336,16 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
             /* The connection is closed after the answer: what follows this head is never
              * read as a request, however a proxy in front framed it. */
             r->close_after = true;
-            reject(h, METRICS_REJECT_FRAMING);
-            return refuse(r, v.status, v.status == 501 ? "not_implemented" : "bad_request",
-                          v.message);
+            httpd__guard_reject(h, METRICS_REJECT_FRAMING);
+            return httpd__guard_refuse(
+                r, v.status, v.status == 501 ? "not_implemented" : "bad_request", v.message);
         }
         if (reqhead_target_len(conn, url) > MAX_TARGET)
-            return refuse(r, 414, "uri_too_long", "request target too long");
+            return httpd__guard_refuse(r, 414, "uri_too_long", "request target too long");
         const char *cl =
             MHD_lookup_connection_value(conn, MHD_HEADER_KIND, MHD_HTTP_HEADER_CONTENT_LENGTH);
         if (cl != NULL && strtoull(cl, NULL, 10) > MAX_REQUEST_BODY)
-            return refuse(r, 413, "payload_too_large", "request body too large");
+            return httpd__guard_refuse(r, 413, "payload_too_large", "request body too large");
         return MHD_YES;
     }
     switch (r->phase) {
@@ -699,15 +356,15 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
         }
         r->served = true;
         h->env.hooks->serve(h->env.arg, r);
-        return after_serve(r);
+        return httpd__after_serve(r);
     case PH_READY: {
         struct MHD_Response *resp = r->ready;
         r->ready = NULL;
         if (resp == NULL) { /* out of memory building it */
             r->phase = PH_NEW;
-            return refuse(r, 500, "internal", "out of memory");
+            return httpd__guard_refuse(r, 500, "internal", "out of memory");
         }
-        return queue(r, r->status, resp, r->bytes_out);
+        return httpd__queue(r, r->status, resp, r->bytes_out);
     }
     case PH_ANSWERED:
         *upload_data_size = 0; /* the rest of a refused body: discard */
@@ -719,43 +376,6 @@ static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const 
     }
 }
 
-/* A request libmicrohttpd refused after its request line, or whose head timed out: counted by
- * why, and handed to the refused hook for its access line. */
-static void refused(struct httpd *h, struct httpd_req *r, bool timed_out)
-{
-    const union MHD_ConnectionInfo *ci =
-        MHD_get_connection_info(r->conn, MHD_CONNECTION_INFO_HTTP_STATUS);
-    enum metrics_reject why = METRICS_REJECT_CLOSED;
-    int status = 0;
-    if (timed_out) {
-        why = METRICS_REJECT_HEADER_TIMEOUT;
-        status = 408;
-    } else if (ci != NULL) {
-        status = (int)ci->http_status;
-        why = status == 413   ? METRICS_REJECT_PAYLOAD_TOO_LARGE
-              : status == 414 ? METRICS_REJECT_URI_TOO_LONG
-              : status == 431 ? METRICS_REJECT_HEADER_TOO_LARGE
-              : status == 505 ? METRICS_REJECT_VERSION
-                              : METRICS_REJECT_BAD_REQUEST;
-    }
-    reject(h, why);
-    /* Without an answer this is most often a client that left in the middle of its head:
-     * counted, but it has no access line, like any request the client abandoned unanswered. */
-    if (why == METRICS_REJECT_CLOSED)
-        return;
-    snprintf(r->method, sizeof r->method, "-");
-    snprintf(r->path, sizeof r->path, "%.*s", (int)strcspn(r->target ? r->target : "", "?"),
-             r->target ? r->target : "");
-    const char *rid = MHD_lookup_connection_value(r->conn, MHD_HEADER_KIND, "X-Request-Id");
-    if (reqid_valid(rid))
-        snprintf(r->rid, sizeof r->rid, "%s", rid);
-    else
-        reqid_generate(&h->rid_state, r->rid);
-    struct httpd_outcome o = {status, 0, clock_us() - r->t0, false};
-    if (h->env.hooks->refused != NULL)
-        h->env.hooks->refused(h->env.arg, r, &o);
-}
-
 static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
                          enum MHD_RequestTerminationCode toe)
 {
@@ -765,18 +385,18 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     if (r == NULL)
         return;
     *req_cls = NULL;
-    struct conn_watch *cw = watch_of(conn);
+    struct conn_watch *cw = httpd__guard_watch_of(conn);
     if (cw != NULL) {
         cw->busy = false;
         cw->req = NULL;
     }
     if (!r->begun) { /* refused by libmicrohttpd, or timed out, before the handler saw it */
-        refused(h, r, cw != NULL && cw->timed_out);
+        httpd__guard_refused(h, r, cw != NULL && cw->timed_out);
         request_free(r);
         return;
     }
     if (cw != NULL && cw->send_timeout)
-        set_send_timeout(r, false);
+        httpd__guard_send_timeout(r, false);
 
     if (r->raw_answered) {
         r->bytes_out = 0;
@@ -799,15 +419,6 @@ static void on_completed(void *cls, struct MHD_Connection *conn, void **req_cls,
     request_free(r);
 }
 
-static void watch_free(struct conn_watch *cw)
-{
-    if (cw->ev != NULL)
-        event_free(cw->ev);
-    if (cw->head != NULL)
-        event_free(cw->head);
-    free(cw);
-}
-
 /* Creates the connection's watch (without one, a client leaving is only noticed when its
  * answer is sent) and frees it when libmicrohttpd lets go of the connection, before it closes
  * the descriptor. */
@@ -819,31 +430,12 @@ static void on_connection(void *cls, struct MHD_Connection *conn, void **socket_
     if (code == MHD_CONNECTION_NOTIFY_STARTED) {
         metrics_gauge_add(&h->env.metrics->http_connections_open, 1);
         metrics_add(&h->env.metrics->http_connections_opened, 1);
-        const union MHD_ConnectionInfo *ci =
-            MHD_get_connection_info(conn, MHD_CONNECTION_INFO_CONNECTION_FD);
-        if (ci == NULL || (cw = calloc(1, sizeof *cw)) == NULL)
-            return;
-        cw->h = h;
-        cw->conn = conn;
-        cw->fd = ci->connect_fd;
-        cw->ev =
-            event_new(h->env.base, ci->connect_fd,
-                      EV_READ | EV_WRITE | EV_CLOSED | EV_ET | EV_PERSIST, on_client_event, cw);
-        cw->head = evtimer_new(h->env.base, on_head_timeout, cw);
-        if (cw->ev == NULL || cw->head == NULL || event_add(cw->ev, NULL) != 0) {
-            watch_free(cw);
-            return;
-        }
-        *socket_ctx = cw;
+        if ((cw = httpd__guard_watch_open(h, conn)) != NULL)
+            *socket_ctx = cw;
     } else {
         metrics_gauge_add(&h->env.metrics->http_connections_open, -1);
         if (cw != NULL) {
-            /* Bytes came and never made a request line (nor timed out). */
-            if (cw->head_armed && cw->req == NULL && !cw->timed_out)
-                reject(h, METRICS_REJECT_UNPARSED);
-            if (cw->parked != NULL)
-                cw->parked->watch = NULL;
-            watch_free(cw);
+            httpd__guard_watch_close(cw);
             *socket_ctx = NULL;
         }
     }
@@ -910,7 +502,7 @@ struct httpd *httpd_create(const struct httpd_env *env, char *err, size_t errlen
         MHD_OPTION_URI_LOG_CALLBACK, on_uri, h, MHD_OPTION_NOTIFY_COMPLETED, on_completed, h,
         MHD_OPTION_NOTIFY_CONNECTION, on_connection, h, MHD_OPTION_CONNECTION_LIMIT,
         env->connection_limit, MHD_OPTION_CONNECTION_TIMEOUT, env->idle_timeout_s,
-        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)CONNECTION_MEMORY, MHD_OPTION_END);
+        MHD_OPTION_CONNECTION_MEMORY_LIMIT, (size_t)HTTPD__CONNECTION_MEMORY, MHD_OPTION_END);
     if (h->daemon == NULL) {
         snprintf(err, errlen, "libmicrohttpd could not start a daemon");
         free(h);
@@ -949,7 +541,7 @@ void httpd_destroy(struct httpd *h)
         while (h->waiting != NULL) {
             struct httpd_req *r = h->waiting;
             h->env.hooks->gone(h->env.arg, r);
-            resume(r, PH_GONE);
+            httpd__resume(r, PH_GONE);
         }
         MHD_run(h->daemon);
         MHD_stop_daemon(h->daemon);
