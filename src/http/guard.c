@@ -100,9 +100,10 @@ static void on_head_timeout(evutil_socket_t fd, short what, void *arg)
 }
 
 /* The connection's socket is watched edge-triggered for hang-up (EV_CLOSED: a FIN, whether
- * the client closed or half-closed) and for EV_WRITE, which is how libevent delivers a reset
- * (EPOLLHUP|EPOLLERR) to an event that does not ask for EV_READ. Not asking for EV_READ keeps
- * a request's own bytes, and pipelined ones, from waking us: the daemon reads those.
+ * the client closed or half-closed), EV_WRITE and EV_READ. Being edge-triggered, the watch
+ * wakes once per arrival and reads nothing (the daemon reads the bytes): the first bytes of a
+ * head arm its deadline. libevent 2.1 delivers a reset (EPOLLHUP|EPOLLERR) as EV_READ|EV_WRITE,
+ * and an arrival as EV_READ|EV_WRITE too (an edge reports every ready condition).
  *
  * While a request is parked, a hang-up means the client left (nginx treats a half-close the
  * same way), so its work is stopped at once; a bare EV_WRITE is either a reset or the send

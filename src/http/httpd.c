@@ -28,16 +28,6 @@
 /* Request targets (path and query) longer than this get 414, as nginx's default buffers do. */
 #define MAX_TARGET 8192
 
-/* An answer given while parked, sent once the daemon runs the connection again. */
-struct pending {
-    int status;
-    const char *ctype;
-    char *body;
-    size_t len;
-    enum httpd_mem mem;
-    struct MHD_Response *resp; /* built at once, so that extra headers need not be kept */
-};
-
 /* Runs of the daemon in a row while it asks for a 0 timeout. After sending a kept-alive answer
  * libmicrohttpd 0.9.75 takes three runs to be ready for the next request (send, finish, read
  * again); through a 0 timer each extra run cost a loop iteration, so an epoll_wait of the loop's
@@ -159,8 +149,6 @@ static struct httpd_req *request_new(struct httpd *h, struct httpd_req *r,
     return r;
 }
 
-/* Builds the MHD response for an answer, with gatherd's headers. NULL when out of memory (an
- * owned body is freed then). */
 /* gatherd's headers on every answer, then the extra ones; an extra Cache-Control replaces the
  * default. */
 void httpd__add_headers(struct httpd_req *r, struct MHD_Response *resp, const char *ctype,
