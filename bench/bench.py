@@ -150,6 +150,12 @@ SCENARIOS = [
          label="nginx+Lua capture_multi K=3, 0 ms, 1 worker"),
     dict(name="lua-k20", kind="ref", ref="lua", k=20, workers=1, conns=64, cmp="r2-w1",
          label="nginx+Lua capture_multi K=20, 0 ms, 1 worker"),
+    # nginx+Lua at the connections of the "flat" rows below: how a peer's CPU per request
+    # moves with the load on this machine.
+    dict(name="lua-k20-c16", kind="ref", ref="lua", k=20, workers=1, conns=16, cmp="r2-w1",
+         label="nginx+Lua capture_multi K=20, 0 ms, 1 worker, 16 conns"),
+    dict(name="lua-k20-c256", kind="ref", ref="lua", k=20, workers=1, conns=256, cmp="r2-w1",
+         label="nginx+Lua capture_multi K=20, 0 ms, 1 worker, 256 conns"),
     dict(name="go-k3", kind="ref", ref="go", k=3, conns=64, cmp="r2",
          label="Go net/http K=3, 0 ms"),
     dict(name="go-k20", kind="ref", ref="go", k=20, conns=64, cmp="r2",
@@ -225,7 +231,7 @@ BY_NAME = {s["name"]: s for s in SCENARIOS}
 GROUPS = {
     "compare-k3": ["r2", "r2-w1", "k3", "k3-w1", "lua-k3", "go-k3"],
     "compare-k20": ["r2", "r2-w1", "k20", "k20-w1", "lua-k20", "go-k20"],
-    "flat": ["k20-w1-c16", "k20-w1", "k20-w1-c256"],
+    "flat": ["k20-w1-c16", "k20-w1", "k20-w1-c256", "lua-k20-c16", "lua-k20", "lua-k20-c256"],
     "tls": ["r2", "k3", "r2-tls", "k3-tls-h1", "k3-tls-h2"],
 }
 GROUPS["policies"] = ["conc5", "each100"]
@@ -303,6 +309,16 @@ def proc_cpu_s(pid):
         return (int(fields[11]) + int(fields[12])) / CLK_TCK
     except (OSError, IndexError):
         return 0.0
+
+
+def proc_user_sys_s(pid):
+    """(user, system) CPU seconds of a process, all its threads, from /proc/PID/stat."""
+    try:
+        with open(f"/proc/{pid}/stat") as f:
+            fields = f.read().rsplit(")", 1)[1].split()
+        return int(fields[11]) / CLK_TCK, int(fields[12]) / CLK_TCK
+    except (OSError, IndexError):
+        return 0.0, 0.0
 
 
 def machine_busy_s():
@@ -383,6 +399,67 @@ def http_fetch(url, timeout=30.0):
 def http_get(url, timeout=30.0):
     st, _, body = http_fetch(url, timeout)
     return st, body
+
+
+def lua_join_http(legs, port):
+    """The http{} block of nginx + lua-nginx-module doing the K-way join of LEGS [(name, url)] on
+    127.0.0.1:PORT (after a head that loads the modules and opens http {): content_by_lua_block
+    runs ngx.location.capture_multi on K internal locations, each proxy_pass to its own upstream
+    block with the same keep-alive pool as R2; a body that cjson.safe decodes is spliced in as
+    raw text, a failed or non-200 leg becomes {} and an error entry."""
+    ups, locs = [], []
+    for i, (name, url) in enumerate(legs):
+        path = url.split("/", 3)[3]
+        ups.append(f"  upstream leg{i} {{ server 127.0.0.1:{UP_BASE + i}; keepalive 64; "
+                   f"keepalive_requests 10000000; }}\n")
+        locs.append(f"    location = /_leg/{i} {{ internal; proxy_pass http://leg{i}/{path}; "
+                    f"proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n")
+    lua_legs = ", ".join(f'{{"/_leg/{i}"}}' for i in range(len(legs)))
+    lua_names = ", ".join(json.dumps(n) for n, _ in legs)
+    return f"""
+  proxy_connect_timeout 10s; proxy_send_timeout 10s; proxy_read_timeout 10s;
+  init_by_lua_block {{
+    agg_cjson = require "cjson.safe"
+    agg_legs = {{ {lua_legs} }}
+    agg_names = {{ {lua_names} }}
+  }}
+{"".join(ups)}
+  server {{
+    listen 127.0.0.1:{port} backlog=4096;
+    location = /agg {{
+      content_by_lua_block {{
+        local resps = {{ ngx.location.capture_multi(agg_legs) }}
+        local decode, names = agg_cjson.decode, agg_names
+        local parts, errs, ok = {{}}, {{}}, 0
+        for i = 1, #agg_legs do
+          local r = resps[i]
+          if r.status == 200 and not r.truncated and decode(r.body) ~= nil then
+            parts[i] = r.body
+            ok = ok + 1
+          else
+            parts[i] = "{{}}"
+            if r.status ~= 200 then
+              errs[#errs + 1] = string.format(
+                '{{"index":%d,"name":"%s","error":"http_status","status":%d,'
+                .. '"message":"upstream answered %d"}}', i - 1, names[i], r.status, r.status)
+            else
+              errs[#errs + 1] = string.format(
+                '{{"index":%d,"name":"%s","error":"invalid_json",'
+                .. '"message":"upstream body is not JSON"}}', i - 1, names[i])
+            end
+          end
+        end
+        local out = '{{"results":[' .. table.concat(parts, ",") .. '],"errors":['
+                    .. table.concat(errs, ",") .. ']}}'
+        if ok == 0 then ngx.status = 502 end
+        ngx.header.content_type = "application/json"
+        ngx.header.content_length = #out
+        ngx.print(out)
+      }}
+    }}
+{"".join(locs)}  }}
+}}
+"""
 
 
 # ---------------------------------------------------------------------------------------------
@@ -626,68 +703,12 @@ http {{
         return self.start_nginx(f"ref-{sc['name']}", text, d, [R2_TLS_PORT])
 
     def start_lua(self, sc):
-        """nginx + lua-nginx-module doing the K-way join: content_by_lua_block runs
-        ngx.location.capture_multi on K internal locations, each proxy_pass to its own upstream
-        block with the same keep-alive pool as R2; a body that cjson.safe decodes is spliced in
-        as raw text, a failed or non-200 leg becomes {} and an error entry."""
+        """nginx + lua-nginx-module doing the K-way join of lua_join_http()."""
         ndk, lua = nginx_module("ndk_http_module.so"), nginx_module("ngx_http_lua_module.so")
         if not (ndk and lua):
             raise RuntimeError("lua-nginx-module not installed (libnginx-mod-http-lua)")
         d, head = self.nginx_common(f"ref-{sc['name']}", sc["workers"], 4096, (ndk, lua))
-        legs = self.backends(sc)
-        ups, locs = [], []
-        for i, (name, url) in enumerate(legs):
-            path = url.split("/", 3)[3]
-            ups.append(f"  upstream leg{i} {{ server 127.0.0.1:{UP_BASE + i}; keepalive 64; "
-                       f"keepalive_requests 10000000; }}\n")
-            locs.append(f"    location = /_leg/{i} {{ internal; proxy_pass http://leg{i}/{path}; "
-                        f"proxy_http_version 1.1; proxy_set_header Connection \"\"; }}\n")
-        lua_legs = ", ".join(f'{{"/_leg/{i}"}}' for i in range(len(legs)))
-        lua_names = ", ".join(json.dumps(n) for n, _ in legs)
-        text = head + f"""
-  proxy_connect_timeout 10s; proxy_send_timeout 10s; proxy_read_timeout 10s;
-  init_by_lua_block {{
-    agg_cjson = require "cjson.safe"
-    agg_legs = {{ {lua_legs} }}
-    agg_names = {{ {lua_names} }}
-  }}
-{"".join(ups)}
-  server {{
-    listen 127.0.0.1:{LUA_PORT} backlog=4096;
-    location = /agg {{
-      content_by_lua_block {{
-        local resps = {{ ngx.location.capture_multi(agg_legs) }}
-        local decode, names = agg_cjson.decode, agg_names
-        local parts, errs, ok = {{}}, {{}}, 0
-        for i = 1, #agg_legs do
-          local r = resps[i]
-          if r.status == 200 and not r.truncated and decode(r.body) ~= nil then
-            parts[i] = r.body
-            ok = ok + 1
-          else
-            parts[i] = "{{}}"
-            if r.status ~= 200 then
-              errs[#errs + 1] = string.format(
-                '{{"index":%d,"name":"%s","error":"http_status","status":%d,'
-                .. '"message":"upstream answered %d"}}', i - 1, names[i], r.status, r.status)
-            else
-              errs[#errs + 1] = string.format(
-                '{{"index":%d,"name":"%s","error":"invalid_json",'
-                .. '"message":"upstream body is not JSON"}}', i - 1, names[i])
-            end
-          end
-        end
-        local out = '{{"results":[' .. table.concat(parts, ",") .. '],"errors":['
-                    .. table.concat(errs, ",") .. ']}}'
-        if ok == 0 then ngx.status = 502 end
-        ngx.header.content_type = "application/json"
-        ngx.header.content_length = #out
-        ngx.print(out)
-      }}
-    }}
-{"".join(locs)}  }}
-}}
-"""
+        text = head + lua_join_http(self.backends(sc), LUA_PORT)
         # The modules must load and the Lua must compile (init_by_lua runs at load): a failure
         # here skips the Lua rows instead of stopping the run, as start_nginx would.
         conf = os.path.join(d, "nginx.conf")
@@ -838,12 +859,20 @@ class Runner:
         a0, q0 = self.env.upstream_stats()
         m0, t0, u0 = machine_busy_s(), sum(map(proc_cpu_s, pids)), sum(map(proc_cpu_s, up))
         c0, w0 = children_cpu_s(), time.monotonic()
+        us0 = [proc_user_sys_s(p) for p in pids]
         res = load()
+        us1 = [proc_user_sys_s(p) for p in pids]
         m1, t1, u1 = machine_busy_s(), sum(map(proc_cpu_s, pids)), sum(map(proc_cpu_s, up))
         c1, w1 = children_cpu_s(), time.monotonic()
         a1, q1 = self.env.upstream_stats()
         n = max(res["requests"], 1)
         res["cpu_us"] = (t1 - t0) * 1e6 / n
+        # The split into user and system time, from clock ticks: only where a run used
+        # enough CPU (half a second) for ticks to resolve it.
+        user = sum(b[0] - a[0] for a, b in zip(us0, us1))
+        system = sum(b[1] - a[1] for a, b in zip(us0, us1))
+        if user + system >= 0.5:
+            res["user_us"], res["sys_us"] = user * 1e6 / n, system * 1e6 / n
         res["up_cpu_us"] = (u1 - u0) * 1e6 / n
         res["up_conns"] = max(a1 - a0 - 1, 0) / n  # the status request itself opens one
         res["up_reqs"] = max(q1 - q0 - 1, 0) / n
@@ -1157,7 +1186,8 @@ class Runner:
         if sc.get("tls"):
             res["up_handshakes"] = res["up_conns"]  # each TLS connection is one handshake
         log(f"  {fmt_num(res.get('rps'), 0)} req/s, p50 {fmt_ms(res.get('p50'))}, "
-            f"p99 {fmt_ms(res.get('p99'))}, {fmt_num(res.get('cpu_us'), 1)} us/req, "
+            f"p99 {fmt_ms(res.get('p99'))}, {fmt_num(res.get('cpu_us'), 1)} us/req "
+            f"({fmt_user_sys(res)}), "
             f"{fmt_num(res.get('rss_mb'), 1)} MB, others {res['others_pct']:.0f}% CPU")
         return res
 
@@ -1258,7 +1288,15 @@ def judge(sc, res, results):
     return vs, text, ("PASS" if ok and not bad else "FAIL")
 
 
-COLUMNS = ("scenario", "conns", "req/s", "p50", "p99", "CPU µs/req", "peak RSS MB", "vs R2",
+def fmt_user_sys(res):
+    """CPU per request split into user and system time, "user / system", or ""."""
+    if "user_us" not in res:
+        return ""
+    return f"{fmt_num(res['user_us'], 0)} / {fmt_num(res['sys_us'], 0)}"
+
+
+COLUMNS = ("scenario", "conns", "req/s", "p50", "p99", "CPU µs/req", "user / system µs/req",
+           "peak RSS MB", "vs R2",
            "target", "result", "upstream CPU µs/req", "upstream conns opened/req",
            "others' CPU %", "upstream TLS handshakes/req")
 
@@ -1298,6 +1336,7 @@ def table(results, order):
             fmt_ms(res.get("p50")) + (f" (median of {res['requests']})" if single else ""),
             fmt_ms(res.get("p99")) + (" (max)" if single else ""),
             fmt_num(res.get("cpu_us"), 1),
+            fmt_user_sys(res),
             fmt_num(res.get("rss_mb"), 1),
             vs, ttext, verdict,
             fmt_num(res.get("up_cpu_us"), 1),
