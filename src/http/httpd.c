@@ -280,25 +280,29 @@ int httpd_respond_error(struct httpd_req *r, int status, const char *code, const
     return httpd_respond(r, status, "application/json", body, len, HTTPD_MEM_OWNED, extra, nextra);
 }
 
-int httpd_park(struct httpd_req *r)
+int httpd__suspend(struct httpd_req *r)
 {
     struct conn_watch *cw = httpd__guard_watch_of(r->conn);
-    if (cw != NULL && cw->gone) {
-        r->phase = PH_GONE; /* ends as 499 when the daemon closes */
+    if (cw != NULL && cw->gone)
         return -EPIPE;
-    }
     struct httpd *h = r->h;
     MHD_suspend_connection(r->conn);
     if (cw != NULL) {
         cw->parked = r;
         r->watch = cw;
     }
-    r->phase = PH_WAITING;
     r->next = h->waiting;
     if (h->waiting != NULL)
         h->waiting->prev = r;
     h->waiting = r;
     return 0;
+}
+
+int httpd_park(struct httpd_req *r)
+{
+    int rc = httpd__suspend(r);
+    r->phase = rc == 0 ? PH_WAITING : PH_GONE; /* gone: ends as 499 when the daemon closes */
+    return rc;
 }
 
 static enum MHD_Result on_request(void *cls, struct MHD_Connection *conn, const char *url,

@@ -96,6 +96,11 @@ struct httpd_req {
 
 /* httpd.c: the daemon and its requests */
 
+/* Suspends r's connection until httpd__resume(): on its watch, which then reports the client
+ * leaving, and on h->waiting, for shutdown. -EPIPE, and nothing done, when the client is known
+ * to have left already. */
+int httpd__suspend(struct httpd_req *r);
+
 /* Resumes r, parked or a stream waiting for a piece, in `phase`: takes it off its watch and
  * off h->waiting, and makes the daemon run. */
 void httpd__resume(struct httpd_req *r, enum phase phase);

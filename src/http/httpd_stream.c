@@ -17,21 +17,9 @@
  * that edge with nothing parked, and it does not come again. */
 static int stream_park(struct httpd_req *r)
 {
-    struct httpd *h = r->h;
-    struct conn_watch *cw = httpd__guard_watch_of(r->conn);
-    if (cw != NULL && cw->gone)
-        return -EPIPE;
-    MHD_suspend_connection(r->conn);
-    r->stream_parked = true;
-    if (cw != NULL) {
-        cw->parked = r;
-        r->watch = cw;
-    }
-    r->next = h->waiting;
-    if (h->waiting != NULL)
-        h->waiting->prev = r;
-    h->waiting = r;
-    return 0;
+    int rc = httpd__suspend(r);
+    r->stream_parked = rc == 0;
+    return rc;
 }
 
 static void stream_wake(struct httpd_req *r)
