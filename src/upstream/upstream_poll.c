@@ -55,7 +55,9 @@ static int real_poll(struct pollfd *fds, nfds_t nfds, int timeout)
  * executable's definition comes first); see the top of this file. glibc declares the array
  * write-only, which this definition, reading the events asked for, is not. */
 #pragma GCC diagnostic push
+#ifndef __clang__ /* clang has no such warning, and warns about the name */
 #pragma GCC diagnostic ignored "-Wmaybe-uninitialized"
+#endif
 int poll(struct pollfd *fds, nfds_t nfds, int timeout)
 {
     struct memo *m = running;

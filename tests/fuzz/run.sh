@@ -6,7 +6,8 @@
 #
 # Environment: FUZZ_SECONDS (0: only replay the committed corpus, a quick regression run),
 # FUZZ_BUILD_DIR (default: a temporary directory, removed afterwards), FUZZ_CC (default clang),
-# FUZZ_JOBS (parallel fuzzing processes per target, default 1).
+# FUZZ_JOBS (parallel fuzzing processes per target, default 1; targets run side by side on the
+# CPUs left).
 # The committed seed corpus (tests/fuzz/corpus/<target>) is read, never written: new inputs go
 # to a scratch corpus in the build directory. A crash, leak, sanitizer report or failed check
 # makes the script exit 1; the reproducer is kept as tests/fuzz/artifacts/<target>-crash-*.
@@ -46,12 +47,16 @@ python3 "$root/src/config/embed_config.py" "$root/config/gatherd.json" "$out/con
 objs=()
 for f in "$root"/src/*/*.c "$out/config_default.c"; do
     o=$out/obj-$(basename "$f" .c).o
-    if ! "$cc" "${cflags[@]}" -fsanitize=fuzzer-no-link -c -o "$o" "$f"; then
-        echo "fuzz: cannot compile $f" >&2
-        exit 1
-    fi
+    while [ "$(jobs -rp | wc -l)" -ge "$(nproc)" ]; do wait -n; done
+    { "$cc" "${cflags[@]}" -fsanitize=fuzzer-no-link -c -o "$o" "$f" ||
+        echo "$f" >>"$out/compile-failed"; } &
     objs+=("$o")
 done
+wait
+if [ -s "$out/compile-failed" ]; then
+    echo "fuzz: cannot compile $(tr '\n' ' ' <"$out/compile-failed")" >&2
+    exit 1
+fi
 libs=$(pkg-config --libs libmicrohttpd libcurl jansson libevent_core libevent_pthreads libssl libcrypto) ||
     exit 1
 
@@ -69,9 +74,10 @@ done
 
 export ASAN_OPTIONS=${ASAN_OPTIONS:-detect_leaks=1:abort_on_error=1:symbolize=1}
 export UBSAN_OPTIONS=${UBSAN_OPTIONS:-print_stacktrace=1:halt_on_error=1}
-for t in "${targets[@]}"; do
-    seeds=$here/corpus/$t
-    dict=()
+# Runs target $1 and writes its verdict to $out/$1.result: "ok" or "FAILED", then the line to
+# print (and, on failure, the tail of its log and its reproducers).
+fuzz_one() {
+    local t=$1 seeds=$here/corpus/$1 dict=() rc start took runs
     [ -f "$here/$t.dict" ] && dict=(-dict="$here/$t.dict")
     start=$(date +%s)
     if [ "$secs" = 0 ]; then
@@ -81,16 +87,17 @@ for t in "${targets[@]}"; do
             >"$out/$t.log" 2>&1
         rc=$?
     else
-        mkdir -p "$out/corpus-$t"
+        mkdir -p "$out/corpus-$t" "$out/run-$t"
         par=()
-        # With -jobs, libFuzzer writes fuzz-N.log into the current directory: run from $out.
+        # With -jobs, libFuzzer writes fuzz-N.log into the current directory: a directory of
+        # the target's own, since targets run side by side.
         [ "$jobs" -gt 1 ] && par=(-jobs="$jobs" -workers="$jobs")
-        (cd "$out" && exec "$out/fuzz_$t" -max_total_time="$secs" -timeout=10 \
+        (cd "$out/run-$t" && exec "$out/fuzz_$t" -max_total_time="$secs" -timeout=10 \
             -rss_limit_mb=2048 -max_len=65536 -print_final_stats=1 "${par[@]}" \
             -artifact_prefix="$here/artifacts/$t-" "${dict[@]}" \
             "$out/corpus-$t" "$seeds") >"$out/$t.log" 2>&1
         rc=$?
-        [ "$jobs" -gt 1 ] && cat "$out"/fuzz-*.log >>"$out/$t.log" 2>/dev/null
+        [ "$jobs" -gt 1 ] && cat "$out/run-$t"/fuzz-*.log >>"$out/$t.log" 2>/dev/null
     fi
     took=$(( $(date +%s) - start ))
     if [ "$secs" = 0 ]; then
@@ -100,13 +107,28 @@ for t in "${targets[@]}"; do
                grep -oE '[0-9]+' | head -1)
     fi
     if [ $rc -eq 0 ]; then
-        echo "fuzz $t: ok (${runs:-?} runs, ${took}s)"
+        printf 'ok\nfuzz %s: ok (%s runs, %ss)\n' "$t" "${runs:-?}" "$took" >"$out/$t.result"
     else
-        echo "fuzz $t: FAILED (exit $rc after ${took}s); last lines of the log:"
-        grep -a -v '^#[0-9]' "$out/$t.log" | tail -40 | sed 's/^/    /'
-        ls -1 "$here/artifacts/$t-"* 2>/dev/null | sed 's/^/    reproducer: /'
-        failed+=("$t")
+        {
+            echo FAILED
+            echo "fuzz $t: FAILED (exit $rc after ${took}s); last lines of the log:"
+            grep -a -v '^#[0-9]' "$out/$t.log" | tail -40 | sed 's/^/    /'
+            ls -1 "$here/artifacts/$t-"* 2>/dev/null | sed 's/^/    reproducer: /'
+        } >"$out/$t.result"
     fi
+}
+# Targets run side by side, as many at a time as there are CPUs divided by FUZZ_JOBS: each is
+# CPU-bound for its whole time, so this divides the wall time and not a target's share.
+slots=$(( $(nproc) / jobs ))
+[ "$slots" -ge 1 ] || slots=1
+for t in "${targets[@]}"; do
+    while [ "$(jobs -rp | wc -l)" -ge "$slots" ]; do wait -n; done
+    fuzz_one "$t" &
+done
+wait
+for t in "${targets[@]}"; do
+    tail -n +2 "$out/$t.result"
+    [ "$(head -1 "$out/$t.result")" = ok ] || failed+=("$t")
 done
 if [ ${#failed[@]} -ne 0 ]; then
     echo "fuzz: failed: ${failed[*]}"
