@@ -28,10 +28,10 @@ PORT = bench.GATHERD_PORT  # one server at a time listens here
 
 
 class NoCounts(Exception):
-    pass
+    """callgrind wrote no counts: the server was killed before it could exit."""
 
 
-def callgrind(argv, out, k, n):
+def callgrind(argv, out, n):
     """Runs argv under callgrind, sends it n requests, and returns the per-object instruction
     counts of the whole run ({object file: Ir}, and "total")."""
     vg = ["valgrind", "--tool=callgrind", "--smc-check=all-non-file",  # LuaJIT writes code
@@ -77,19 +77,19 @@ def callgrind(argv, out, k, n):
     return by
 
 
-def counted(argv, out, k, n):
+def counted(argv, out, n):
     """callgrind(), tried up to three times: a server killed before it exits leaves no counts."""
-    for attempt in range(3):
+    for _ in range(3):
         try:
-            return callgrind(argv, out, k, n)
+            return callgrind(argv, out, n)
         except NoCounts as e:
             print(f"instructions_peer: {e}; again", file=sys.stderr)
     raise SystemExit(f"instructions_peer: no callgrind counts for {argv[0]} in three runs")
 
 
 def per_request(argv, tmp, name, k):
-    a = counted(argv, os.path.join(tmp, f"cg.{name}.{k}.a"), k, N)
-    b = counted(argv, os.path.join(tmp, f"cg.{name}.{k}.b"), k, 3 * N)
+    a = counted(argv, os.path.join(tmp, f"cg.{name}.{k}.a"), N)
+    b = counted(argv, os.path.join(tmp, f"cg.{name}.{k}.b"), 3 * N)
     return {o: (b.get(o, 0) - a.get(o, 0)) / (2 * N) for o in set(a) | set(b)}
 
 
@@ -114,7 +114,8 @@ def main():
             d, head = env.nginx_common(f"lua-k{k}", 1, 4096, (ndk, lua))
             conf = os.path.join(d, "nginx.conf")
             with open(conf, "w") as f:
-                f.write("master_process off;\n" + head + bench.lua_join_http(env.backends(sc), PORT))
+                f.write("master_process off;\n" + head
+                        + bench.lua_join_http(env.backends(sc), PORT))
             cfg = env.gatherd_config(sc, access_log=False)
             cfg["listen"] = f"127.0.0.1:{PORT}"
             cfg_path = os.path.join(tmp, f"gatherd-k{k}.json")
