@@ -302,13 +302,7 @@ def proc_cpu_s(pid):
                 total += int(f.read().split()[0])
         return total / 1e9
     except (OSError, IndexError, ValueError):
-        pass
-    try:
-        with open(f"/proc/{pid}/stat") as f:
-            fields = f.read().rsplit(")", 1)[1].split()
-        return (int(fields[11]) + int(fields[12])) / CLK_TCK
-    except (OSError, IndexError):
-        return 0.0
+        return sum(proc_user_sys_s(pid))
 
 
 def proc_user_sys_s(pid):

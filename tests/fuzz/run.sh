@@ -44,10 +44,15 @@ python3 "$root/src/config/embed_config.py" "$root/config/gatherd.json" "$out/con
 
 # Every source but main.c, as meson's layer libraries: the harnesses call only the pure
 # modules, and linking the rest keeps this script independent of how src/ splits them into files.
+# Waits until fewer than $1 of this script's background jobs run.
+throttle() {
+    while [ "$(jobs -rp | wc -l)" -ge "$1" ]; do wait -n; done
+}
+
 objs=()
 for f in "$root"/src/*/*.c "$out/config_default.c"; do
     o=$out/obj-$(basename "$f" .c).o
-    while [ "$(jobs -rp | wc -l)" -ge "$(nproc)" ]; do wait -n; done
+    throttle "$(nproc)"
     { "$cc" "${cflags[@]}" -fsanitize=fuzzer-no-link -c -o "$o" "$f" ||
         echo "$f" >>"$out/compile-failed"; } &
     objs+=("$o")
@@ -122,7 +127,7 @@ fuzz_one() {
 slots=$(( $(nproc) / jobs ))
 [ "$slots" -ge 1 ] || slots=1
 for t in "${targets[@]}"; do
-    while [ "$(jobs -rp | wc -l)" -ge "$slots" ]; do wait -n; done
+    throttle "$slots"
     fuzz_one "$t" &
 done
 wait
